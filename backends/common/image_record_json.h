@@ -1,0 +1,26 @@
+// Parsing of Glance v2 image records (`GET /v2/images/<id>`) into ImageRecord.
+//
+// Shared by every backend that speaks Glance's JSON: the local directory catalog stores records
+// exactly as Glance returns them. Records are untrusted input: anything malformed is a
+// Corruption status naming the field, never an exception.
+#pragma once
+
+#include <string>
+#include <string_view>
+
+#include "fs/base/catalog.h"
+#include "fs/base/status.h"
+
+namespace glancefs::backends {
+
+// The largest record glancefs will parse. Glance limits properties to 255 characters by
+// default, but deployments raise it; 16 MiB is far beyond any real record.
+inline constexpr size_t kMaxRecordBytes = 16 << 20;
+
+// True iff `id` can name a directory entry and a file in a catalog directory: 1 to 255
+// characters from [A-Za-z0-9._-], not starting with '.'. Glance ids are UUIDs.
+bool IsSafeImageId(std::string_view id);
+
+Result<ImageRecord> ParseImageRecord(std::string_view json_text);
+
+}  // namespace glancefs::backends

@@ -1,0 +1,427 @@
+#include "fs/core/file_system.h"
+
+#include <fcntl.h>
+
+#include <algorithm>
+#include <cstring>
+#include <ctime>
+
+#include "fs/base/log.h"
+#include "fs/base/time_util.h"
+
+namespace glancefs::core {
+namespace {
+
+using fsns::ImageFile;
+using fsns::Namespace;
+
+constexpr std::string_view kGlancePrefix = "user.glance.";
+constexpr std::string_view kGlancefsPrefix = "user.glancefs.";
+constexpr size_t kXattrNameMax = 255;  // XATTR_NAME_MAX
+
+NodeKey DirKey(NodeKind kind) { return NodeKey{kind, ImageFile::kMetadata, ""}; }
+NodeKey ImageDirKey(const std::string& id) {
+  return NodeKey{NodeKind::kImageDir, ImageFile::kMetadata, id};
+}
+NodeKey FileKey(const std::string& id, ImageFile file) {
+  return NodeKey{NodeKind::kImageFile, file, id};
+}
+NodeKey LinkKey(const std::string& entry) {
+  return NodeKey{NodeKind::kByNameLink, ImageFile::kMetadata, entry};
+}
+
+bool Shows(const ImageRecord& image, ImageFile file) {
+  auto files = fsns::FilesOf(image);
+  return std::find(files.begin(), files.end(), file) != files.end();
+}
+
+// Whether an image's data may differ between two versions of its record.
+bool DataChanged(const ImageRecord& a, const ImageRecord& b) {
+  return a.data_version != b.data_version || a.size != b.size;
+}
+
+}  // namespace
+
+FileSystem::FileSystem(Catalog* catalog, FsOptions options)
+    : catalog_(catalog),
+      options_(options),
+      ns_(std::make_shared<Namespace>(std::make_shared<CatalogSnapshot>())) {}
+
+std::shared_ptr<const Namespace> FileSystem::ns() const {
+  std::lock_guard<std::mutex> lock(ns_mu_);
+  return ns_;
+}
+
+Status FileSystem::Refresh(std::vector<Invalidation>* invalidations) {
+  auto snap = catalog_->Refresh();
+  if (!snap.ok()) {
+    std::lock_guard<std::mutex> lock(refresh_mu_);
+    if (refresh_error_ != snap.status().ToString()) {
+      refresh_error_ = snap.status().ToString();
+      LOG_ERROR("catalog %s: refresh failed, serving the last good catalog: %s",
+                catalog_->Describe().c_str(), refresh_error_.c_str());
+    }
+    return snap.status();
+  }
+  {
+    std::lock_guard<std::mutex> lock(refresh_mu_);
+    last_refresh_ = ::time(nullptr);
+    refresh_error_.clear();
+  }
+  auto old_ns = ns();
+  if (old_ns->snapshot() == *snap) return Status::Ok();
+  auto new_ns = std::make_shared<const Namespace>(std::move(snap).value());
+  {
+    std::lock_guard<std::mutex> lock(ns_mu_);
+    ns_ = new_ns;
+  }
+  Diff(*old_ns, *new_ns, invalidations);
+  LOG_DEBUG("catalog %s: %zu images, %zu invalidations", catalog_->Describe().c_str(),
+            new_ns->snapshot()->images.size(), invalidations->size());
+  return Status::Ok();
+}
+
+void FileSystem::Diff(const Namespace& old_ns, const Namespace& new_ns,
+                      std::vector<Invalidation>* out) const {
+  using Kind = Invalidation::Kind;
+  const auto& a = old_ns.snapshot()->images;
+  const auto& b = new_ns.snapshot()->images;
+  bool images_changed = false;
+  size_t i = 0, j = 0;
+  while (i < a.size() || j < b.size()) {
+    const ImageRecord* o = nullptr;
+    const ImageRecord* n = nullptr;
+    if (j == b.size() || (i < a.size() && a[i]->id < b[j]->id)) {
+      o = a[i++].get();
+    } else if (i == a.size() || b[j]->id < a[i]->id) {
+      n = b[j++].get();
+    } else {
+      o = a[i++].get();
+      n = b[j++].get();
+      if (*o == *n) continue;
+    }
+    const std::string& id = o ? o->id : n->id;
+    images_changed = true;
+    // A new id drops a cached negative entry; a gone one drops the positive entry.
+    if (!o || !n) out->push_back({Kind::kEntry, kImagesIno, id});
+    auto dir_ino = inodes_.Find(ImageDirKey(id));
+    if (dir_ino) out->push_back({Kind::kInodeAttrs, *dir_ino, ""});
+    bool data_changed = !o || !n || DataChanged(*o, *n);
+    for (ImageFile f : {ImageFile::kMetadata, ImageFile::kDiskRaw, ImageFile::kDiskQcow2}) {
+      bool shown_before = o && Shows(*o, f), shown_now = n && Shows(*n, f);
+      if (dir_ino && shown_before != shown_now) {
+        out->push_back({Kind::kEntry, *dir_ino, fsns::FileName(f)});
+      }
+      auto file_ino = inodes_.Find(FileKey(id, f));
+      if (!file_ino) continue;
+      bool content_changed = f == ImageFile::kMetadata || data_changed;
+      out->push_back({content_changed ? Kind::kInode : Kind::kInodeAttrs, *file_ino, ""});
+    }
+  }
+  // by-name: merge the two sorted entry lists.
+  const auto& x = old_ns.by_name();
+  const auto& y = new_ns.by_name();
+  bool by_name_changed = false;
+  i = j = 0;
+  while (i < x.size() || j < y.size()) {
+    std::string entry;
+    if (j == y.size() || (i < x.size() && x[i].entry < y[j].entry)) {
+      entry = x[i++].entry;
+    } else if (i == x.size() || y[j].entry < x[i].entry) {
+      entry = y[j++].entry;
+    } else {
+      bool same = x[i].image->id == y[j].image->id;
+      entry = x[i].entry;
+      ++i;
+      ++j;
+      if (same) continue;
+    }
+    by_name_changed = true;
+    out->push_back({Kind::kEntry, kByNameIno, entry});
+    if (auto link_ino = inodes_.Find(LinkKey(entry))) out->push_back({Kind::kInode, *link_ino, ""});
+  }
+  // Directories: kInode, because the kernel keeps cached listings in their page cache.
+  if (images_changed) out->push_back({Kind::kInode, kImagesIno, ""});
+  if (by_name_changed) out->push_back({Kind::kInode, kByNameIno, ""});
+  if (old_ns.mtime() != new_ns.mtime()) out->push_back({Kind::kInodeAttrs, kRootIno, ""});
+}
+
+Result<NodeKey> FileSystem::KeyOf(uint64_t ino) const {
+  auto key = inodes_.Get(ino);
+  if (!key) return Status::NotFound("no inode " + std::to_string(ino));
+  return *key;
+}
+
+Result<struct stat> FileSystem::StatOf(const NodeKey& key, const Namespace& ns) const {
+  struct stat st;
+  std::memset(&st, 0, sizeof st);
+  st.st_uid = options_.uid;
+  st.st_gid = options_.gid;
+  st.st_blksize = 4096;
+  int64_t mtime = ns.mtime();
+  switch (key.kind) {
+    case NodeKind::kRoot:
+      st.st_mode = S_IFDIR | 0555;
+      st.st_nlink = 4;  // ".", "..", images/.., by-name/..
+      break;
+    case NodeKind::kImagesDir:
+      st.st_mode = S_IFDIR | 0555;
+      st.st_nlink = 2 + ns.listed().size();
+      break;
+    case NodeKind::kByNameDir:
+      st.st_mode = S_IFDIR | 0555;
+      st.st_nlink = 2;
+      break;
+    case NodeKind::kImageDir: {
+      auto image = ns.FindImage(key.name);
+      if (!image) return Status::NotFound("no image " + key.name);
+      st.st_mode = S_IFDIR | 0555;
+      st.st_nlink = 2;
+      mtime = image->updated_at;
+      break;
+    }
+    case NodeKind::kImageFile: {
+      auto image = ns.FindImage(key.name);
+      if (!image || !Shows(*image, key.file)) {
+        return Status::NotFound("no " + std::string(fsns::FileName(key.file)) + " in " + key.name);
+      }
+      st.st_mode = S_IFREG | 0444;
+      st.st_nlink = 1;
+      mtime = image->updated_at;
+      if (key.file == ImageFile::kMetadata) {
+        st.st_size = static_cast<off_t>(image->record_json.size());
+        st.st_blocks = (st.st_size + 511) / 512;
+      } else {
+        st.st_size = static_cast<off_t>(*image->size);
+        uint64_t allocated = image->allocated_bytes.value_or(*image->size);
+        st.st_blocks = static_cast<blkcnt_t>((allocated + 511) / 512);
+        st.st_blksize = options_.disk_blksize;
+      }
+      break;
+    }
+    case NodeKind::kByNameLink: {
+      const fsns::ByNameEntry* entry = ns.FindByName(key.name);
+      if (!entry) return Status::NotFound("no by-name entry " + key.name);
+      st.st_mode = S_IFLNK | 0777;
+      st.st_nlink = 1;
+      st.st_size = static_cast<off_t>(Namespace::LinkTarget(*entry->image).size());
+      mtime = entry->image->updated_at;
+      break;
+    }
+  }
+  st.st_mtim.tv_sec = mtime;
+  st.st_ctim.tv_sec = mtime;
+  st.st_atim.tv_sec = mtime;
+  return st;
+}
+
+Result<NodeKey> FileSystem::Child(const NodeKey& parent, std::string_view name,
+                                  const Namespace& ns) const {
+  auto missing = [&] { return Status::NotFound(std::string(name)); };
+  switch (parent.kind) {
+    case NodeKind::kRoot:
+      if (name == "images") return DirKey(NodeKind::kImagesDir);
+      if (name == "by-name") return DirKey(NodeKind::kByNameDir);
+      return missing();
+    case NodeKind::kImagesDir:
+      if (!ns.FindImage(name)) return missing();
+      return ImageDirKey(std::string(name));
+    case NodeKind::kImageDir: {
+      auto image = ns.FindImage(parent.name);
+      auto file = fsns::ParseFileName(name);
+      if (!image || !file || !Shows(*image, *file)) return missing();
+      return FileKey(image->id, *file);
+    }
+    case NodeKind::kByNameDir:
+      if (!ns.FindByName(name)) return missing();
+      return LinkKey(std::string(name));
+    case NodeKind::kImageFile:
+    case NodeKind::kByNameLink:
+      return Status::InvalidArgument("not a directory");
+  }
+  return missing();
+}
+
+Result<struct stat> FileSystem::Lookup(uint64_t parent, std::string_view name) {
+  GLANCEFS_ASSIGN_OR_RETURN(NodeKey parent_key, KeyOf(parent));
+  auto current = ns();
+  GLANCEFS_ASSIGN_OR_RETURN(NodeKey key, Child(parent_key, name, *current));
+  GLANCEFS_ASSIGN_OR_RETURN(struct stat st, StatOf(key, *current));
+  st.st_ino = inodes_.Acquire(key);
+  return st;
+}
+
+Result<struct stat> FileSystem::GetAttr(uint64_t ino) {
+  GLANCEFS_ASSIGN_OR_RETURN(NodeKey key, KeyOf(ino));
+  GLANCEFS_ASSIGN_OR_RETURN(struct stat st, StatOf(key, *ns()));
+  st.st_ino = ino;
+  return st;
+}
+
+Result<std::string> FileSystem::ReadLink(uint64_t ino) {
+  GLANCEFS_ASSIGN_OR_RETURN(NodeKey key, KeyOf(ino));
+  if (key.kind != NodeKind::kByNameLink) return Status::InvalidArgument("not a symlink");
+  auto current = ns();
+  const fsns::ByNameEntry* entry = current->FindByName(key.name);
+  if (!entry) return Status::NotFound("no by-name entry " + key.name);
+  return Namespace::LinkTarget(*entry->image);
+}
+
+Result<std::vector<DirItem>> FileSystem::OpenDir(uint64_t ino) {
+  GLANCEFS_ASSIGN_OR_RETURN(NodeKey key, KeyOf(ino));
+  auto current = ns();
+  GLANCEFS_RETURN_IF_ERROR(StatOf(key, *current).status());
+  std::vector<DirItem> items;
+  items.push_back({".", key, S_IFDIR});
+  items.push_back({"..", key, S_IFDIR});  // the adapter never counts . and ..
+  switch (key.kind) {
+    case NodeKind::kRoot:
+      items.push_back({"by-name", DirKey(NodeKind::kByNameDir), S_IFDIR});
+      items.push_back({"images", DirKey(NodeKind::kImagesDir), S_IFDIR});
+      break;
+    case NodeKind::kImagesDir:
+      items.reserve(items.size() + current->listed().size());
+      for (const auto& image : current->listed()) {
+        items.push_back({image->id, ImageDirKey(image->id), S_IFDIR});
+      }
+      break;
+    case NodeKind::kByNameDir:
+      items.reserve(items.size() + current->by_name().size());
+      for (const auto& entry : current->by_name()) {
+        items.push_back({entry.entry, LinkKey(entry.entry), S_IFLNK});
+      }
+      break;
+    case NodeKind::kImageDir: {
+      auto image = current->FindImage(key.name);
+      for (ImageFile f : fsns::FilesOf(*image)) {
+        items.push_back({fsns::FileName(f), FileKey(image->id, f), S_IFREG});
+      }
+      break;
+    }
+    case NodeKind::kImageFile:
+    case NodeKind::kByNameLink:
+      return Status::InvalidArgument("not a directory");
+  }
+  return items;
+}
+
+Result<struct stat> FileSystem::AcquireDirItem(uint64_t dir_ino, const DirItem& item) {
+  (void)dir_ino;
+  GLANCEFS_ASSIGN_OR_RETURN(struct stat st, StatOf(item.key, *ns()));
+  st.st_ino = inodes_.Acquire(item.key);
+  return st;
+}
+
+uint64_t FileSystem::PeekIno(uint64_t dir_ino, const DirItem& item) const {
+  if (item.name == "." || item.name == "..") return dir_ino;
+  if (auto ino = inodes_.Find(item.key)) return *ino;
+  // Never handed to the kernel as an inode: only shown by getdents(2) without readdirplus.
+  uint64_t h = 0xcbf29ce484222325ULL;
+  for (unsigned char c : item.key.Encode()) h = (h ^ c) * 0x100000001b3ULL;
+  return h | (1ULL << 63);
+}
+
+Result<std::unique_ptr<OpenFile>> FileSystem::Open(uint64_t ino, int flags) {
+  GLANCEFS_ASSIGN_OR_RETURN(NodeKey key, KeyOf(ino));
+  if ((flags & O_ACCMODE) != O_RDONLY || (flags & O_TRUNC)) {
+    return Status::ReadOnly("glancefs is read-only");
+  }
+  if (key.kind != NodeKind::kImageFile) return Status::InvalidArgument("not a file");
+  auto image = ns()->FindImage(key.name);
+  if (!image || !Shows(*image, key.file)) return Status::NotFound("no such file");
+  auto file = std::make_unique<OpenFile>();
+  file->file = key.file;
+  file->record = image;
+  if (key.file == ImageFile::kMetadata) {
+    file->size = image->record_json.size();
+    return file;
+  }
+  auto source = catalog_->OpenData(*image);
+  if (!source.ok()) return source.status();
+  file->source = std::move(source).value();
+  file->size = file->source->size();
+  return file;
+}
+
+Result<std::string_view> FileSystem::Read(OpenFile& file, uint64_t off, size_t n, char* scratch) {
+  if (off >= file.size) return std::string_view();
+  n = static_cast<size_t>(std::min<uint64_t>(n, file.size - off));
+  if (!file.source) return std::string_view(file.record->record_json).substr(off, n);
+  GLANCEFS_RETURN_IF_ERROR(file.source->ReadAt(off, n, scratch));
+  return std::string_view(scratch, n);
+}
+
+Result<uint64_t> FileSystem::Seek(OpenFile& file, uint64_t off, bool want_data) {
+  if (off >= file.size) return Status::OutOfRange("seek past the end");
+  if (!file.source) return want_data ? off : file.size;
+  while (off < file.size) {
+    GLANCEFS_ASSIGN_OR_RETURN(Extent extent, file.source->MapExtent(off));
+    if (extent.length == 0) return Status::Corruption("empty extent");
+    bool is_data = extent.kind == Extent::Kind::kData;
+    if (is_data == want_data) return off;
+    off += extent.length;
+  }
+  if (want_data) return Status::OutOfRange("no data after this offset");
+  return file.size;  // the end of the file is a hole for SEEK_HOLE
+}
+
+std::shared_ptr<const ImageRecord> FileSystem::XattrImage(const NodeKey& key,
+                                                          const Namespace& ns) const {
+  if (key.kind != NodeKind::kImageDir && key.kind != NodeKind::kImageFile) return nullptr;
+  return ns.FindImage(key.name);
+}
+
+std::vector<std::pair<std::string, std::string>> FileSystem::RootXattrs() const {
+  auto current = ns();
+  std::vector<std::pair<std::string, std::string>> out;
+  out.emplace_back("user.glancefs.catalog", catalog_->Describe());
+  out.emplace_back("user.glancefs.images", std::to_string(current->snapshot()->images.size()));
+  out.emplace_back("user.glancefs.inodes", std::to_string(inodes_.size()));
+  std::lock_guard<std::mutex> lock(refresh_mu_);
+  if (last_refresh_) out.emplace_back("user.glancefs.last_refresh", FormatIso8601(last_refresh_));
+  if (!refresh_error_.empty()) out.emplace_back("user.glancefs.refresh_error", refresh_error_);
+  return out;
+}
+
+Result<std::optional<std::string>> FileSystem::GetXattr(uint64_t ino, std::string_view name) {
+  GLANCEFS_ASSIGN_OR_RETURN(NodeKey key, KeyOf(ino));
+  if (key.kind == NodeKind::kRoot && name.substr(0, kGlancefsPrefix.size()) == kGlancefsPrefix) {
+    for (auto& [k, v] : RootXattrs()) {
+      if (k == name) return std::optional<std::string>(std::move(v));
+    }
+    return std::optional<std::string>();
+  }
+  if (name.substr(0, kGlancePrefix.size()) != kGlancePrefix) return std::optional<std::string>();
+  auto image = XattrImage(key, *ns());
+  if (!image) return std::optional<std::string>();
+  auto it = image->properties.find(std::string(name.substr(kGlancePrefix.size())));
+  if (it == image->properties.end()) return std::optional<std::string>();
+  return std::optional<std::string>(it->second);
+}
+
+Result<std::string> FileSystem::ListXattr(uint64_t ino) {
+  GLANCEFS_ASSIGN_OR_RETURN(NodeKey key, KeyOf(ino));
+  std::string out;
+  if (key.kind == NodeKind::kRoot) {
+    for (const auto& [k, v] : RootXattrs()) {
+      out += k;
+      out.push_back('\0');
+    }
+    return out;
+  }
+  auto image = XattrImage(key, *ns());
+  if (!image) return out;
+  for (const auto& [k, v] : image->properties) {
+    // A key that cannot be an xattr name stays readable in metadata.json only.
+    if (k.size() + kGlancePrefix.size() > kXattrNameMax || k.find('\0') != std::string::npos ||
+        k.empty()) {
+      continue;
+    }
+    out += kGlancePrefix;
+    out += k;
+    out.push_back('\0');
+  }
+  return out;
+}
+
+}  // namespace glancefs::core

@@ -1,0 +1,131 @@
+// FileSystem: every glancefs operation, in glancefs terms (Status, struct stat), with no FUSE.
+//
+// fs/fuse/lowlevel_ops.cc is a thin adapter that turns FUSE requests into these calls and their
+// results into replies. Keeping FUSE out makes the semantics testable without a mount.
+//
+// Threading: all methods may be called concurrently from FUSE worker threads; Refresh is called
+// by one refresher thread. The current Namespace is swapped atomically (under ns_mu_), so each
+// operation sees one consistent snapshot. Open files keep their image's record and data source
+// alive (shared_ptr) whatever the catalog does meanwhile.
+// Lock order: ns_mu_ and the InodeTable's mutex are leaves; neither is held while calling the
+// catalog.
+#pragma once
+
+#include <sys/stat.h>
+
+#include <atomic>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "fs/base/catalog.h"
+#include "fs/core/inode_table.h"
+#include "fs/namespace/namespace.h"
+
+namespace glancefs::core {
+
+struct FsOptions {
+  uid_t uid = 0;  // owner of every node; tools/glancefs sets the mounting user
+  gid_t gid = 0;
+  // st_blksize of disk files: what cp, rsync and dd take as the preferred I/O size.
+  // Default: 1 MiB, the largest read FUSE passes in one request.
+  uint32_t disk_blksize = 1 << 20;
+};
+
+// One entry of a directory as listed by OpenDir.
+struct DirItem {
+  std::string name;
+  NodeKey key;
+  mode_t type = 0;  // S_IFDIR, S_IFREG or S_IFLNK
+};
+
+// What an open file reads from. Owned by the FUSE file handle.
+struct OpenFile {
+  fsns::ImageFile file = fsns::ImageFile::kMetadata;
+  std::shared_ptr<const ImageRecord> record;
+  std::shared_ptr<ByteSource> source;  // disk views only
+  uint64_t size = 0;
+};
+
+// A cache entry the kernel must drop after a catalog change.
+struct Invalidation {
+  enum class Kind {
+    kEntry,       // the name `name` in directory `ino` (positive or negative dentry)
+    kInode,       // attributes and cached data of `ino`
+    kInodeAttrs,  // attributes (and directory listing) of `ino`, keeping cached file data
+  };
+  Kind kind;
+  uint64_t ino;
+  std::string name;
+};
+
+class FileSystem {
+ public:
+  // `catalog` must outlive the FileSystem.
+  FileSystem(Catalog* catalog, FsOptions options);
+  FileSystem(const FileSystem&) = delete;
+  FileSystem& operator=(const FileSystem&) = delete;
+
+  // Reads the catalog. On success swaps in the new snapshot and appends to *invalidations what
+  // the kernel must forget; on failure keeps the last good snapshot and returns the error.
+  Status Refresh(std::vector<Invalidation>* invalidations);
+
+  // Each successful Lookup adds one to the inode's lookup count (st_ino of the result).
+  Result<struct stat> Lookup(uint64_t parent, std::string_view name);
+  void Forget(uint64_t ino, uint64_t n) { inodes_.Forget(ino, n); }
+  Result<struct stat> GetAttr(uint64_t ino);
+  Result<std::string> ReadLink(uint64_t ino);
+
+  // The entries of a directory, "." and ".." first, fixed at the time of the call.
+  Result<std::vector<DirItem>> OpenDir(uint64_t ino);
+  // For readdirplus: the attributes of `item`, adding one to its lookup count.
+  // NotFound if the item vanished since OpenDir.
+  Result<struct stat> AcquireDirItem(uint64_t dir_ino, const DirItem& item);
+  // For plain readdir: the inode number if the node has one, else a stable synthetic number.
+  uint64_t PeekIno(uint64_t dir_ino, const DirItem& item) const;
+
+  // Opens a file for reading; any write access is ReadOnly (EROFS).
+  Result<std::unique_ptr<OpenFile>> Open(uint64_t ino, int flags);
+  // Reads up to n bytes at off; returns a view of the bytes, in `scratch` (of at least n bytes)
+  // or in the open file itself. Empty at or past the end.
+  Result<std::string_view> Read(OpenFile& file, uint64_t off, size_t n, char* scratch);
+  // SEEK_DATA (want_data) or SEEK_HOLE from off. OutOfRange (ENXIO) at or past the end.
+  Result<uint64_t> Seek(OpenFile& file, uint64_t off, bool want_data);
+
+  // nullopt: no such attribute (ENODATA).
+  Result<std::optional<std::string>> GetXattr(uint64_t ino, std::string_view name);
+  // The names, each followed by a NUL, as listxattr(2) returns them.
+  Result<std::string> ListXattr(uint64_t ino);
+
+  size_t inode_count() const { return inodes_.size(); }
+
+ private:
+  std::shared_ptr<const fsns::Namespace> ns() const;
+  Result<NodeKey> KeyOf(uint64_t ino) const;
+  // The attributes of `key` in `ns`, NotFound if it does not exist there. st_ino is left 0.
+  Result<struct stat> StatOf(const NodeKey& key, const fsns::Namespace& ns) const;
+  Result<NodeKey> Child(const NodeKey& parent, std::string_view name,
+                        const fsns::Namespace& ns) const;
+  // Properties shown as user.glance.* on `key`, or nullptr if it has none.
+  std::shared_ptr<const ImageRecord> XattrImage(const NodeKey& key,
+                                                const fsns::Namespace& ns) const;
+  std::vector<std::pair<std::string, std::string>> RootXattrs() const;
+  void Diff(const fsns::Namespace& old_ns, const fsns::Namespace& new_ns,
+            std::vector<Invalidation>* out) const;
+
+  Catalog* const catalog_;
+  const FsOptions options_;
+  InodeTable inodes_;
+
+  mutable std::mutex ns_mu_;                   // guards ns_ (the pointer, not the Namespace)
+  std::shared_ptr<const fsns::Namespace> ns_;  // GUARDED_BY(ns_mu_)
+
+  mutable std::mutex refresh_mu_;  // guards the two below
+  int64_t last_refresh_ = 0;       // GUARDED_BY(refresh_mu_): time of the last good refresh
+  std::string refresh_error_;      // GUARDED_BY(refresh_mu_): last error, empty if none
+};
+
+}  // namespace glancefs::core

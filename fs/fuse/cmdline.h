@@ -1,0 +1,41 @@
+// The glancefs command line, shaped like every FUSE file system's so that fstab and
+// `mount -t fuse.glancefs SOURCE DIR -o opts` work:
+//   glancefs SOURCE MOUNTPOINT [-o opt[,opt...]] [-f] [-d] [-s] [-h|--help] [-V|--version]
+// glancefs options are taken out of -o; the rest go to libfuse (allow_other, max_threads=...).
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "fs/base/log.h"
+#include "fs/base/status.h"
+
+namespace glancefs::fuse {
+
+struct CommandLine {
+  std::string source;
+  std::string mountpoint;
+  bool foreground = false;
+  bool debug = false;
+  bool single_thread = false;
+  bool show_help = false;
+  bool show_version = false;
+  unsigned max_threads = 10;
+  bool clone_fd = false;
+  // -o refresh=SECONDS: how often the catalog is re-read. Default 30 s (0: never).
+  unsigned refresh_s = 30;
+  // -o cache_timeout=SECONDS: how long the kernel caches names and attributes. Default 3600 s:
+  // every change the refresher sees is invalidated explicitly, so the timeout only bounds the
+  // cost of a missed invalidation.
+  unsigned cache_timeout_s = 3600;
+  LogLevel log_level = LogLevel::kInfo;  // -o log_level=error|warning|info|debug
+  std::vector<std::string> fuse_args;    // for fuse_session_new, argv[0] first
+};
+
+Result<CommandLine> ParseCommandLine(int argc, char** argv);
+
+// Prints the usage, glancefs's options and libfuse's.
+void PrintHelp(const char* program);
+void PrintVersion();
+
+}  // namespace glancefs::fuse

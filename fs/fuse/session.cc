@@ -1,0 +1,186 @@
+#include "fs/fuse/session.h"
+
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <climits>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <sstream>
+
+#include "fs/base/log.h"
+
+namespace glancefs::fuse {
+namespace {
+
+// Undoes the octal escapes of /proc/self/mountinfo ("\040" for a space).
+std::string UnescapeMountinfo(const std::string& s) {
+  std::string out;
+  for (size_t i = 0; i < s.size(); ++i) {
+    if (s[i] == '\\' && i + 3 < s.size()) {
+      out.push_back(static_cast<char>(std::strtol(s.substr(i + 1, 3).c_str(), nullptr, 8)));
+      i += 3;
+    } else {
+      out.push_back(s[i]);
+    }
+  }
+  return out;
+}
+
+// True iff a glancefs is already mounted exactly at `path`.
+bool GlancefsMountedAt(const std::string& path) {
+  std::ifstream in("/proc/self/mountinfo");
+  std::string line;
+  while (std::getline(in, line)) {
+    // id parent maj:min root mountpoint options [optional...] - fstype source superoptions
+    std::istringstream fields(line);
+    std::string id, parent, dev, root, mountpoint;
+    fields >> id >> parent >> dev >> root >> mountpoint;
+    size_t dash = line.find(" - ");
+    if (dash == std::string::npos) continue;
+    std::istringstream rest(line.substr(dash + 3));
+    std::string fstype;
+    rest >> fstype;
+    if (fstype == "fuse.glancefs" && UnescapeMountinfo(mountpoint) == path) return true;
+  }
+  return false;
+}
+
+Status CheckMountpoint(const std::string& mountpoint) {
+  struct stat st;
+  if (::stat(mountpoint.c_str(), &st) != 0) {
+    int err = errno;
+    if (err == ENOTCONN) {
+      return Status::InvalidArgument("mountpoint " + mountpoint +
+                                     " is a dead FUSE mount: run fusermount3 -u " + mountpoint);
+    }
+    return Status::FromErrno(err, "mountpoint " + mountpoint);
+  }
+  if (!S_ISDIR(st.st_mode)) {
+    return Status::InvalidArgument("mountpoint " + mountpoint + " is not a directory");
+  }
+  char real[PATH_MAX];
+  if (::realpath(mountpoint.c_str(), real) != nullptr && GlancefsMountedAt(real)) {
+    return Status::InvalidArgument("mountpoint " + mountpoint +
+                                   " is busy: a glancefs is already mounted there");
+  }
+  if (::access("/dev/fuse", R_OK | W_OK) != 0) {
+    return Status::FromErrno(errno, "/dev/fuse (is the fuse module loaded? try modprobe fuse)");
+  }
+  return Status::Ok();
+}
+
+}  // namespace
+
+Session::Session(core::FileSystem* fs, SessionOptions options)
+    : fs_(fs), options_(std::move(options)) {
+  ctx_.fs = fs_;
+  ctx_.cache_timeout_s = options_.cache_timeout_s;
+}
+
+Result<std::unique_ptr<Session>> Session::Create(core::FileSystem* fs, SessionOptions options) {
+  GLANCEFS_RETURN_IF_ERROR(CheckMountpoint(options.mountpoint));
+  std::unique_ptr<Session> session(new Session(fs, std::move(options)));
+  std::vector<char*> argv;
+  for (const auto& arg : session->options_.fuse_args)
+    argv.push_back(const_cast<char*>(arg.c_str()));
+  struct fuse_args args = FUSE_ARGS_INIT(static_cast<int>(argv.size()), argv.data());
+  const auto& ops = LowLevelOps();
+  session->se_ = fuse_session_new(&args, &ops, sizeof ops, &session->ctx_);
+  if (session->se_ == nullptr) {
+    // libfuse has printed which option it did not understand.
+    return Status::InvalidArgument("cannot create the FUSE session (see the message above)");
+  }
+  if (fuse_set_signal_handlers(session->se_) != 0) {
+    return Status::IOError("cannot install signal handlers");
+  }
+  session->signals_ = true;
+  if (fuse_session_mount(session->se_, session->options_.mountpoint.c_str()) != 0) {
+    return Status::IOError("cannot mount on " + session->options_.mountpoint +
+                           " (see the message above)");
+  }
+  session->mounted_ = true;
+  return session;
+}
+
+Session::~Session() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stopping_ = true;
+  }
+  cv_.notify_all();
+  if (refresher_.joinable()) refresher_.join();
+  if (se_ != nullptr) {
+    if (signals_) fuse_remove_signal_handlers(se_);
+    if (mounted_) fuse_session_unmount(se_);
+    fuse_session_destroy(se_);
+  }
+}
+
+Status Session::Daemonize(bool foreground) {
+  if (fuse_daemonize(foreground ? 1 : 0) != 0) return Status::IOError("cannot daemonize");
+  return Status::Ok();
+}
+
+Status Session::Run() {
+  if (options_.refresh_interval_s > 0) refresher_ = std::thread([this] { RefreshLoop(); });
+  int rc;
+  if (options_.single_thread) {
+    rc = fuse_session_loop(se_);
+  } else {
+    struct fuse_loop_config* cfg = fuse_loop_cfg_create();
+    fuse_loop_cfg_set_clone_fd(cfg, options_.clone_fd ? 1 : 0);
+    fuse_loop_cfg_set_max_threads(cfg, options_.max_threads);
+    rc = fuse_session_loop_mt(se_, cfg);
+    fuse_loop_cfg_destroy(cfg);
+  }
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stopping_ = true;
+  }
+  cv_.notify_all();
+  if (refresher_.joinable()) refresher_.join();
+  // rc is the signal number when a signal ended the loop: a clean stop.
+  if (rc < 0) return Status::IOError(std::string("FUSE session ended: ") + std::strerror(-rc));
+  return Status::Ok();
+}
+
+void Session::RefreshLoop() {
+  std::unique_lock<std::mutex> lock(mu_);
+  for (;;) {
+    cv_.wait_for(lock, std::chrono::seconds(options_.refresh_interval_s),
+                 [this] { return stopping_; });
+    if (stopping_) return;
+    lock.unlock();
+    std::vector<core::Invalidation> invalidations;
+    if (fs_->Refresh(&invalidations).ok()) Notify(invalidations);
+    lock.lock();
+  }
+}
+
+void Session::Notify(const std::vector<core::Invalidation>& invalidations) {
+  using Kind = core::Invalidation::Kind;
+  for (const auto& inv : invalidations) {
+    int rc = 0;
+    switch (inv.kind) {
+      case Kind::kEntry:
+        rc = fuse_lowlevel_notify_inval_entry(se_, inv.ino, inv.name.c_str(), inv.name.size());
+        break;
+      case Kind::kInode:
+        rc = fuse_lowlevel_notify_inval_inode(se_, inv.ino, 0, 0);
+        break;
+      case Kind::kInodeAttrs:
+        rc = fuse_lowlevel_notify_inval_inode(se_, inv.ino, -1, 0);
+        break;
+    }
+    // ENOENT: the kernel had nothing cached for it, which is fine.
+    if (rc != 0 && rc != -ENOENT) {
+      LOG_DEBUG("invalidate ino %llu '%s': %s", static_cast<unsigned long long>(inv.ino),
+                inv.name.c_str(), std::strerror(-rc));
+    }
+  }
+}
+
+}  // namespace glancefs::fuse

@@ -1,0 +1,396 @@
+// End-to-end tests: a generated local catalog, mounted for real, used with real tools.
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/stat.h>
+
+#include <chrono>
+#include <filesystem>
+#include <nlohmann/json.hpp>
+#include <thread>
+
+#include "tests/integration/harness.h"
+
+namespace glancefs::itest {
+namespace {
+
+namespace fs = std::filesystem;
+
+// Waits up to `seconds` for `cmd` to succeed (the catalog refresh runs every second here).
+bool Eventually(const std::string& cmd, int seconds = 10) {
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(seconds);
+  while (std::chrono::steady_clock::now() < deadline) {
+    if (Sh(cmd, 30).status == 0) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  }
+  return false;
+}
+
+class MountTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    for (const char* tool : {"qemu-img", "qemu-io", "getfattr", "rsync", "fusermount3"}) {
+      ASSERT_TRUE(HaveCommand(tool)) << tool << " is missing: run scripts/install-deps.sh";
+    }
+    ASSERT_TRUE(fs::exists("/dev/fuse")) << "/dev/fuse is missing: modprobe fuse";
+    work_ = MakeTempDir("glancefs-it");
+    catalog_ = work_ + "/catalog";
+    fs::create_directory(catalog_);
+  }
+  void TearDown() override { fs::remove_all(work_); }
+
+  // A 24 MiB raw image with data, a hole and a zero run.
+  std::string MakeRaw(const std::string& name) {
+    std::string f = work_ + "/" + name;
+    MustSh("set -e; truncate -s 24M " + f + "; head -c 4M /dev/urandom | dd of=" + f +
+           " conv=notrunc status=none; head -c 2M /dev/urandom | dd of=" + f +
+           " bs=1M seek=20 conv=notrunc status=none");
+    return f;
+  }
+  std::string MakeQcow2(const std::string& name) {
+    std::string f = work_ + "/" + name;
+    MustSh("set -e; qemu-img create -q -f qcow2 " + f +
+           " 64M; qemu-io -f qcow2 -c 'write -P 0xab 0 1M' "
+           "-c 'write -P 0xcd 32M 512k' " +
+           f + " >/dev/null");
+    return f;
+  }
+
+  std::string work_, catalog_;
+};
+
+TEST_F(MountTest, LayoutToolsAndData) {
+  std::string raw_file = MakeRaw("a.raw");
+  std::string qcow_file = MakeQcow2("b.qcow2");
+  std::string raw = AddImage(catalog_, raw_file, "--name cirros --property hw_disk_bus=virtio");
+  std::string qcow = AddImage(catalog_, qcow_file, "--name 'fedora/40 cloud'");
+  std::string hidden = AddImage(catalog_, raw_file, "--name secret --hidden");
+  Mount m("dir:" + catalog_);
+  ASSERT_TRUE(m.mounted());
+  const std::string mnt = m.path();
+
+  // ls lists visible images only; hidden ones resolve by id.
+  std::string ls = MustSh("ls " + mnt + "/images");
+  EXPECT_NE(ls.find(raw), std::string::npos);
+  EXPECT_NE(ls.find(qcow), std::string::npos);
+  EXPECT_EQ(ls.find(hidden), std::string::npos);
+  EXPECT_EQ(MustSh("ls " + mnt + "/images/" + hidden), "disk.raw\nmetadata.json\n");
+  EXPECT_EQ(MustSh("ls " + mnt), "by-name\nimages\n");
+  EXPECT_EQ(MustSh("ls " + mnt + "/images/" + qcow), "disk.qcow2\nmetadata.json\n");
+
+  // by-name: symlinks into images/, with '/' escaped.
+  std::string byname = MustSh("ls -l " + mnt + "/by-name/");
+  EXPECT_NE(byname.find("cirros -> ../images/" + raw), std::string::npos) << byname;
+  EXPECT_NE(byname.find("fedora%2F40 cloud -> ../images/" + qcow), std::string::npos) << byname;
+  EXPECT_EQ(byname.find("secret"), std::string::npos);
+  MustSh("cmp " + mnt + "/by-name/cirros/disk.raw " + raw_file);
+
+  // Data: byte for byte, through cat, cmp and qemu-img.
+  MustSh("cmp " + mnt + "/images/" + raw + "/disk.raw " + catalog_ + "/" + raw);
+  MustSh("cmp " + mnt + "/images/" + qcow + "/disk.qcow2 " + qcow_file);
+  MustSh("cat " + mnt + "/images/" + raw + "/disk.raw | cmp - " + raw_file);
+  std::string info = MustSh("qemu-img info " + mnt + "/images/" + qcow + "/disk.qcow2");
+  EXPECT_NE(info.find("file format: qcow2"), std::string::npos) << info;
+  EXPECT_NE(info.find("virtual size: 64 MiB"), std::string::npos) << info;
+  MustSh("qemu-img compare -f qcow2 -F qcow2 " + mnt + "/images/" + qcow + "/disk.qcow2 " +
+         qcow_file);
+
+  // stat: sizes, modes, mtime, st_blocks of a sparse file.
+  std::string st = MustSh("stat -c '%s %a %F %h %b' " + mnt + "/images/" + raw + "/disk.raw");
+  long long blocks = std::stoll(st.substr(st.rfind(' ') + 1));
+  EXPECT_EQ(st.substr(0, st.rfind(' ')), "25165824 444 regular file 1") << st;
+  EXPECT_LT(blocks * 512, 24ll << 20) << "st_blocks should reflect the hole";
+  EXPECT_EQ(MustSh("stat -c '%a %F %h' " + mnt + "/images/" + raw), "555 directory 2\n");
+  EXPECT_EQ(MustSh("stat -c %h " + mnt + "/images"), "4\n");  // 2 + two visible images
+
+  // metadata.json is the record; properties are xattrs.
+  auto record = nlohmann::json::parse(ReadFile(catalog_ + "/" + raw + ".json"));
+  auto shown = nlohmann::json::parse(MustSh("cat " + mnt + "/images/" + raw + "/metadata.json"));
+  EXPECT_EQ(record, shown);
+  std::string attrs = MustSh("getfattr --absolute-names -d " + mnt + "/images/" + raw);
+  EXPECT_NE(attrs.find("user.glance.hw_disk_bus=\"virtio\""), std::string::npos) << attrs;
+  EXPECT_NE(attrs.find("user.glance.disk_format=\"raw\""), std::string::npos) << attrs;
+  EXPECT_NE(attrs.find("user.glance.os_hash_algo=\"sha512\""), std::string::npos) << attrs;
+  EXPECT_EQ(MustSh("getfattr --absolute-names --only-values -n user.glance.name " + mnt +
+                   "/images/" + raw + "/disk.raw"),
+            "cirros");
+  CmdResult missing = Sh("getfattr --absolute-names -n user.glance.nope " + mnt + "/images/" + raw);
+  EXPECT_NE(missing.status, 0);
+  EXPECT_NE(missing.out.find("No such attribute"), std::string::npos) << missing.out;
+
+  // Sparse copies: holes are found with SEEK_HOLE and stay holes.
+  MustSh("cp --sparse=always " + mnt + "/images/" + raw + "/disk.raw " + work_ + "/copy.raw");
+  MustSh("cmp " + work_ + "/copy.raw " + raw_file);
+  std::string du = MustSh("du -k " + work_ + "/copy.raw");
+  EXPECT_LT(std::stoll(du), 24 * 1024);
+
+  // The whole mount copies with rsync -a and walks with find.
+  MustSh("rsync -a " + mnt + "/ " + work_ + "/rsync/");
+  MustSh("cmp " + work_ + "/rsync/images/" + qcow + "/disk.qcow2 " + qcow_file);
+  EXPECT_EQ(MustSh("readlink " + work_ + "/rsync/by-name/cirros"), "../images/" + raw + "\n");
+  std::string found = MustSh("find " + mnt + " | wc -l");
+  EXPECT_EQ(std::stoi(found), 1 + 2 + 2 + 2 * 2 + 2);  // root, 2 dirs, 2 images×(dir+2), 2 links
+
+  EXPECT_EQ(m.Unmount(), 0) << m.Log();
+}
+
+TEST_F(MountTest, EverythingIsReadOnly) {
+  std::string id = AddImage(catalog_, MakeRaw("a.raw"), "--name ro");
+  Mount m("dir:" + catalog_);
+  ASSERT_TRUE(m.mounted());
+  const std::string img = m.path() + "/images/" + id;
+  for (std::string cmd :
+       {"touch " + img + "/new", "mkdir " + img + "/d", "rm " + img + "/disk.raw",
+        "echo x >> " + img + "/disk.raw", "truncate -s 0 " + img + "/disk.raw",
+        "mv " + img + "/disk.raw " + img + "/x", "rmdir " + img,
+        "ln -s x " + m.path() + "/by-name/y", "chmod 777 " + img + "/disk.raw",
+        "setfattr -n user.glance.x -v 1 " + img, "touch " + m.path() + "/images/newdir"}) {
+    CmdResult r = Sh(cmd);
+    EXPECT_NE(r.status, 0) << cmd;
+    EXPECT_NE(r.out.find("Read-only file system"), std::string::npos) << cmd << ": " << r.out;
+  }
+  EXPECT_EQ(m.Unmount(), 0);
+}
+
+TEST_F(MountTest, CatalogChangesShowUpWithoutRemount) {
+  std::string raw_file = MakeRaw("a.raw");
+  std::string first = AddImage(catalog_, raw_file, "--name first");
+  Mount m("dir:" + catalog_);
+  ASSERT_TRUE(m.mounted());
+  const std::string mnt = m.path();
+  // Cache a negative entry for the id-to-be and the listing, then add the image.
+  EXPECT_NE(Sh("ls " + mnt + "/images/later-image").status, 0);
+  MustSh("ls -l " + mnt + "/images " + mnt + "/by-name");
+  AddImage(catalog_, raw_file, "--id later-image --name second");
+  EXPECT_TRUE(Eventually("ls " + mnt + "/images | grep -qx later-image"));
+  EXPECT_TRUE(Eventually("test -e " + mnt + "/images/later-image/disk.raw"));
+  EXPECT_TRUE(Eventually("test -L " + mnt + "/by-name/second"));
+
+  // A property change: xattr and metadata.json both follow.
+  MustSh("getfattr --absolute-names -n user.glance.name " + mnt + "/images/" + first);
+  MustSh("cat " + mnt + "/images/" + first + "/metadata.json > /dev/null");
+  auto record = nlohmann::json::parse(ReadFile(catalog_ + "/" + first + ".json"));
+  record["os_distro"] = "cirros";
+  record["name"] = "renamed";
+  WriteFile(catalog_ + "/.tmp", record.dump(2));
+  fs::rename(catalog_ + "/.tmp", catalog_ + "/" + first + ".json");
+  EXPECT_TRUE(Eventually("getfattr --absolute-names --only-values -n user.glance.os_distro " + mnt +
+                         "/images/" + first + " | grep -qx cirros"));
+  EXPECT_TRUE(Eventually("grep -q '\"os_distro\": \"cirros\"' " + mnt + "/images/" + first +
+                         "/metadata.json"));
+  EXPECT_TRUE(
+      Eventually("test -L " + mnt + "/by-name/renamed && ! test -e " + mnt + "/by-name/first"));
+
+  // Deletion.
+  MustSh(std::string(GLANCEFS_CATALOG_BIN) + " remove " + catalog_ + " later-image");
+  EXPECT_TRUE(Eventually("! test -e " + mnt + "/images/later-image && ! ls " + mnt +
+                         "/images | grep -q later-image"));
+  EXPECT_TRUE(Eventually("! test -e " + mnt + "/by-name/second"));
+  EXPECT_EQ(m.Unmount(), 0) << m.Log();
+}
+
+TEST_F(MountTest, BadInputGetsAnErrnoAndTheRestServes) {
+  std::string raw_file = MakeRaw("a.raw");
+  std::string good = AddImage(catalog_, raw_file, "--name good");
+  std::string gone = AddImage(catalog_, raw_file, "--name gone-data");
+  std::string shrunk = AddImage(catalog_, raw_file, "--name shrunk");
+  std::string big(100 * 1024, 'v');
+  std::string bigprop =
+      AddImage(catalog_, raw_file, "--name big --property big=" + big + " --property small=ok");
+  fs::remove(catalog_ + "/" + gone);
+  MustSh("truncate -s 1M " + catalog_ + "/" + shrunk);
+  WriteFile(catalog_ + "/broken.json", "{\"id\": \"broken\", ");
+  WriteFile(catalog_ + "/mismatch.json", "{\"id\": \"other\"}");
+
+  Mount m("dir:" + catalog_);
+  ASSERT_TRUE(m.mounted());
+  const std::string mnt = m.path();
+  std::string ls = MustSh("ls " + mnt + "/images");
+  EXPECT_NE(ls.find(good), std::string::npos);
+  EXPECT_EQ(ls.find("broken"), std::string::npos);
+  EXPECT_EQ(ls.find("mismatch"), std::string::npos);
+  MustSh("cmp " + mnt + "/images/" + good + "/disk.raw " + raw_file);
+
+  CmdResult r = Sh("cat " + mnt + "/images/" + gone + "/disk.raw > /dev/null");
+  EXPECT_NE(r.status, 0);
+  EXPECT_NE(r.out.find("Input/output error"), std::string::npos) << r.out;
+  r = Sh("cat " + mnt + "/images/" + shrunk + "/disk.raw > /dev/null");
+  EXPECT_NE(r.out.find("Input/output error"), std::string::npos) << r.out;
+  MustSh("cat " + mnt + "/images/" + gone + "/metadata.json > /dev/null");
+
+  // A 100 KiB value cannot be an xattr (Linux caps them at 64 KiB): E2BIG, and the rest works.
+  r = Sh("getfattr --absolute-names -n user.glance.big " + mnt + "/images/" + bigprop);
+  EXPECT_NE(r.status, 0);
+  EXPECT_NE(r.out.find("Argument list too long"), std::string::npos) << r.out;
+  EXPECT_EQ(MustSh("getfattr --absolute-names --only-values -n user.glance.small " + mnt +
+                   "/images/" + bigprop),
+            "ok");
+  EXPECT_NE(MustSh("cat " + mnt + "/images/" + bigprop + "/metadata.json").find(big),
+            std::string::npos);
+  MustSh("getfattr --absolute-names -d " + mnt + "/images/" + good);
+
+  std::string log = m.Log();
+  EXPECT_NE(log.find("broken.json: skipped"), std::string::npos) << log;
+  EXPECT_NE(log.find("mismatch.json: skipped"), std::string::npos) << log;
+  EXPECT_NE(log.find("data file '" + gone + "' is missing"), std::string::npos) << log;
+  EXPECT_NE(log.find("but the record says"), std::string::npos) << log;
+
+  // The catalog directory vanishes: the last good catalog keeps serving.
+  MustSh("cat " + mnt + "/images/" + good + "/metadata.json > /dev/null");
+  fs::rename(catalog_, catalog_ + ".away");
+  EXPECT_TRUE(Eventually("getfattr --absolute-names -n user.glancefs.refresh_error " + mnt));
+  EXPECT_NE(MustSh("ls " + mnt + "/images").find(good), std::string::npos);
+  r = Sh("cat " + mnt + "/images/" + good + "/disk.raw > /dev/null");
+  EXPECT_NE(r.out.find("Input/output error"), std::string::npos) << r.out;
+  fs::rename(catalog_ + ".away", catalog_);
+  EXPECT_TRUE(Eventually("! getfattr --absolute-names -n user.glancefs.refresh_error " + mnt));
+  MustSh("cmp " + mnt + "/images/" + good + "/disk.raw " + raw_file);
+  EXPECT_NE(m.Log().find("serving the last good catalog"), std::string::npos);
+  EXPECT_EQ(m.Unmount(), 0) << m.Log();
+}
+
+TEST_F(MountTest, StrangeNamesStayInsideTheMount) {
+  std::string raw_file = work_ + "/tiny";
+  WriteFile(raw_file, "tiny");
+  std::vector<std::pair<std::string, std::string>> names = {
+      {"..", "%2E%2E"},  {".", "%2E"},       {"../../etc/passwd", "..%2F..%2Fetc%2Fpasswd"},
+      {"a\nb", "a%0Ab"}, {"100%", "100%25"}, {"-rf", "-rf"}};
+  std::map<std::string, std::string> ids;
+  for (auto& [name, entry] : names) {
+    std::string id = AddImage(catalog_, raw_file, "--name " + Quote(name));
+    ids[entry] = id;
+  }
+  std::string dup1 = AddImage(catalog_, raw_file, "--name twin");
+  std::string dup2 = AddImage(catalog_, raw_file, "--name twin");
+  std::string longname(250, '/');
+  std::string long_id = AddImage(catalog_, raw_file, "--name " + Quote(longname));
+
+  Mount m("dir:" + catalog_);
+  ASSERT_TRUE(m.mounted());
+  const std::string by = m.path() + "/by-name/";
+  for (auto& [entry, id] : ids) {
+    EXPECT_EQ(MustSh("readlink -- " + Quote(by + entry)), "../images/" + id + "\n") << entry;
+    EXPECT_EQ(MustSh("cat -- " + Quote(by + entry + "/disk.raw")), "tiny");
+    std::string real = MustSh("realpath -- " + Quote(by + entry));
+    EXPECT_EQ(real.rfind(m.path() + "/images/", 0), 0u) << real;
+  }
+  std::string listing = MustSh("ls -1 " + by);
+  EXPECT_NE(listing.find("twin\n"), std::string::npos);
+  EXPECT_NE(listing.find("twin%@" + dup1), std::string::npos);
+  EXPECT_NE(listing.find("twin%@" + dup2), std::string::npos);
+  std::string twin = MustSh("readlink " + by + "twin");
+  EXPECT_TRUE(twin == "../images/" + dup1 + "\n" || twin == "../images/" + dup2 + "\n");
+  std::string long_entry = MustSh("ls " + by + " | grep '%~'");
+  EXPECT_LE(long_entry.size(), 256u);
+  EXPECT_EQ(MustSh("readlink " + Quote(by + long_entry.substr(0, long_entry.size() - 1))),
+            "../images/" + long_id + "\n");
+  EXPECT_EQ(m.Unmount(), 0);
+}
+
+TEST_F(MountTest, TenThousandImagesAndBalancedLookups) {
+  // Records written directly: 10,000 runs of glancefs-catalog would dominate the test.
+  for (int i = 0; i < 10000; ++i) {
+    char id[64];
+    std::snprintf(id, sizeof id, "00000000-0000-4000-8000-%012d", i);
+    WriteFile(catalog_ + "/" + id, "x");
+    WriteFile(catalog_ + "/" + id + ".json",
+              std::string("{\"id\": \"") + id + "\", \"name\": \"image-" + std::to_string(i) +
+                  "\", \"status\": \"active\", \"disk_format\": \"raw\", \"size\": 1, "
+                  "\"updated_at\": \"2024-01-01T00:00:00Z\"}");
+  }
+  Mount m("dir:" + catalog_, "-o refresh=2");
+  ASSERT_TRUE(m.mounted());
+  auto t0 = std::chrono::steady_clock::now();
+  std::string out = MustSh("ls -l " + m.path() + "/images | wc -l");
+  double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  EXPECT_EQ(std::stoi(out), 10001);  // "total" line plus 10,000 entries
+  // Not a benchmark (bench/ measures it): a bound that only catches pathologies.
+  EXPECT_LT(secs, 20.0);
+  std::printf("ls -l of 10,000 images: %.3f s\n", secs);
+  EXPECT_EQ(std::stoi(MustSh("ls " + m.path() + "/by-name | wc -l")), 10000);
+  EXPECT_EQ(std::stoi(MustSh("getfattr --absolute-names --only-values -n user.glancefs.images " +
+                             m.path())),
+            10000);
+  // Every lookup the kernel got is forgotten when it drops its caches.
+  int before = std::stoi(
+      MustSh("getfattr --absolute-names --only-values -n user.glancefs.inodes " + m.path()));
+  EXPECT_GT(before, 10000);
+  MustSh("sync; echo 2 > /proc/sys/vm/drop_caches");
+  bool balanced =
+      Eventually("test $(getfattr --absolute-names --only-values -n user.glancefs.inodes " +
+                 m.path() + ") -lt 10");
+  EXPECT_TRUE(balanced) << MustSh("getfattr --absolute-names -n user.glancefs.inodes " + m.path());
+  EXPECT_EQ(m.Unmount(), 0);
+}
+
+TEST_F(MountTest, CommandLineErrorsAreClear) {
+  std::string bin = GLANCEFS_BIN;
+  CmdResult r = Sh(bin);
+  EXPECT_NE(r.status, 0);
+  EXPECT_NE(r.out.find("missing SOURCE"), std::string::npos) << r.out;
+  r = Sh(bin + " dir:" + catalog_);
+  EXPECT_NE(r.status, 0);
+  EXPECT_NE(r.out.find("missing MOUNTPOINT"), std::string::npos) << r.out;
+  r = Sh(bin + " nonsense " + work_);
+  EXPECT_NE(r.status, 0);
+  EXPECT_NE(r.out.find("unknown SOURCE"), std::string::npos) << r.out;
+  r = Sh(bin + " dir:" + work_ + "/nope " + work_);
+  EXPECT_NE(r.status, 0);
+  EXPECT_NE(r.out.find("No such file or directory"), std::string::npos) << r.out;
+  r = Sh(bin + " dir:" + catalog_ + " " + work_ + "/no-mountpoint");
+  EXPECT_NE(r.status, 0);
+  EXPECT_NE(r.out.find("mountpoint"), std::string::npos) << r.out;
+  r = Sh(bin + " dir:" + catalog_ + " " + work_ + " -o log_level=loud");
+  EXPECT_NE(r.status, 0);
+  EXPECT_NE(r.out.find("log_level"), std::string::npos) << r.out;
+  r = Sh(bin + " dir:" + catalog_ + " " + work_ + " -o no_such_option");
+  EXPECT_NE(r.status, 0);
+  EXPECT_NE(r.out.find("no_such_option"), std::string::npos) << r.out;
+  r = Sh(bin + " --help");
+  EXPECT_EQ(r.status, 0);
+  EXPECT_NE(r.out.find("usage:"), std::string::npos);
+  r = Sh(bin + " --version");
+  EXPECT_EQ(r.status, 0);
+  EXPECT_NE(r.out.find("glancefs version"), std::string::npos);
+
+  // A busy mount point.
+  Mount m("dir:" + catalog_);
+  ASSERT_TRUE(m.mounted());
+  r = Sh(bin + " dir:" + catalog_ + " " + m.path());
+  EXPECT_NE(r.status, 0);
+  EXPECT_NE(r.out.find("busy"), std::string::npos) << r.out;
+  EXPECT_EQ(m.Unmount(), 0);
+}
+
+TEST_F(MountTest, SignalsUnmountCleanly) {
+  AddImage(catalog_, MakeRaw("a.raw"));
+  for (int sig : {SIGTERM, SIGINT}) {
+    Mount m("dir:" + catalog_);
+    ASSERT_TRUE(m.mounted());
+    std::string path = m.path();
+    EXPECT_EQ(m.Signal(sig), 0) << m.Log();
+    EXPECT_FALSE(IsMounted(path));
+  }
+}
+
+TEST_F(MountTest, DaemonModeAndMountHelper) {
+  AddImage(catalog_, MakeRaw("a.raw"), "--name daemon");
+  std::string mnt = work_ + "/mnt";
+  fs::create_directory(mnt);
+  // Without -f glancefs detaches once mounted, as mount(8) expects.
+  MustSh(std::string(GLANCEFS_BIN) + " dir:" + catalog_ + " " + mnt + " -o refresh=1");
+  EXPECT_TRUE(IsMounted(mnt));
+  EXPECT_EQ(MustSh("ls " + mnt + "/by-name"), "daemon\n");
+  EXPECT_NE(MustSh("grep ' " + mnt + " ' /proc/mounts").find("fuse.glancefs"), std::string::npos);
+  MustSh("fusermount3 -u " + mnt);
+  // Anchored, so that the shell running pgrep does not match itself.
+  EXPECT_TRUE(Eventually("! pgrep -f '^" + std::string(GLANCEFS_BIN) + " dir:" + catalog_ + "'"));
+  // Through mount(8) and mount.fuse3, as an fstab line does. mount.fuse3 runs the program from
+  // a fixed PATH; "PROGRAM#SOURCE" names an uninstalled build by its absolute path.
+  MustSh("mount -t fuse '" + std::string(GLANCEFS_BIN) + "#dir:" + catalog_ + "' " + mnt +
+         " -o allow_other,refresh=1");
+  EXPECT_EQ(MustSh("ls " + mnt + "/by-name"), "daemon\n");
+  MustSh("umount " + mnt);
+}
+
+}  // namespace
+}  // namespace glancefs::itest
