@@ -17,6 +17,7 @@ namespace {
 struct RawOptions {
   unsigned refresh_s = 30;
   unsigned cache_timeout_s = 3600;
+  unsigned read_ahead_kb = 4096;
   char* log_level = nullptr;
   char* source = nullptr;
   int extra_nonopts = 0;
@@ -28,6 +29,7 @@ const struct fuse_opt kOptions[] = {
     GLANCEFS_OPT("refresh=%u", refresh_s),
     GLANCEFS_OPT("cache_timeout=%u", cache_timeout_s),
     GLANCEFS_OPT("log_level=%s", log_level),
+    GLANCEFS_OPT("read_ahead_kb=%u", read_ahead_kb),
     FUSE_OPT_END,
 };
 
@@ -86,6 +88,7 @@ Result<CommandLine> ParseCommandLine(int argc, char** argv) {
   if (raw.source) cl.source = raw.source;
   cl.refresh_s = raw.refresh_s;
   cl.cache_timeout_s = raw.cache_timeout_s;
+  cl.read_ahead_kb = raw.read_ahead_kb;
   if (cl.debug) cl.log_level = LogLevel::kDebug;
   if (raw.log_level && !ParseLogLevel(raw.log_level, &cl.log_level)) {
     std::string bad = raw.log_level;
@@ -118,6 +121,7 @@ void PrintHelp(const char* program) {
       "    -o cache_timeout=SECONDS\n"
       "                           kernel name/attribute cache lifetime (default 3600)\n"
       "    -o log_level=LEVEL     error, warning, info (default) or debug\n"
+      "    -o read_ahead_kb=KIB   kernel readahead window (default 4096, 0 = kernel's)\n"
       "\n"
       "See glancefs(8) for the layout of the mount.\n"
       "\n",

@@ -178,7 +178,26 @@ void ReleaseDir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info* fi) {
   fuse_reply_err(req, 0);
 }
 
+void SetReadAhead(const OpsContext& ctx) {
+  if (ctx.read_ahead_path.empty()) return;
+  std::string value = std::to_string(ctx.read_ahead_kb) + "\n";
+  int fd = ::open(ctx.read_ahead_path.c_str(), O_WRONLY | O_CLOEXEC);
+  bool ok =
+      fd >= 0 && ::write(fd, value.data(), value.size()) == static_cast<ssize_t>(value.size());
+  int err = errno;
+  if (fd >= 0) ::close(fd);
+  if (!ok) {
+    // Not root, or no sysfs: reads still work, with the kernel's default window.
+    LOG_INFO("cannot set %s to %u KiB: %s; sequential reads will be slower",
+             ctx.read_ahead_path.c_str(), ctx.read_ahead_kb, std::strerror(err));
+    return;
+  }
+  LOG_DEBUG("readahead window set to %u KiB", ctx.read_ahead_kb);
+}
+
 void Open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info* fi) {
+  OpsContext* ctx = Ctx(req);
+  std::call_once(ctx->read_ahead_once, [ctx] { SetReadAhead(*ctx); });
   auto file = Fs(req).Open(ino, fi->flags);
   if (!file.ok()) return ReplyErr(req, "open", ino, file.status());
   fi->fh = reinterpret_cast<uint64_t>(file->get());

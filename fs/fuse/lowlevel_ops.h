@@ -6,6 +6,9 @@
 // delivered (interrupted request), the handler forgets what it acquired.
 #pragma once
 
+#include <mutex>
+#include <string>
+
 #include "fs/core/file_system.h"
 #include "fs/fuse/fuse_version.h"
 
@@ -16,6 +19,14 @@ struct OpsContext {
   // How long the kernel may cache entries, negative entries and attributes. Long by default
   // because the refresher invalidates explicitly whatever changes.
   double cache_timeout_s = 3600;
+
+  // The kernel reads ahead at most 128 KiB on a FUSE mount unless told otherwise, which caps a
+  // sequential reader at a few 128 KiB requests in flight. The window is the mount's bdi
+  // setting (/sys/class/bdi/MAJ:MIN/read_ahead_kb); the FUSE init reply clamps it, so it is
+  // written once after init, on the first open. Empty path: leave it alone.
+  std::string read_ahead_path;
+  unsigned read_ahead_kb = 0;
+  std::once_flag read_ahead_once;
 };
 
 // The operation table; userdata passed to fuse_session_new must be an OpsContext*.

@@ -8,6 +8,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
+#include <optional>
 #include <sstream>
 
 #include "fs/base/log.h"
@@ -29,23 +30,34 @@ std::string UnescapeMountinfo(const std::string& s) {
   return out;
 }
 
-// True iff a glancefs is already mounted exactly at `path`.
-bool GlancefsMountedAt(const std::string& path) {
+struct MountEntry {
+  std::string device;  // "major:minor"
+  std::string fstype;
+};
+
+// The mount exactly at `path` (the last one, if stacked), read from /proc/self/mountinfo.
+std::optional<MountEntry> FindMount(const std::string& path) {
   std::ifstream in("/proc/self/mountinfo");
   std::string line;
+  std::optional<MountEntry> found;
   while (std::getline(in, line)) {
-    // id parent maj:min root mountpoint options [optional...] - fstype source superoptions
+    // id parent major:minor root mountpoint options [optional...] - fstype source superoptions
     std::istringstream fields(line);
     std::string id, parent, dev, root, mountpoint;
     fields >> id >> parent >> dev >> root >> mountpoint;
     size_t dash = line.find(" - ");
-    if (dash == std::string::npos) continue;
+    if (dash == std::string::npos || UnescapeMountinfo(mountpoint) != path) continue;
     std::istringstream rest(line.substr(dash + 3));
     std::string fstype;
     rest >> fstype;
-    if (fstype == "fuse.glancefs" && UnescapeMountinfo(mountpoint) == path) return true;
+    found = MountEntry{dev, fstype};
   }
-  return false;
+  return found;
+}
+
+std::string RealPath(const std::string& path) {
+  char real[PATH_MAX];
+  return ::realpath(path.c_str(), real) != nullptr ? std::string(real) : path;
 }
 
 Status CheckMountpoint(const std::string& mountpoint) {
@@ -61,8 +73,8 @@ Status CheckMountpoint(const std::string& mountpoint) {
   if (!S_ISDIR(st.st_mode)) {
     return Status::InvalidArgument("mountpoint " + mountpoint + " is not a directory");
   }
-  char real[PATH_MAX];
-  if (::realpath(mountpoint.c_str(), real) != nullptr && GlancefsMountedAt(real)) {
+  auto existing = FindMount(RealPath(mountpoint));
+  if (existing && existing->fstype == "fuse.glancefs") {
     return Status::InvalidArgument("mountpoint " + mountpoint +
                                    " is busy: a glancefs is already mounted there");
   }
@@ -89,6 +101,7 @@ Result<std::unique_ptr<Session>> Session::Create(core::FileSystem* fs, SessionOp
   struct fuse_args args = FUSE_ARGS_INIT(static_cast<int>(argv.size()), argv.data());
   const auto& ops = LowLevelOps();
   session->se_ = fuse_session_new(&args, &ops, sizeof ops, &session->ctx_);
+  fuse_opt_free_args(&args);  // libfuse may have grown it; the session keeps its own copies
   if (session->se_ == nullptr) {
     // libfuse has printed which option it did not understand.
     return Status::InvalidArgument("cannot create the FUSE session (see the message above)");
@@ -102,6 +115,14 @@ Result<std::unique_ptr<Session>> Session::Create(core::FileSystem* fs, SessionOp
                            " (see the message above)");
   }
   session->mounted_ = true;
+  if (session->options_.read_ahead_kb > 0) {
+    // The kernel's readahead window for this mount; applied after FUSE init (see OpsContext).
+    auto mount = FindMount(RealPath(session->options_.mountpoint));
+    if (mount) {
+      session->ctx_.read_ahead_path = "/sys/class/bdi/" + mount->device + "/read_ahead_kb";
+      session->ctx_.read_ahead_kb = session->options_.read_ahead_kb;
+    }
+  }
   return session;
 }
 

@@ -27,6 +27,7 @@ struct SessionOptions {
   bool single_thread = false;
   double cache_timeout_s = 3600;
   unsigned refresh_interval_s = 30;  // 0: never refresh
+  unsigned read_ahead_kb = 4096;     // 0: leave the kernel's default (128 KiB)
 };
 
 class Session {

@@ -102,6 +102,9 @@ TEST_F(MountTest, LayoutToolsAndData) {
   EXPECT_EQ(MustSh("stat -c '%a %F %h' " + mnt + "/images/" + raw), "555 directory 2\n");
   EXPECT_EQ(MustSh("stat -c %h " + mnt + "/images"), "4\n");  // 2 + two visible images
 
+  // The mount's readahead window was raised for sequential readers (-o read_ahead_kb).
+  EXPECT_EQ(MustSh("cat /sys/class/bdi/$(mountpoint -d " + mnt + ")/read_ahead_kb"), "4096\n");
+
   // metadata.json is the record; properties are xattrs.
   auto record = nlohmann::json::parse(ReadFile(catalog_ + "/" + raw + ".json"));
   auto shown = nlohmann::json::parse(MustSh("cat " + mnt + "/images/" + raw + "/metadata.json"));

@@ -70,6 +70,7 @@ int main(int argc, char** argv) {
   session_options.single_thread = cl->single_thread;
   session_options.cache_timeout_s = cl->cache_timeout_s;
   session_options.refresh_interval_s = cl->refresh_s;
+  session_options.read_ahead_kb = cl->read_ahead_kb;
   auto session = glancefs::fuse::Session::Create(&fs, session_options);
   if (!session.ok()) return Fail(session.status());
 

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# The README's second command: installs, builds and runs every test.
+#   1. the optimized build: unit and integration tests (real FUSE mounts, qemu-img oracles);
+#   2. an AddressSanitizer + UBSan build: the same tests again, glancefs included.
+# Fails loudly when something is missing; never skips silently.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+./scripts/install-deps.sh
+
+echo "== build (RelWithDebInfo)"
+BUILD_DIR=build ./scripts/build.sh
+echo "== tests (RelWithDebInfo)"
+ctest --test-dir build --output-on-failure -j 2 --timeout 600
+
+if [[ "${GLANCEFS_SKIP_SANITIZERS:-0}" != 1 ]]; then
+  echo "== build (ASan + UBSan)"
+  BUILD_DIR=build-asan ./scripts/build.sh -DGLANCEFS_SANITIZE=address,undefined
+  echo "== tests (ASan + UBSan)"
+  ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+    ctest --test-dir build-asan --output-on-failure -j 2 --timeout 900
+else
+  echo "== sanitizer build skipped: GLANCEFS_SKIP_SANITIZERS=1"
+fi
