@@ -8,6 +8,7 @@
 
 #include "fs/base/log.h"
 #include "fs/base/time_util.h"
+#include "fs/format/qcow2_reader.h"
 
 namespace glancefs::core {
 namespace {
@@ -71,6 +72,12 @@ Status FileSystem::Refresh(std::vector<Invalidation>* invalidations) {
   auto old_ns = ns();
   if (old_ns->snapshot() == *snap) return Status::Ok();
   auto new_ns = std::make_shared<const Namespace>(std::move(snap).value());
+  {
+    std::lock_guard<std::mutex> lock(verdict_mu_);
+    for (auto it = verdicts_.begin(); it != verdicts_.end();) {
+      it = new_ns->FindImage(it->first) ? std::next(it) : verdicts_.erase(it);
+    }
+  }
   {
     std::lock_guard<std::mutex> lock(ns_mu_);
     ns_ = new_ns;
@@ -152,7 +159,44 @@ Result<NodeKey> FileSystem::KeyOf(uint64_t ino) const {
   return *key;
 }
 
-Result<struct stat> FileSystem::StatOf(const NodeKey& key, const Namespace& ns) const {
+Result<format::Verdict> FileSystem::VerdictFor(const ImageRecord& image) {
+  {
+    std::lock_guard<std::mutex> lock(verdict_mu_);
+    auto it = verdicts_.find(image.id);
+    if (it != verdicts_.end() && it->second.data_version == image.data_version) {
+      return it->second.verdict;
+    }
+  }
+  GLANCEFS_ASSIGN_OR_RETURN(auto source, catalog_->OpenData(image));
+  GLANCEFS_ASSIGN_OR_RETURN(format::Verdict verdict, format::Inspect(*source, image.disk_format));
+  if (!verdict.refused.empty()) {
+    LOG_WARNING("image %s: disk views refused: %s", image.id.c_str(), verdict.refused.c_str());
+  }
+  std::lock_guard<std::mutex> lock(verdict_mu_);
+  verdicts_[image.id] = CachedVerdict{image.data_version, verdict};
+  return verdict;
+}
+
+bool FileSystem::ShowsFile(const ImageRecord& image, ImageFile file) {
+  if (!Shows(image, file)) return false;
+  if (file == ImageFile::kMetadata || image.disk_format != "qcow2") return true;
+  auto verdict = VerdictFor(image);
+  // Unknown (the data cannot be read now): show the view; opening it reports the error.
+  return !verdict.ok() || verdict->refused.empty();
+}
+
+Result<std::shared_ptr<ByteSource>> FileSystem::OpenView(const ImageRecord& image,
+                                                         ImageFile file) {
+  GLANCEFS_ASSIGN_OR_RETURN(auto source, catalog_->OpenData(image));
+  if (file == ImageFile::kDiskRaw && image.disk_format == "qcow2") {
+    auto reader = format::Qcow2Reader::Open(std::move(source));
+    if (!reader.ok()) return reader.status().WithContext("image " + image.id);
+    return std::shared_ptr<ByteSource>(std::move(reader).value());
+  }
+  return source;
+}
+
+Result<struct stat> FileSystem::StatOf(const NodeKey& key, const Namespace& ns) {
   struct stat st;
   std::memset(&st, 0, sizeof st);
   st.st_uid = options_.uid;
@@ -182,7 +226,7 @@ Result<struct stat> FileSystem::StatOf(const NodeKey& key, const Namespace& ns) 
     }
     case NodeKind::kImageFile: {
       auto image = ns.FindImage(key.name);
-      if (!image || !Shows(*image, key.file)) {
+      if (!image || !ShowsFile(*image, key.file)) {
         return Status::NotFound("no " + std::string(fsns::FileName(key.file)) + " in " + key.name);
       }
       st.st_mode = S_IFREG | 0444;
@@ -193,6 +237,13 @@ Result<struct stat> FileSystem::StatOf(const NodeKey& key, const Namespace& ns) 
         st.st_blocks = (st.st_size + 511) / 512;
       } else {
         st.st_size = static_cast<off_t>(*image->size);
+        if (key.file == ImageFile::kDiskRaw && image->disk_format == "qcow2") {
+          auto verdict = VerdictFor(*image);
+          st.st_size = static_cast<off_t>(verdict.ok() && verdict->virtual_size
+                                              ? *verdict->virtual_size
+                                              : image->virtual_size.value_or(0));
+        }
+        // A decoded view occupies what its source file does (holes and compression included).
         uint64_t allocated = image->allocated_bytes.value_or(*image->size);
         st.st_blocks = static_cast<blkcnt_t>((allocated + 511) / 512);
         st.st_blksize = options_.disk_blksize;
@@ -216,7 +267,7 @@ Result<struct stat> FileSystem::StatOf(const NodeKey& key, const Namespace& ns) 
 }
 
 Result<NodeKey> FileSystem::Child(const NodeKey& parent, std::string_view name,
-                                  const Namespace& ns) const {
+                                  const Namespace& ns) {
   auto missing = [&] { return Status::NotFound(std::string(name)); };
   switch (parent.kind) {
     case NodeKind::kRoot:
@@ -229,7 +280,7 @@ Result<NodeKey> FileSystem::Child(const NodeKey& parent, std::string_view name,
     case NodeKind::kImageDir: {
       auto image = ns.FindImage(parent.name);
       auto file = fsns::ParseFileName(name);
-      if (!image || !file || !Shows(*image, *file)) return missing();
+      if (!image || !file || !ShowsFile(*image, *file)) return missing();
       return FileKey(image->id, *file);
     }
     case NodeKind::kByNameDir:
@@ -294,7 +345,7 @@ Result<std::vector<DirItem>> FileSystem::OpenDir(uint64_t ino) {
     case NodeKind::kImageDir: {
       auto image = current->FindImage(key.name);
       for (ImageFile f : fsns::FilesOf(*image)) {
-        items.push_back({fsns::FileName(f), FileKey(image->id, f), S_IFREG});
+        if (ShowsFile(*image, f)) items.push_back({fsns::FileName(f), FileKey(image->id, f), S_IFREG});
       }
       break;
     }
@@ -328,7 +379,7 @@ Result<std::unique_ptr<OpenFile>> FileSystem::Open(uint64_t ino, int flags) {
   }
   if (key.kind != NodeKind::kImageFile) return Status::InvalidArgument("not a file");
   auto image = ns()->FindImage(key.name);
-  if (!image || !Shows(*image, key.file)) return Status::NotFound("no such file");
+  if (!image || !ShowsFile(*image, key.file)) return Status::NotFound("no such file");
   auto file = std::make_unique<OpenFile>();
   file->file = key.file;
   file->record = image;
@@ -336,9 +387,7 @@ Result<std::unique_ptr<OpenFile>> FileSystem::Open(uint64_t ino, int flags) {
     file->size = image->record_json.size();
     return file;
   }
-  auto source = catalog_->OpenData(*image);
-  if (!source.ok()) return source.status();
-  file->source = std::move(source).value();
+  GLANCEFS_ASSIGN_OR_RETURN(file->source, OpenView(*image, key.file));
   file->size = file->source->size();
   return file;
 }
@@ -383,10 +432,27 @@ std::vector<std::pair<std::string, std::string>> FileSystem::RootXattrs() const 
   return out;
 }
 
+std::vector<std::pair<std::string, std::string>> FileSystem::ImageXattrs(
+    const ImageRecord& image) {
+  std::vector<std::pair<std::string, std::string>> out;
+  if (fsns::FilesOf(image).size() < 2) return out;  // no data to judge
+  auto verdict = VerdictFor(image);
+  if (!verdict.ok()) return out;
+  out.emplace_back("user.glancefs.format", verdict->format);
+  if (!verdict->refused.empty()) out.emplace_back("user.glancefs.refused", verdict->refused);
+  return out;
+}
+
 Result<std::optional<std::string>> FileSystem::GetXattr(uint64_t ino, std::string_view name) {
   GLANCEFS_ASSIGN_OR_RETURN(NodeKey key, KeyOf(ino));
-  if (key.kind == NodeKind::kRoot && name.substr(0, kGlancefsPrefix.size()) == kGlancefsPrefix) {
-    for (auto& [k, v] : RootXattrs()) {
+  if (name.substr(0, kGlancefsPrefix.size()) == kGlancefsPrefix) {
+    std::vector<std::pair<std::string, std::string>> attrs;
+    if (key.kind == NodeKind::kRoot) {
+      attrs = RootXattrs();
+    } else if (auto image = XattrImage(key, *ns())) {
+      attrs = ImageXattrs(*image);
+    }
+    for (auto& [k, v] : attrs) {
       if (k == name) return std::optional<std::string>(std::move(v));
     }
     return std::optional<std::string>();
@@ -411,6 +477,10 @@ Result<std::string> FileSystem::ListXattr(uint64_t ino) {
   }
   auto image = XattrImage(key, *ns());
   if (!image) return out;
+  for (const auto& [k, v] : ImageXattrs(*image)) {
+    out += k;
+    out.push_back('\0');
+  }
   for (const auto& [k, v] : image->properties) {
     // A key that cannot be an xattr name stays readable in metadata.json only.
     if (k.size() + kGlancePrefix.size() > kXattrNameMax || k.find('\0') != std::string::npos ||

@@ -19,10 +19,12 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <unordered_map>
 #include <vector>
 
 #include "fs/base/catalog.h"
 #include "fs/core/inode_table.h"
+#include "fs/format/inspect.h"
 #include "fs/namespace/namespace.h"
 
 namespace glancefs::core {
@@ -106,13 +108,21 @@ class FileSystem {
   std::shared_ptr<const fsns::Namespace> ns() const;
   Result<NodeKey> KeyOf(uint64_t ino) const;
   // The attributes of `key` in `ns`, NotFound if it does not exist there. st_ino is left 0.
-  Result<struct stat> StatOf(const NodeKey& key, const fsns::Namespace& ns) const;
-  Result<NodeKey> Child(const NodeKey& parent, std::string_view name,
-                        const fsns::Namespace& ns) const;
+  Result<struct stat> StatOf(const NodeKey& key, const fsns::Namespace& ns);
+  Result<NodeKey> Child(const NodeKey& parent, std::string_view name, const fsns::Namespace& ns);
   // Properties shown as user.glance.* on `key`, or nullptr if it has none.
   std::shared_ptr<const ImageRecord> XattrImage(const NodeKey& key,
                                                 const fsns::Namespace& ns) const;
   std::vector<std::pair<std::string, std::string>> RootXattrs() const;
+  // user.glancefs.* of an image (format verdict).
+  std::vector<std::pair<std::string, std::string>> ImageXattrs(const ImageRecord& image);
+
+  // The verdict on an image's bytes, computed once per image version (it reads the header).
+  Result<format::Verdict> VerdictFor(const ImageRecord& image);
+  // Whether `image` shows `file`: its record allows it and its bytes are not refused.
+  bool ShowsFile(const ImageRecord& image, fsns::ImageFile file);
+  // Opens the decoded or passthrough source behind a disk view.
+  Result<std::shared_ptr<ByteSource>> OpenView(const ImageRecord& image, fsns::ImageFile file);
   void Diff(const fsns::Namespace& old_ns, const fsns::Namespace& new_ns,
             std::vector<Invalidation>* out) const;
 
@@ -122,6 +132,13 @@ class FileSystem {
 
   mutable std::mutex ns_mu_;                   // guards ns_ (the pointer, not the Namespace)
   std::shared_ptr<const fsns::Namespace> ns_;  // GUARDED_BY(ns_mu_)
+
+  struct CachedVerdict {
+    std::string data_version;
+    format::Verdict verdict;
+  };
+  std::mutex verdict_mu_;  // guards verdicts_; a leaf
+  std::unordered_map<std::string, CachedVerdict> verdicts_;  // by image id
 
   mutable std::mutex refresh_mu_;  // guards the two below
   int64_t last_refresh_ = 0;       // GUARDED_BY(refresh_mu_): time of the last good refresh

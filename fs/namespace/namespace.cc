@@ -44,6 +44,7 @@ std::vector<ImageFile> FilesOf(const ImageRecord& record) {
   if (record.disk_format == "raw" || record.disk_format == "iso") {
     files.push_back(ImageFile::kDiskRaw);
   } else if (record.disk_format == "qcow2") {
+    files.push_back(ImageFile::kDiskRaw);  // decoded on read
     files.push_back(ImageFile::kDiskQcow2);
   }
   return files;

@@ -23,8 +23,10 @@ enum class ImageFile : uint8_t { kMetadata, kDiskRaw, kDiskQcow2 };
 const char* FileName(ImageFile file);
 std::optional<ImageFile> ParseFileName(std::string_view name);
 
-// The files an image shows, in listing order. Disk views need an active image with data:
-// raw and iso images show disk.raw, qcow2 images disk.qcow2 (their bytes as stored).
+// The files an image may show, in listing order, judging by its record alone. Disk views need
+// an active image with data: raw and iso images show disk.raw (their bytes); qcow2 images show
+// disk.raw (decoded) and disk.qcow2 (their bytes as stored). fs/core hides the disk views of
+// images whose bytes it refuses (format::Inspect).
 std::vector<ImageFile> FilesOf(const ImageRecord& record);
 
 struct ByNameEntry {

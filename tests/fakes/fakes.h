@@ -28,6 +28,15 @@ class MemByteSource : public ByteSource {
   std::string data_;
 };
 
+// The smallest valid qcow2 image: a version 2 header, 64 KiB clusters, virtual size 0.
+inline std::string TinyQcow2() {
+  std::string h(72, '\0');
+  h.replace(0, 4, "QFI\xfb");
+  h[7] = 2;    // version
+  h[23] = 16;  // cluster_bits
+  return h;
+}
+
 // A catalog held in memory. Tests edit `images` and call Refresh through the FileSystem.
 class FakeCatalog : public Catalog {
  public:

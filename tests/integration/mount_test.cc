@@ -75,7 +75,7 @@ TEST_F(MountTest, LayoutToolsAndData) {
   EXPECT_EQ(ls.find(hidden), std::string::npos);
   EXPECT_EQ(MustSh("ls " + mnt + "/images/" + hidden), "disk.raw\nmetadata.json\n");
   EXPECT_EQ(MustSh("ls " + mnt), "by-name\nimages\n");
-  EXPECT_EQ(MustSh("ls " + mnt + "/images/" + qcow), "disk.qcow2\nmetadata.json\n");
+  EXPECT_EQ(MustSh("ls " + mnt + "/images/" + qcow), "disk.qcow2\ndisk.raw\nmetadata.json\n");
 
   // by-name: symlinks into images/, with '/' escaped.
   std::string byname = MustSh("ls -l " + mnt + "/by-name/");
@@ -93,6 +93,9 @@ TEST_F(MountTest, LayoutToolsAndData) {
   EXPECT_NE(info.find("virtual size: 64 MiB"), std::string::npos) << info;
   MustSh("qemu-img compare -f qcow2 -F qcow2 " + mnt + "/images/" + qcow + "/disk.qcow2 " +
          qcow_file);
+  // A qcow2 image is also decoded to raw.
+  MustSh("qemu-img convert -f qcow2 -O raw " + qcow_file + " " + work_ + "/b.raw");
+  MustSh("cmp " + mnt + "/images/" + qcow + "/disk.raw " + work_ + "/b.raw");
 
   // stat: sizes, modes, mtime, st_blocks of a sparse file.
   std::string st = MustSh("stat -c '%s %a %F %h %b' " + mnt + "/images/" + raw + "/disk.raw");
@@ -131,7 +134,7 @@ TEST_F(MountTest, LayoutToolsAndData) {
   MustSh("cmp " + work_ + "/rsync/images/" + qcow + "/disk.qcow2 " + qcow_file);
   EXPECT_EQ(MustSh("readlink " + work_ + "/rsync/by-name/cirros"), "../images/" + raw + "\n");
   std::string found = MustSh("find " + mnt + " | wc -l");
-  EXPECT_EQ(std::stoi(found), 1 + 2 + 2 + 2 * 2 + 2);  // root, 2 dirs, 2 images×(dir+2), 2 links
+  EXPECT_EQ(std::stoi(found), 1 + 2 + 3 + 4 + 2);  // root, 2 dirs, raw dir+2, qcow2 dir+3, 2 links
 
   EXPECT_EQ(m.Unmount(), 0) << m.Log();
 }

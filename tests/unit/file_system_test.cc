@@ -38,12 +38,13 @@ class FileSystemTest : public ::testing::Test {
 
 TEST_F(FileSystemTest, TreeAndAttributes) {
   catalog_.Add("img1", "cirros", "raw", "hello world", 1700000000);
-  catalog_.Add("img2", "", "qcow2", std::string("QFI\xfb", 4));
+  catalog_.Add("img2", "", "qcow2", glancefs::testing::TinyQcow2());
+  catalog_.Add("bad", "", "qcow2", "not a qcow2");
   Refresh();
   auto root = fs_.GetAttr(kRootIno);
   ASSERT_TRUE(root.ok());
   EXPECT_TRUE(S_ISDIR(root->st_mode));
-  EXPECT_EQ(fs_.GetAttr(kImagesIno)->st_nlink, 4u);
+  EXPECT_EQ(fs_.GetAttr(kImagesIno)->st_nlink, 5u);  // 2 + three images
   uint64_t img = Lookup(kImagesIno, "img1");
   auto dir = fs_.GetAttr(img);
   EXPECT_EQ(dir->st_mode, S_IFDIR | 0555);
@@ -54,7 +55,17 @@ TEST_F(FileSystemTest, TreeAndAttributes) {
   EXPECT_EQ(st->st_size, 11);
   EXPECT_FALSE(fs_.Lookup(img, "disk.qcow2").ok());
   uint64_t q = Lookup(kImagesIno, "img2");
-  EXPECT_TRUE(fs_.Lookup(q, "disk.qcow2").ok());
+  EXPECT_EQ(fs_.GetAttr(Lookup(q, "disk.qcow2"))->st_size, 72);
+  EXPECT_EQ(fs_.GetAttr(Lookup(q, "disk.raw"))->st_size, 0);  // the decoded virtual size
+  EXPECT_EQ(**fs_.GetXattr(q, "user.glancefs.format"), "qcow2");
+  EXPECT_FALSE(*fs_.GetXattr(q, "user.glancefs.refused"));
+  // Bytes that contradict the record: no disk views, and the reason as an xattr.
+  uint64_t bad = Lookup(kImagesIno, "bad");
+  EXPECT_TRUE(fs_.Lookup(bad, "disk.raw").status().IsNotFound());
+  EXPECT_TRUE(fs_.Lookup(bad, "disk.qcow2").status().IsNotFound());
+  EXPECT_EQ(**fs_.GetXattr(bad, "user.glancefs.refused"),
+            "the record says qcow2 but the bytes are raw");
+  EXPECT_EQ(fs_.OpenDir(bad)->size(), 3u);  // ., .., metadata.json
   EXPECT_TRUE(fs_.Lookup(kImagesIno, "nope").status().IsNotFound());
   EXPECT_TRUE(fs_.Lookup(kRootIno, "nope").status().IsNotFound());
   EXPECT_FALSE(fs_.Lookup(raw, "x").ok());  // not a directory

@@ -53,7 +53,8 @@ TEST(NamespaceTest, FilesFollowFormatAndStatus) {
   ImageRecord iso = c.Add("i", "", "iso", "x");
   EXPECT_EQ(files(iso), (std::vector<ImageFile>{ImageFile::kMetadata, ImageFile::kDiskRaw}));
   ImageRecord q = c.Add("q", "", "qcow2", "x");
-  EXPECT_EQ(files(q), (std::vector<ImageFile>{ImageFile::kMetadata, ImageFile::kDiskQcow2}));
+  EXPECT_EQ(files(q), (std::vector<ImageFile>{ImageFile::kMetadata, ImageFile::kDiskRaw,
+                                              ImageFile::kDiskQcow2}));
   ImageRecord queued = c.Add("u", "", "raw", "x");
   queued.status = "queued";
   EXPECT_EQ(files(queued), (std::vector<ImageFile>{ImageFile::kMetadata}));
