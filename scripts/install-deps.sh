@@ -13,6 +13,10 @@ PACKAGES=(
   fuse3
   # what the tests drive: the oracles and the tools a user has
   qemu-utils attr rsync procps util-linux e2fsprogs coreutils
+  # a VM that boots from the mount (tests/integration/boot_test.cc)
+  qemu-system-x86
+  # the decoder fuzzer (libFuzzer)
+  clang-14 libclang-rt-14-dev
 )
 if [[ "${GLANCEFS_BENCH_DEPS:-0}" == 1 ]]; then
   PACKAGES+=(qemu-system-common fio hyperfine)  # qemu-storage-daemon for side-by-side runs

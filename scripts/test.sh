@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The README's second command: installs, builds and runs every test.
 #   1. the optimized build: unit and integration tests (real FUSE mounts, qemu-img oracles);
-#   2. an AddressSanitizer + UBSan build: the same tests again, glancefs included.
+#   2. the qcow2 decoder's libFuzzer target, for a bounded time;
+#   3. an AddressSanitizer + UBSan build: the same tests again, glancefs included.
 # Fails loudly when something is missing; never skips silently.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -11,6 +12,9 @@ echo "== build (RelWithDebInfo)"
 BUILD_DIR=build ./scripts/build.sh
 echo "== tests (RelWithDebInfo)"
 ctest --test-dir build --output-on-failure -j 2 --timeout 600
+
+echo "== fuzz the qcow2 decoder (libFuzzer, ASan + UBSan, ${GLANCEFS_FUZZ_SECONDS:-60} s)"
+./scripts/fuzz.sh "${GLANCEFS_FUZZ_SECONDS:-60}"
 
 if [[ "${GLANCEFS_SKIP_SANITIZERS:-0}" != 1 ]]; then
   echo "== build (ASan + UBSan)"

@@ -1,5 +1,7 @@
 #include "backends/common/image_record_json.h"
 
+#include <algorithm>
+#include <climits>
 #include <nlohmann/json.hpp>
 
 #include "fs/base/log.h"
@@ -29,7 +31,11 @@ Result<std::optional<uint64_t>> OptionalSize(const json& j, const char* key) {
   if (!it->is_number_unsigned()) {
     return Status::Corruption(std::string("field '") + key + "' is not a non-negative integer");
   }
-  return std::optional<uint64_t>(it->get<uint64_t>());
+  uint64_t v = it->get<uint64_t>();
+  if (v > static_cast<uint64_t>(INT64_MAX)) {
+    return Status::Corruption(std::string("field '") + key + "' is too large");
+  }
+  return std::optional<uint64_t>(v);
 }
 
 int64_t Timestamp(const json& j, const char* key, const std::string& id) {
@@ -73,10 +79,35 @@ Result<ImageRecord> FromJson(const json& j) {
   return r;
 }
 
+// The deepest nesting of arrays and objects in `text`, counted outside strings. nlohmann parses
+// any depth iteratively but serializes recursively: a deep record would overflow the stack.
+size_t NestingDepth(std::string_view text) {
+  size_t depth = 0, max_depth = 0;
+  bool in_string = false, escaped = false;
+  for (char c : text) {
+    if (in_string) {
+      if (escaped) {
+        escaped = false;
+      } else if (c == '\\') {
+        escaped = true;
+      } else if (c == '"') {
+        in_string = false;
+      }
+    } else if (c == '"') {
+      in_string = true;
+    } else if (c == '[' || c == '{') {
+      max_depth = std::max(max_depth, ++depth);
+    } else if ((c == ']' || c == '}') && depth > 0) {
+      --depth;
+    }
+  }
+  return max_depth;
+}
+
 }  // namespace
 
 bool IsSafeImageId(std::string_view id) {
-  if (id.empty() || id.size() > 255 || id[0] == '.') return false;
+  if (id.empty() || id.size() > kMaxImageIdBytes || id[0] == '.') return false;
   for (char c : id) {
     bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
               c == '-' || c == '_' || c == '.';
@@ -87,6 +118,9 @@ bool IsSafeImageId(std::string_view id) {
 
 Result<ImageRecord> ParseImageRecord(std::string_view json_text) {
   if (json_text.size() > kMaxRecordBytes) return Status::Corruption("record is larger than 16 MiB");
+  if (NestingDepth(json_text) > kMaxRecordDepth) {
+    return Status::Corruption("record nests deeper than " + std::to_string(kMaxRecordDepth));
+  }
   try {
     return FromJson(json::parse(json_text.begin(), json_text.end()));
   } catch (const json::exception& e) {

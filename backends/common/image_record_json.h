@@ -17,7 +17,14 @@ namespace glancefs::backends {
 // default, but deployments raise it; 16 MiB is far beyond any real record.
 inline constexpr size_t kMaxRecordBytes = 16 << 20;
 
-// True iff `id` can name a directory entry and a file in a catalog directory: 1 to 255
+// Records nested deeper than this are refused (Glance's are 2 or 3 levels deep).
+inline constexpr size_t kMaxRecordDepth = 64;
+
+// Image ids longer than this are refused: Glance's are 36-character UUIDs, and a bound keeps
+// every by-name entry that embeds an id within NAME_MAX.
+inline constexpr size_t kMaxImageIdBytes = 128;
+
+// True iff `id` can name a directory entry and a file in a catalog directory: 1 to 128
 // characters from [A-Za-z0-9._-], not starting with '.'. Glance ids are UUIDs.
 bool IsSafeImageId(std::string_view id);
 

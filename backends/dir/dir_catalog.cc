@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <climits>
 
 #include "backends/common/image_record_json.h"
 #include "backends/dir/file_byte_source.h"
@@ -26,8 +27,13 @@ int64_t Nanos(const struct timespec& ts) {
 }
 
 Result<std::string> ReadSmallFile(int dirfd, const std::string& name) {
-  int fd = ::openat(dirfd, name.c_str(), O_RDONLY | O_CLOEXEC);
+  int fd = ::openat(dirfd, name.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
   if (fd < 0) return Status::FromErrno(errno, name);
+  struct stat st;
+  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+    ::close(fd);
+    return Status::Corruption(name + " is not a regular file");
+  }
   std::string text;
   char buf[64 * 1024];
   for (;;) {
@@ -62,10 +68,15 @@ Result<std::unique_ptr<DirCatalog>> DirCatalog::Open(const std::string& path) {
   if (::stat(path.c_str(), &st) != 0) return Status::FromErrno(errno, "catalog " + path);
   if (!S_ISDIR(st.st_mode))
     return Status::InvalidArgument("catalog " + path + " is not a directory");
-  char* real = ::realpath(path.c_str(), nullptr);
-  if (real == nullptr) return Status::FromErrno(errno, "catalog " + path);
-  std::string abs(real);
-  ::free(real);
+  // Absolute, but symlinks are not resolved: swapping a symlinked catalog (ln -sfn) takes effect
+  // at the next refresh.
+  std::string abs = path;
+  if (abs[0] != '/') {
+    char cwd[PATH_MAX];
+    if (::getcwd(cwd, sizeof cwd) == nullptr) return Status::FromErrno(errno, "getcwd");
+    abs = std::string(cwd) + "/" + abs;
+  }
+  while (abs.size() > 1 && abs.back() == '/') abs.pop_back();
   return std::unique_ptr<DirCatalog>(new DirCatalog(abs));
 }
 
@@ -77,6 +88,8 @@ DirCatalog::Entry DirCatalog::Load(int dirfd, const std::string& id, const Stamp
   if (!text.ok()) {
     LOG_WARNING("catalog %s: %s: skipped: %s", path_.c_str(), file.c_str(),
                 text.status().ToString().c_str());
+    // An I/O failure (EMFILE, EIO, ...) may pass: forget the stamp so the next refresh retries.
+    if (!text.status().IsCorruption()) entry.record_stamp = Stamp();
     return entry;
   }
   auto parsed = ParseImageRecord(*text);
@@ -107,7 +120,8 @@ DirCatalog::Entry DirCatalog::Load(int dirfd, const std::string& id, const Stamp
   if (data_stamp.ino != 0) {
     record.allocated_bytes = data_stamp.allocated_bytes;
     record.data_version = std::to_string(data_stamp.ino) + ":" + std::to_string(data_stamp.size) +
-                          ":" + std::to_string(data_stamp.mtime_ns);
+                          ":" + std::to_string(data_stamp.mtime_ns) + ":" +
+                          std::to_string(data_stamp.ctime_ns);
   }
   entry.record = std::make_shared<const ImageRecord>(std::move(record));
   return entry;
@@ -158,11 +172,16 @@ Result<std::shared_ptr<const CatalogSnapshot>> DirCatalog::Refresh() {
     auto old = entries_.find(id);
     if (old != entries_.end() && old->second.record_stamp == record_stamp &&
         old->second.data_stamp == data_stamp) {
-      next.emplace(id, std::move(old->second));
+      next.emplace(id, old->second);  // a copy: entries_ stays intact if the scan fails
       continue;
     }
-    changed = true;
-    next.emplace(id, Load(dirfd, id, record_stamp, data_stamp));
+    Entry loaded = Load(dirfd, id, record_stamp, data_stamp);
+    if (!loaded.record && loaded.record_stamp == Stamp() && old != entries_.end()) {
+      // A transient failure: keep serving what we had, and retry next time.
+      loaded.record = old->second.record;
+    }
+    changed = changed || loaded.record != (old != entries_.end() ? old->second.record : nullptr);
+    next.emplace(id, std::move(loaded));
   }
   ::closedir(dir);
   if (readdir_errno != 0) {
@@ -172,7 +191,9 @@ Result<std::shared_ptr<const CatalogSnapshot>> DirCatalog::Refresh() {
     LOG_INFO("catalog %s: readable again", path_.c_str());
     last_refresh_failed_ = false;
   }
-  if (next.size() != entries_.size()) changed = true;  // something was removed
+  for (const auto& [id, entry] : entries_) {
+    if (entry.record && !next.count(id)) changed = true;  // removed
+  }
   entries_ = std::move(next);
   if (!changed && snapshot_) return snapshot_;
 

@@ -17,7 +17,8 @@ FileByteSource::~FileByteSource() { ::close(fd_); }
 Result<std::shared_ptr<FileByteSource>> FileByteSource::Open(const std::string& path,
                                                              std::optional<uint64_t> expected_size,
                                                              const std::string& label) {
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  // O_NONBLOCK: a FIFO or device in the catalog must not block a worker; it is refused below.
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
   if (fd < 0) return Status::FromErrno(errno, label + ": data file " + path);
   struct stat st;
   if (::fstat(fd, &st) != 0) {

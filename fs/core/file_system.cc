@@ -18,27 +18,32 @@ using fsns::Namespace;
 
 constexpr std::string_view kGlancePrefix = "user.glance.";
 constexpr std::string_view kGlancefsPrefix = "user.glancefs.";
-constexpr size_t kXattrNameMax = 255;  // XATTR_NAME_MAX
+constexpr size_t kXattrNameMax = 255;    // XATTR_NAME_MAX
+constexpr size_t kXattrListMax = 65536;  // XATTR_LIST_MAX
 
-NodeKey DirKey(NodeKind kind) { return NodeKey{kind, ImageFile::kMetadata, ""}; }
+NodeKey DirKey(NodeKind kind) { return NodeKey{kind, ImageFile::kMetadata, "", ""}; }
 NodeKey ImageDirKey(const std::string& id) {
-  return NodeKey{NodeKind::kImageDir, ImageFile::kMetadata, id};
-}
-NodeKey FileKey(const std::string& id, ImageFile file) {
-  return NodeKey{NodeKind::kImageFile, file, id};
+  return NodeKey{NodeKind::kImageDir, ImageFile::kMetadata, id, ""};
 }
 NodeKey LinkKey(const std::string& entry) {
-  return NodeKey{NodeKind::kByNameLink, ImageFile::kMetadata, entry};
+  return NodeKey{NodeKind::kByNameLink, ImageFile::kMetadata, entry, ""};
+}
+
+// What identifies the content of `file` of `image` (see NodeKey::version).
+std::string ContentVersion(const ImageRecord& image, ImageFile file) {
+  if (file != ImageFile::kMetadata) return image.data_version + "/" + std::to_string(*image.size);
+  uint64_t h = 0xcbf29ce484222325ULL;  // FNV-1a of the record text
+  for (unsigned char c : image.record_json) h = (h ^ c) * 0x100000001b3ULL;
+  return std::to_string(h);
+}
+
+NodeKey FileKey(const ImageRecord& image, ImageFile file) {
+  return NodeKey{NodeKind::kImageFile, file, image.id, ContentVersion(image, file)};
 }
 
 bool Shows(const ImageRecord& image, ImageFile file) {
   auto files = fsns::FilesOf(image);
   return std::find(files.begin(), files.end(), file) != files.end();
-}
-
-// Whether an image's data may differ between two versions of its record.
-bool DataChanged(const ImageRecord& a, const ImageRecord& b) {
-  return a.data_version != b.data_version || a.size != b.size;
 }
 
 }  // namespace
@@ -81,6 +86,7 @@ Status FileSystem::Refresh(std::vector<Invalidation>* invalidations) {
   {
     std::lock_guard<std::mutex> lock(ns_mu_);
     ns_ = new_ns;
+    ++generation_;
   }
   Diff(*old_ns, *new_ns, invalidations);
   LOG_DEBUG("catalog %s: %zu images, %zu invalidations", catalog_->Describe().c_str(),
@@ -112,17 +118,19 @@ void FileSystem::Diff(const Namespace& old_ns, const Namespace& new_ns,
     // A new id drops a cached negative entry; a gone one drops the positive entry.
     if (!o || !n) out->push_back({Kind::kEntry, kImagesIno, id});
     auto dir_ino = inodes_.Find(ImageDirKey(id));
-    if (dir_ino) out->push_back({Kind::kInodeAttrs, *dir_ino, ""});
-    bool data_changed = !o || !n || DataChanged(*o, *n);
+    // kInode: the kernel keeps the directory's cached listing in its page cache.
+    if (dir_ino) out->push_back({Kind::kInode, *dir_ino, ""});
     for (ImageFile f : {ImageFile::kMetadata, ImageFile::kDiskRaw, ImageFile::kDiskQcow2}) {
-      bool shown_before = o && Shows(*o, f), shown_now = n && Shows(*n, f);
-      if (dir_ino && shown_before != shown_now) {
-        out->push_back({Kind::kEntry, *dir_ino, fsns::FileName(f)});
+      bool shown_before = o && Shows(*o, f);
+      bool same =
+          shown_before && n && Shows(*n, f) && ContentVersion(*o, f) == ContentVersion(*n, f);
+      if (same) continue;
+      // The name now means another inode (or none): drop the dentry; drop the old inode's pages.
+      if (dir_ino) out->push_back({Kind::kEntry, *dir_ino, fsns::FileName(f)});
+      if (!shown_before) continue;
+      if (auto file_ino = inodes_.Find(FileKey(*o, f))) {
+        out->push_back({Kind::kInode, *file_ino, ""});
       }
-      auto file_ino = inodes_.Find(FileKey(id, f));
-      if (!file_ino) continue;
-      bool content_changed = f == ImageFile::kMetadata || data_changed;
-      out->push_back({content_changed ? Kind::kInode : Kind::kInodeAttrs, *file_ino, ""});
     }
   }
   // by-name: merge the two sorted entry lists.
@@ -185,8 +193,7 @@ bool FileSystem::ShowsFile(const ImageRecord& image, ImageFile file) {
   return !verdict.ok() || verdict->refused.empty();
 }
 
-Result<std::shared_ptr<ByteSource>> FileSystem::OpenView(const ImageRecord& image,
-                                                         ImageFile file) {
+Result<std::shared_ptr<ByteSource>> FileSystem::OpenView(const ImageRecord& image, ImageFile file) {
   GLANCEFS_ASSIGN_OR_RETURN(auto source, catalog_->OpenData(image));
   if (file == ImageFile::kDiskRaw && image.disk_format == "qcow2") {
     auto reader = format::Qcow2Reader::Open(std::move(source));
@@ -226,8 +233,10 @@ Result<struct stat> FileSystem::StatOf(const NodeKey& key, const Namespace& ns) 
     }
     case NodeKind::kImageFile: {
       auto image = ns.FindImage(key.name);
-      if (!image || !ShowsFile(*image, key.file)) {
-        return Status::NotFound("no " + std::string(fsns::FileName(key.file)) + " in " + key.name);
+      if (!image || !ShowsFile(*image, key.file) ||
+          ContentVersion(*image, key.file) != key.version) {
+        return Status::NotFound("no " + std::string(fsns::FileName(key.file)) + " in " + key.name +
+                                " (or a newer version replaced it)");
       }
       st.st_mode = S_IFREG | 0444;
       st.st_nlink = 1;
@@ -281,7 +290,7 @@ Result<NodeKey> FileSystem::Child(const NodeKey& parent, std::string_view name,
       auto image = ns.FindImage(parent.name);
       auto file = fsns::ParseFileName(name);
       if (!image || !file || !ShowsFile(*image, *file)) return missing();
-      return FileKey(image->id, *file);
+      return FileKey(*image, *file);
     }
     case NodeKind::kByNameDir:
       if (!ns.FindByName(name)) return missing();
@@ -293,13 +302,23 @@ Result<NodeKey> FileSystem::Child(const NodeKey& parent, std::string_view name,
   return missing();
 }
 
+Result<struct stat> FileSystem::AcquireStable(
+    const std::function<Result<NodeKey>(const Namespace&)>& key_of) {
+  // If a refresh swaps the namespace between computing a reply and handing it to the kernel,
+  // its invalidations may have run before the kernel knew the entry: compute again.
+  for (int attempt = 0;; ++attempt) {
+    auto current = ns();
+    GLANCEFS_ASSIGN_OR_RETURN(NodeKey key, key_of(*current));
+    GLANCEFS_ASSIGN_OR_RETURN(struct stat st, StatOf(key, *current));
+    st.st_ino = inodes_.Acquire(key);
+    if (ns() == current || attempt == 3) return st;
+    inodes_.Forget(st.st_ino, 1);
+  }
+}
+
 Result<struct stat> FileSystem::Lookup(uint64_t parent, std::string_view name) {
   GLANCEFS_ASSIGN_OR_RETURN(NodeKey parent_key, KeyOf(parent));
-  auto current = ns();
-  GLANCEFS_ASSIGN_OR_RETURN(NodeKey key, Child(parent_key, name, *current));
-  GLANCEFS_ASSIGN_OR_RETURN(struct stat st, StatOf(key, *current));
-  st.st_ino = inodes_.Acquire(key);
-  return st;
+  return AcquireStable([&](const Namespace& current) { return Child(parent_key, name, current); });
 }
 
 Result<struct stat> FileSystem::GetAttr(uint64_t ino) {
@@ -345,7 +364,7 @@ Result<std::vector<DirItem>> FileSystem::OpenDir(uint64_t ino) {
     case NodeKind::kImageDir: {
       auto image = current->FindImage(key.name);
       for (ImageFile f : fsns::FilesOf(*image)) {
-        if (ShowsFile(*image, f)) items.push_back({fsns::FileName(f), FileKey(image->id, f), S_IFREG});
+        if (ShowsFile(*image, f)) items.push_back({fsns::FileName(f), FileKey(*image, f), S_IFREG});
       }
       break;
     }
@@ -358,9 +377,7 @@ Result<std::vector<DirItem>> FileSystem::OpenDir(uint64_t ino) {
 
 Result<struct stat> FileSystem::AcquireDirItem(uint64_t dir_ino, const DirItem& item) {
   (void)dir_ino;
-  GLANCEFS_ASSIGN_OR_RETURN(struct stat st, StatOf(item.key, *ns()));
-  st.st_ino = inodes_.Acquire(item.key);
-  return st;
+  return AcquireStable([&](const Namespace&) -> Result<NodeKey> { return item.key; });
 }
 
 uint64_t FileSystem::PeekIno(uint64_t dir_ino, const DirItem& item) const {
@@ -379,7 +396,9 @@ Result<std::unique_ptr<OpenFile>> FileSystem::Open(uint64_t ino, int flags) {
   }
   if (key.kind != NodeKind::kImageFile) return Status::InvalidArgument("not a file");
   auto image = ns()->FindImage(key.name);
-  if (!image || !ShowsFile(*image, key.file)) return Status::NotFound("no such file");
+  if (!image || !ShowsFile(*image, key.file) || ContentVersion(*image, key.file) != key.version) {
+    return Status::NotFound("no such file (a newer version replaced it)");
+  }
   auto file = std::make_unique<OpenFile>();
   file->file = key.file;
   file->record = image;
@@ -432,8 +451,7 @@ std::vector<std::pair<std::string, std::string>> FileSystem::RootXattrs() const 
   return out;
 }
 
-std::vector<std::pair<std::string, std::string>> FileSystem::ImageXattrs(
-    const ImageRecord& image) {
+std::vector<std::pair<std::string, std::string>> FileSystem::ImageXattrs(const ImageRecord& image) {
   std::vector<std::pair<std::string, std::string>> out;
   if (fsns::FilesOf(image).size() < 2) return out;  // no data to judge
   auto verdict = VerdictFor(image);
@@ -487,6 +505,8 @@ Result<std::string> FileSystem::ListXattr(uint64_t ino) {
         k.empty()) {
       continue;
     }
+    // The kernel refuses lists over 64 KiB (XATTR_LIST_MAX) outright: list what fits.
+    if (out.size() + kGlancePrefix.size() + k.size() + 1 > kXattrListMax) break;
     out += kGlancePrefix;
     out += k;
     out.push_back('\0');

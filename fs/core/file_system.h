@@ -14,6 +14,7 @@
 #include <sys/stat.h>
 
 #include <atomic>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -103,10 +104,18 @@ class FileSystem {
   Result<std::string> ListXattr(uint64_t ino);
 
   size_t inode_count() const { return inodes_.size(); }
+  // Counts namespace swaps: a directory handle older than this may list a stale tree.
+  uint64_t generation() const {
+    std::lock_guard<std::mutex> lock(ns_mu_);
+    return generation_;
+  }
 
  private:
   std::shared_ptr<const fsns::Namespace> ns() const;
   Result<NodeKey> KeyOf(uint64_t ino) const;
+  // Resolves a key in the current namespace and acquires it, consistently with refreshes.
+  Result<struct stat> AcquireStable(
+      const std::function<Result<NodeKey>(const fsns::Namespace&)>& key_of);
   // The attributes of `key` in `ns`, NotFound if it does not exist there. st_ino is left 0.
   Result<struct stat> StatOf(const NodeKey& key, const fsns::Namespace& ns);
   Result<NodeKey> Child(const NodeKey& parent, std::string_view name, const fsns::Namespace& ns);
@@ -132,12 +141,13 @@ class FileSystem {
 
   mutable std::mutex ns_mu_;                   // guards ns_ (the pointer, not the Namespace)
   std::shared_ptr<const fsns::Namespace> ns_;  // GUARDED_BY(ns_mu_)
+  uint64_t generation_ = 0;                    // GUARDED_BY(ns_mu_)
 
   struct CachedVerdict {
     std::string data_version;
     format::Verdict verdict;
   };
-  std::mutex verdict_mu_;  // guards verdicts_; a leaf
+  std::mutex verdict_mu_;                                    // guards verdicts_; a leaf
   std::unordered_map<std::string, CachedVerdict> verdicts_;  // by image id
 
   mutable std::mutex refresh_mu_;  // guards the two below

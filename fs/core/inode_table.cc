@@ -6,16 +6,18 @@ namespace glancefs::core {
 
 std::string NodeKey::Encode() const {
   std::string s;
-  s.reserve(name.size() + 2);
+  s.reserve(name.size() + version.size() + 3);
   s.push_back(static_cast<char>('0' + static_cast<int>(kind)));
   s.push_back(static_cast<char>('0' + static_cast<int>(file)));
   s += name;
+  s.push_back('\0');  // ids never hold a NUL
+  s += version;
   return s;
 }
 
 InodeTable::InodeTable() {
   auto fixed = [this](uint64_t ino, NodeKind kind) {
-    NodeKey key{kind, fsns::ImageFile::kMetadata, ""};
+    NodeKey key{kind, fsns::ImageFile::kMetadata, "", ""};
     by_key_.emplace(key.Encode(), ino);
     nodes_.emplace(ino, Node{std::move(key), 0});
   };

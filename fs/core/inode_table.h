@@ -1,9 +1,9 @@
 // InodeTable: the map between kernel inode numbers and the nodes of the glancefs tree.
 //
-// A node is named by a NodeKey (what it is: the images/ directory, image X's directory, image X's
-// disk.raw, a by-name entry), never by a pointer, so a node whose image disappeared simply
-// stops resolving. Inode numbers are never reused while mounted (a 64-bit counter), so a stale
-// handle can never reach a different image.
+// A node is named by a NodeKey (what it is: the images/ directory, image X's directory, version
+// V of image X's disk.raw, a by-name entry), never by a pointer, so a node whose image disappeared
+// simply stops resolving. Inode numbers are never reused while mounted (a 64-bit counter), so a
+// stale handle can never reach a different image.
 //
 // Lookup counts follow fuse_lowlevel.h: every entry handed to the kernel (lookup reply,
 // readdirplus entry) is one Acquire; forget(ino, n) is Forget(ino, n); a node is erased when its
@@ -27,6 +27,10 @@ struct NodeKey {
   NodeKind kind = NodeKind::kRoot;
   fsns::ImageFile file = fsns::ImageFile::kMetadata;  // kImageFile only
   std::string name;  // image id (kImageDir, kImageFile) or by-name entry (kByNameLink)
+  // kImageFile only: which content the file has (a hash of the record for metadata.json, the
+  // data version for disk views). A new version is a new inode, so the kernel's page cache of
+  // an old version, still read through open handles, never mixes with the new one.
+  std::string version;
 
   std::string Encode() const;  // a unique string for hashing
 };

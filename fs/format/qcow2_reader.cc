@@ -76,7 +76,7 @@ Status InflateZlib(const char* in, size_t in_len, char* out, size_t out_len) {
 
 Status InflateZstd(const char* in, size_t in_len, char* out, size_t out_len) {
   thread_local std::unique_ptr<ZSTD_DCtx, size_t (*)(ZSTD_DCtx*)> dctx(ZSTD_createDCtx(),
-                                                                        ZSTD_freeDCtx);
+                                                                       ZSTD_freeDCtx);
   if (!dctx) return Status::IOError("zstd: cannot initialize");
   ZSTD_DCtx_reset(dctx.get(), ZSTD_reset_session_only);
   ZSTD_inBuffer input{in, in_len, 0};
@@ -100,7 +100,7 @@ Status InflateZstd(const char* in, size_t in_len, char* out, size_t out_len) {
 }  // namespace
 
 Result<std::shared_ptr<Qcow2Reader>> Qcow2Reader::Open(std::shared_ptr<ByteSource> file,
-                                                        const Qcow2Limits& limits) {
+                                                       const Qcow2Limits& limits) {
   std::shared_ptr<Qcow2Reader> r(new Qcow2Reader(std::move(file), limits));
   GLANCEFS_RETURN_IF_ERROR(r->ParseHeader());
   GLANCEFS_RETURN_IF_ERROR(r->LoadL1());
@@ -121,8 +121,8 @@ Status Qcow2Reader::ParseHeader() {
   unsigned char h[kV3MinHeaderBytes + 8] = {};
   uint64_t file_size = file_->size();
   if (file_size < kV2HeaderBytes) return Status::Refused("qcow2: file too short for a header");
-  GLANCEFS_RETURN_IF_ERROR(file_->ReadAt(
-      0, std::min<uint64_t>(sizeof h, file_size), reinterpret_cast<char*>(h)));
+  GLANCEFS_RETURN_IF_ERROR(
+      file_->ReadAt(0, std::min<uint64_t>(sizeof h, file_size), reinterpret_cast<char*>(h)));
   if (Be32(h) != kMagic) return Status::Refused("qcow2: bad magic");
   info_.version = Be32(h + 4);
   if (info_.version != 2 && info_.version != 3) {
@@ -131,8 +131,8 @@ Status Qcow2Reader::ParseHeader() {
   }
   uint64_t backing_offset = Be64(h + 8);
   if (backing_offset != 0 || Be32(h + 16) != 0) {
-    return Status::Refused("qcow2: has a backing file (backing_file_offset " +
-                           Hex(backing_offset) + "); images with backing files are refused");
+    return Status::Refused("qcow2: has a backing file (backing_file_offset " + Hex(backing_offset) +
+                           "); images with backing files are refused");
   }
   info_.cluster_bits = Be32(h + 20);
   if (info_.cluster_bits < kMinClusterBits || info_.cluster_bits > kMaxClusterBits) {
@@ -312,8 +312,10 @@ Result<Qcow2Reader::Mapping> Qcow2Reader::Map(uint64_t off, uint64_t max_len) {
     bool alloc = (bitmap >> sc) & 1, zero = (bitmap >> (32 + sc)) & 1;
     if (cluster_host == 0) {
       if (bitmap & 0xffffffffULL) {
-        return Status::Corruption("qcow2: unallocated cluster with allocated subclusters at "
-                                  "guest " + Hex(g));
+        return Status::Corruption(
+            "qcow2: unallocated cluster with allocated subclusters at "
+            "guest " +
+            Hex(g));
       }
       return zero ? Kind::kZero : Kind::kUnallocated;
     }
@@ -355,8 +357,7 @@ Result<Qcow2Reader::Mapping> Qcow2Reader::Map(uint64_t off, uint64_t max_len) {
   return Mapping{kind, host, len, 0};
 }
 
-Status Qcow2Reader::ReadCompressed(const Mapping& m, uint64_t cluster_off, char* dst,
-                                   uint64_t n) {
+Status Qcow2Reader::ReadCompressed(const Mapping& m, uint64_t cluster_off, char* dst, uint64_t n) {
   CompressedBuffers& b = t_buffers;
   if (b.out_owner != this || b.out_host_offset != m.host_offset) {
     if (m.compressed_bytes > 2 * cluster_size_ || m.host_offset >= file_->size()) {
@@ -413,10 +414,13 @@ Result<Extent> Qcow2Reader::MapExtent(uint64_t off) {
   if (off >= info_.virtual_size) return Status::OutOfRange("qcow2: extent past the end");
   auto kind_of = [](Kind k) {
     switch (k) {
-      case Kind::kUnallocated: return Extent::Kind::kHole;
-      case Kind::kZero: return Extent::Kind::kZero;
+      case Kind::kUnallocated:
+        return Extent::Kind::kHole;
+      case Kind::kZero:
+        return Extent::Kind::kZero;
       case Kind::kNormal:
-      case Kind::kCompressed: return Extent::Kind::kData;
+      case Kind::kCompressed:
+        return Extent::Kind::kData;
     }
     return Extent::Kind::kData;
   };

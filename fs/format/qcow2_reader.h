@@ -67,8 +67,8 @@ class Qcow2Reader final : public ByteSource {
   enum class Kind { kUnallocated, kZero, kNormal, kCompressed };
   struct Mapping {
     Kind kind;
-    uint64_t host_offset;  // kNormal: where the first byte is; kCompressed: the stream
-    uint64_t length;       // guest bytes from the requested offset with this kind
+    uint64_t host_offset;       // kNormal: where the first byte is; kCompressed: the stream
+    uint64_t length;            // guest bytes from the requested offset with this kind
     uint64_t compressed_bytes;  // kCompressed only
   };
   using L2Table = std::vector<uint64_t>;  // entries, host byte order
@@ -99,7 +99,7 @@ class Qcow2Reader final : public ByteSource {
   bool zstd_ = false;
   std::vector<uint64_t> l1_;
 
-  std::mutex l2_mu_;  // guards the L2 cache below
+  std::mutex l2_mu_;            // guards the L2 cache below
   std::list<uint64_t> l2_lru_;  // most recent first; GUARDED_BY(l2_mu_)
   struct CachedL2 {
     std::shared_ptr<const L2Table> table;

@@ -23,6 +23,7 @@ constexpr size_t kMaxRead = 1 << 20;
 
 struct DirHandle {
   std::vector<DirItem> items;
+  uint64_t generation = 0;  // FileSystem::generation() when `items` was listed
 };
 
 OpsContext* Ctx(fuse_req_t req) { return static_cast<OpsContext*>(fuse_req_userdata(req)); }
@@ -74,7 +75,7 @@ void Lookup(fuse_req_t req, fuse_ino_t parent, const char* name) {
       // A negative entry, cached like a positive one; new images invalidate it.
       fuse_entry_param e;
       std::memset(&e, 0, sizeof e);
-      e.entry_timeout = Ctx(req)->cache_timeout_s;
+      e.entry_timeout = Ctx(req)->negative_timeout_s;
       fuse_reply_entry(req, &e);
       return;
     }
@@ -111,6 +112,7 @@ void OpenDir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info* fi) {
   auto items = Fs(req).OpenDir(ino);
   if (!items.ok()) return ReplyErr(req, "opendir", ino, items.status());
   auto handle = std::make_unique<DirHandle>();
+  handle->generation = Fs(req).generation();
   handle->items = std::move(items).value();
   fi->fh = reinterpret_cast<uint64_t>(handle.get());
   // Listings are immutable until the refresher invalidates the directory.
@@ -122,6 +124,15 @@ void OpenDir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info* fi) {
 void ReadDirCommon(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
                    struct fuse_file_info* fi, bool plus) {
   auto* handle = reinterpret_cast<DirHandle*>(fi->fh);
+  if (off == 0 && handle->generation != Fs(req).generation()) {
+    // A rewind, or a first read after a refresh: list again, so the kernel's cached listing
+    // (filled from this reply) is never older than the refresh that invalidated it.
+    uint64_t generation = Fs(req).generation();
+    auto items = Fs(req).OpenDir(ino);
+    if (!items.ok()) return ReplyErr(req, plus ? "readdirplus" : "readdir", ino, items.status());
+    handle->items = std::move(items).value();
+    handle->generation = generation;
+  }
   std::vector<char> buf(size);
   std::vector<fuse_ino_t> acquired;  // to give back if the reply is lost
   size_t pos = 0;

@@ -19,6 +19,9 @@ struct OpsContext {
   // How long the kernel may cache entries, negative entries and attributes. Long by default
   // because the refresher invalidates explicitly whatever changes.
   double cache_timeout_s = 3600;
+  // How long the kernel caches a miss. At most the refresh interval: a lookup that races a
+  // refresh could otherwise keep a new image invisible for cache_timeout_s.
+  double negative_timeout_s = 30;
 
   // The kernel reads ahead at most 128 KiB on a FUSE mount unless told otherwise, which caps a
   // sequential reader at a few 128 KiB requests in flight. The window is the mount's bdi

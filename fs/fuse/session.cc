@@ -3,6 +3,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <climits>
 #include <cstdlib>
@@ -90,6 +91,10 @@ Session::Session(core::FileSystem* fs, SessionOptions options)
     : fs_(fs), options_(std::move(options)) {
   ctx_.fs = fs_;
   ctx_.cache_timeout_s = options_.cache_timeout_s;
+  ctx_.negative_timeout_s =
+      options_.refresh_interval_s > 0
+          ? std::min<double>(options_.cache_timeout_s, options_.refresh_interval_s)
+          : options_.cache_timeout_s;
 }
 
 Result<std::unique_ptr<Session>> Session::Create(core::FileSystem* fs, SessionOptions options) {
@@ -184,6 +189,12 @@ void Session::RefreshLoop() {
 void Session::Notify(const std::vector<core::Invalidation>& invalidations) {
   using Kind = core::Invalidation::Kind;
   for (const auto& inv : invalidations) {
+    {
+      // Unmounting: a notify could wait on a directory lock held by a lookup that no worker
+      // will ever answer.
+      std::lock_guard<std::mutex> lock(mu_);
+      if (stopping_) return;
+    }
     int rc = 0;
     switch (inv.kind) {
       case Kind::kEntry:

@@ -153,6 +153,8 @@ TEST_F(FileSystemTest, RefreshInvalidatesWhatChanged) {
   uint64_t edit_raw = Lookup(edit_dir, "disk.raw");
   uint64_t keep_dir = Lookup(kImagesIno, "keep");
   uint64_t gone_link = Lookup(kByNameIno, "g");
+  auto old_meta = fs_.Open(edit_meta, O_RDONLY);
+  ASSERT_TRUE(old_meta.ok());
 
   catalog_.images.erase("gone");
   catalog_.images["edit"].properties["new"] = "1";
@@ -162,11 +164,21 @@ TEST_F(FileSystemTest, RefreshInvalidatesWhatChanged) {
   EXPECT_TRUE(Has(Kind::kEntry, kImagesIno, "gone"));
   EXPECT_TRUE(Has(Kind::kEntry, kImagesIno, "added"));
   EXPECT_FALSE(Has(Kind::kEntry, kImagesIno, "keep"));
-  EXPECT_FALSE(Has(Kind::kInodeAttrs, keep_dir));
-  EXPECT_TRUE(Has(Kind::kInodeAttrs, edit_dir));
-  EXPECT_TRUE(Has(Kind::kInode, edit_meta));      // new contents
-  EXPECT_TRUE(Has(Kind::kInodeAttrs, edit_raw));  // same data: keep its page cache
+  EXPECT_FALSE(Has(Kind::kInode, keep_dir));
+  EXPECT_TRUE(Has(Kind::kInode, edit_dir));  // its cached listing
+  // metadata.json has a new version: the name is dropped, and the old inode's pages too.
+  EXPECT_TRUE(Has(Kind::kEntry, edit_dir, "metadata.json"));
+  EXPECT_TRUE(Has(Kind::kInode, edit_meta));
+  // Same data: disk.raw keeps its inode and page cache.
+  EXPECT_FALSE(Has(Kind::kEntry, edit_dir, "disk.raw"));
   EXPECT_FALSE(Has(Kind::kInode, edit_raw));
+  EXPECT_TRUE(fs_.GetAttr(edit_raw).ok());
+  uint64_t new_meta = Lookup(edit_dir, "metadata.json");
+  EXPECT_NE(new_meta, edit_meta);
+  EXPECT_TRUE(fs_.GetAttr(edit_meta).status().IsNotFound());
+  // An open handle keeps reading the version it opened.
+  char scratch[64];
+  EXPECT_EQ(*fs_.Read(**old_meta, 0, 64, scratch), "{\"id\": \"edit\"}\n");
   EXPECT_TRUE(Has(Kind::kEntry, kByNameIno, "g"));
   EXPECT_TRUE(Has(Kind::kInode, gone_link));
   EXPECT_TRUE(Has(Kind::kEntry, kByNameIno, "a"));

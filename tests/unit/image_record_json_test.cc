@@ -74,6 +74,18 @@ TEST(ImageRecordJsonTest, BigPropertyValues) {
   EXPECT_EQ(r->properties.at("big").size(), big.size());
 }
 
+TEST(ImageRecordJsonTest, RefusesDeepNestingAndHugeSizes) {
+  std::string deep =
+      R"({"id": "x", "p": )" + std::string(100000, '[') + std::string(100000, ']') + "}";
+  auto r = ParseImageRecord(deep);
+  EXPECT_TRUE(r.status().IsCorruption());
+  EXPECT_NE(r.status().message().find("nests deeper"), std::string::npos);
+  // Brackets inside strings do not count.
+  EXPECT_TRUE(ParseImageRecord(R"({"id": "x", "p": ")" + std::string(1000, '[') + "\"}").ok());
+  EXPECT_TRUE(
+      ParseImageRecord(R"({"id": "x", "size": 18446744073709551615})").status().IsCorruption());
+}
+
 TEST(ImageRecordJsonTest, SafeIds) {
   EXPECT_TRUE(IsSafeImageId("6f1a2b3c-0000-4000-8000-000000000001"));
   EXPECT_TRUE(IsSafeImageId("my_image.v2"));
@@ -81,7 +93,8 @@ TEST(ImageRecordJsonTest, SafeIds) {
   EXPECT_FALSE(IsSafeImageId("."));
   EXPECT_FALSE(IsSafeImageId(".."));
   EXPECT_FALSE(IsSafeImageId("a b"));
-  EXPECT_FALSE(IsSafeImageId(std::string(256, 'a')));
+  EXPECT_FALSE(IsSafeImageId(std::string(129, 'a')));
+  EXPECT_TRUE(IsSafeImageId(std::string(128, 'a')));
 }
 
 }  // namespace

@@ -9,7 +9,7 @@
 namespace glancefs::core {
 namespace {
 
-NodeKey Image(const std::string& id) { return NodeKey{NodeKind::kImageDir, {}, id}; }
+NodeKey Image(const std::string& id) { return NodeKey{NodeKind::kImageDir, {}, id, ""}; }
 
 TEST(InodeTableTest, FixedInodes) {
   InodeTable t;
@@ -47,10 +47,12 @@ TEST(InodeTableTest, OverlargeForgetIsClampedNotFatal) {
 TEST(InodeTableTest, KindsDoNotCollide) {
   InodeTable t;
   uint64_t dir = t.Acquire(Image("x"));
-  uint64_t file = t.Acquire(NodeKey{NodeKind::kImageFile, fsns::ImageFile::kDiskRaw, "x"});
-  uint64_t meta = t.Acquire(NodeKey{NodeKind::kImageFile, fsns::ImageFile::kMetadata, "x"});
-  uint64_t link = t.Acquire(NodeKey{NodeKind::kByNameLink, {}, "x"});
-  EXPECT_EQ(std::set<uint64_t>({dir, file, meta, link}).size(), 4u);
+  uint64_t file = t.Acquire(NodeKey{NodeKind::kImageFile, fsns::ImageFile::kDiskRaw, "x", "v1"});
+  uint64_t file2 = t.Acquire(NodeKey{NodeKind::kImageFile, fsns::ImageFile::kDiskRaw, "x", "v2"});
+  uint64_t meta = t.Acquire(NodeKey{NodeKind::kImageFile, fsns::ImageFile::kMetadata, "x", "v1"});
+  uint64_t link = t.Acquire(NodeKey{NodeKind::kByNameLink, {}, "x", ""});
+  // A new content version is a new inode.
+  EXPECT_EQ(std::set<uint64_t>({dir, file, file2, meta, link}).size(), 5u);
 }
 
 TEST(InodeTableTest, ConcurrentAcquireAndForgetBalance) {

@@ -119,7 +119,7 @@ Status CopyAndHash(const std::string& src_path, const std::string& dst, bool lin
       return Status::FromErrno(err, "link " + src_path + " to " + dst);
     }
   } else {
-    out = ::open(dst.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    out = ::open(dst.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
     if (out < 0) {
       int err = errno;
       ::close(in);
@@ -216,28 +216,29 @@ int Add(const AddOptions& o) {
     return Fail(Status::InvalidArgument("image " + id + " is already in " + o.catalog));
   }
   std::string tmp_data = o.catalog + "/." + id + ".data.tmp";
+  // A leftover from an interrupted run is ours to replace; never write through it (it may be a
+  // hard link to somebody's file).
+  ::unlink(tmp_data.c_str());
+  auto fail = [&](const Status& st) {
+    ::unlink(tmp_data.c_str());
+    return Fail(st);
+  };
   uint64_t size = 0;
   std::string md5, sha512;
   Status s = CopyAndHash(o.file, tmp_data, o.link, &size, &md5, &sha512);
-  if (!s.ok()) {
-    ::unlink(tmp_data.c_str());
-    return Fail(s);
-  }
+  if (!s.ok()) return fail(s);
   std::string format = o.disk_format;
   std::optional<uint64_t> virtual_size;
   {
     auto src = glancefs::backends::FileByteSource::Open(tmp_data, size, "image " + id);
-    if (!src.ok()) return Fail(src.status());
+    if (!src.ok()) return fail(src.status());
     if (format.empty()) {
       auto probed = glancefs::format::ProbeFormat(**src);
-      if (!probed.ok()) return Fail(probed.status());
+      if (!probed.ok()) return fail(probed.status());
       format = *probed;
     }
     auto vs = glancefs::format::ProbeVirtualSize(**src, format);
     if (vs.ok()) virtual_size = *vs;
-  }
-  if (::rename(tmp_data.c_str(), (o.catalog + "/" + id).c_str()) != 0) {
-    return Fail(Status::FromErrno(errno, o.catalog + "/" + id));
   }
   std::string now = glancefs::FormatIso8601(::time(nullptr));
   nlohmann::ordered_json r;
@@ -265,8 +266,21 @@ int Add(const AddOptions& o) {
   r["file"] = "/v2/images/" + id + "/file";
   r["schema"] = "/v2/schemas/image";
   for (const auto& [k, v] : o.properties) r[k] = v;
-  s = WriteFileAtomically(o.catalog, id + ".json", r.dump(2) + "\n");
-  if (!s.ok()) return Fail(s);
+  std::string text;
+  try {
+    text = r.dump(2) + "\n";
+  } catch (const nlohmann::json::exception&) {
+    return fail(Status::InvalidArgument("names and properties must be UTF-8 text"));
+  }
+  // Data first, then the record: a catalog never lists an image without its data.
+  if (::rename(tmp_data.c_str(), (o.catalog + "/" + id).c_str()) != 0) {
+    return fail(Status::FromErrno(errno, o.catalog + "/" + id));
+  }
+  s = WriteFileAtomically(o.catalog, id + ".json", text);
+  if (!s.ok()) {
+    ::unlink((o.catalog + "/" + id).c_str());
+    return Fail(s);
+  }
   std::printf("%s\n", id.c_str());
   return 0;
 }
