@@ -45,19 +45,4 @@ Result<std::string> ProbeFormat(ByteSource& src) {
   return std::string("raw");
 }
 
-Result<std::optional<uint64_t>> ProbeVirtualSize(ByteSource& src, const std::string& format) {
-  if (format == "raw" || format == "iso") return std::optional<uint64_t>(src.size());
-  if (format == "qcow2") {
-    // qcow2 header: big-endian u64 "size" at offset 24 (docs/interop/qcow2.rst).
-    constexpr uint64_t kSizeOffset = 24;
-    if (src.size() < kSizeOffset + 8) return Status::Corruption("qcow2 header is truncated");
-    unsigned char b[8];
-    GLANCEFS_RETURN_IF_ERROR(src.ReadAt(kSizeOffset, sizeof b, reinterpret_cast<char*>(b)));
-    uint64_t v = 0;
-    for (unsigned char c : b) v = (v << 8) | c;
-    return std::optional<uint64_t>(v);
-  }
-  return std::optional<uint64_t>();
-}
-
 }  // namespace glancefs::format

@@ -16,8 +16,4 @@ namespace glancefs::format {
 // Returns the disk_format name the bytes match, "raw" when none does.
 Result<std::string> ProbeFormat(ByteSource& src);
 
-// The virtual disk size of an image in `format`, read from its header; nullopt for formats this
-// build does not decode yet. Raw: the size of the source.
-Result<std::optional<uint64_t>> ProbeVirtualSize(ByteSource& src, const std::string& format);
-
 }  // namespace glancefs::format

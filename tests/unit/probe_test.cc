@@ -2,6 +2,7 @@
 
 #include <gtest/gtest.h>
 
+#include "fs/format/inspect.h"
 #include "tests/fakes/fakes.h"
 
 namespace glancefs::format {
@@ -28,16 +29,22 @@ TEST(ProbeTest, RecognizesMagics) {
   EXPECT_EQ(Probe(""), "raw");
 }
 
-TEST(ProbeTest, Qcow2VirtualSize) {
-  std::string hdr("QFI\xfb\0\0\0\x03", 8);
-  hdr += std::string(16, '\0');
-  hdr += std::string("\0\0\0\x01\0\0\0\0", 8);  // 4 GiB
-  MemByteSource src(hdr);
-  EXPECT_EQ(**ProbeVirtualSize(src, "qcow2"), 4ull << 30);
-  MemByteSource truncated(hdr.substr(0, 20));
-  EXPECT_TRUE(ProbeVirtualSize(truncated, "qcow2").status().IsCorruption());
-  EXPECT_EQ(**ProbeVirtualSize(truncated, "raw"), 20u);
-  EXPECT_FALSE(*ProbeVirtualSize(truncated, "vmdk"));
+TEST(ProbeTest, InspectJudgesAgainstTheRecord) {
+  MemByteSource qcow2(glancefs::testing::TinyQcow2());
+  auto v = Inspect(qcow2, "qcow2");
+  ASSERT_TRUE(v.ok());
+  EXPECT_EQ(v->format, "qcow2");
+  EXPECT_TRUE(v->refused.empty());
+  EXPECT_EQ(v->virtual_size, 0u);
+  // The same bytes labelled raw are exposed as they are.
+  v = Inspect(qcow2, "raw");
+  EXPECT_TRUE(v->refused.empty());
+  EXPECT_EQ(v->virtual_size, 72u);
+  MemByteSource random(std::string(4096, 'x'));
+  v = Inspect(random, "qcow2");
+  EXPECT_EQ(v->refused, "the record says qcow2 but the bytes are raw");
+  EXPECT_FALSE(v->virtual_size);
+  EXPECT_NE(Inspect(random, "vmdk")->refused, "");
 }
 
 }  // namespace

@@ -27,6 +27,7 @@
 #include "backends/common/image_record_json.h"
 #include "backends/dir/file_byte_source.h"
 #include "fs/base/time_util.h"
+#include "fs/format/inspect.h"
 #include "fs/format/probe.h"
 
 namespace {
@@ -237,8 +238,9 @@ int Add(const AddOptions& o) {
       if (!probed.ok()) return fail(probed.status());
       format = *probed;
     }
-    auto vs = glancefs::format::ProbeVirtualSize(**src, format);
-    if (vs.ok()) virtual_size = *vs;
+    // As Glance does: the virtual size of what the decoder accepts, none otherwise.
+    auto verdict = glancefs::format::Inspect(**src, format);
+    if (verdict.ok()) virtual_size = verdict->virtual_size;
   }
   std::string now = glancefs::FormatIso8601(::time(nullptr));
   nlohmann::ordered_json r;
