@@ -130,4 +130,35 @@ Result<ImageRecord> ParseImageRecord(std::string_view json_text) {
   }
 }
 
+Result<ImageListPage> ParseImageListPage(std::string_view json_text) {
+  if (NestingDepth(json_text) > kMaxRecordDepth + 2) {
+    return Status::Corruption("image list nests too deep");
+  }
+  try {
+    json page = json::parse(json_text.begin(), json_text.end());
+    if (!page.is_object()) return Status::Corruption("image list is not a JSON object");
+    auto images = page.find("images");
+    if (images == page.end() || !images->is_array()) {
+      return Status::Corruption("image list has no 'images' array");
+    }
+    ImageListPage out;
+    for (const json& item : *images) {
+      auto record = FromJson(item);
+      if (record.ok()) {
+        out.images.push_back(std::move(record).value());
+      } else {
+        out.bad.push_back(record.status().message());
+      }
+    }
+    if (auto next = page.find("next"); next != page.end() && next->is_string()) {
+      out.next = next->get<std::string>();
+    }
+    return out;
+  } catch (const json::exception& e) {
+    return Status::Corruption(std::string("image list is not valid JSON: ") + e.what());
+  } catch (const std::bad_alloc&) {
+    return Status::Corruption("image list too large to parse");
+  }
+}
+
 }  // namespace glancefs::backends

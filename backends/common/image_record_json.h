@@ -7,6 +7,7 @@
 
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "fs/base/catalog.h"
 #include "fs/base/status.h"
@@ -29,5 +30,13 @@ inline constexpr size_t kMaxImageIdBytes = 128;
 bool IsSafeImageId(std::string_view id);
 
 Result<ImageRecord> ParseImageRecord(std::string_view json_text);
+
+// One page of `GET /v2/images`: {"images": [...], "next": "/v2/images?...&marker=..."}.
+struct ImageListPage {
+  std::vector<ImageRecord> images;
+  std::vector<std::string> bad;  // why records of the page were left out (one line each)
+  std::string next;              // empty on the last page
+};
+Result<ImageListPage> ParseImageListPage(std::string_view json_text);
 
 }  // namespace glancefs::backends

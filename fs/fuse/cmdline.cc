@@ -19,6 +19,10 @@ struct RawOptions {
   unsigned cache_timeout_s = 3600;
   unsigned read_ahead_kb = 4096;
   char* log_level = nullptr;
+  char* token_file = nullptr;
+  char* cacert = nullptr;
+  char* spool_dir = nullptr;
+  int insecure = 0;
   char* source = nullptr;
   int extra_nonopts = 0;
 };
@@ -30,6 +34,10 @@ const struct fuse_opt kOptions[] = {
     GLANCEFS_OPT("cache_timeout=%u", cache_timeout_s),
     GLANCEFS_OPT("log_level=%s", log_level),
     GLANCEFS_OPT("read_ahead_kb=%u", read_ahead_kb),
+    GLANCEFS_OPT("token_file=%s", token_file),
+    GLANCEFS_OPT("cacert=%s", cacert),
+    GLANCEFS_OPT("spool_dir=%s", spool_dir),
+    {"insecure", offsetof(RawOptions, insecure), 1},
     FUSE_OPT_END,
 };
 
@@ -62,6 +70,9 @@ Result<CommandLine> ParseCommandLine(int argc, char** argv) {
   RawOptions raw;
   CommandLine cl;
   auto cleanup = [&] {
+    std::free(raw.token_file);
+    std::free(raw.cacert);
+    std::free(raw.spool_dir);
     std::free(raw.log_level);
     std::free(raw.source);
     fuse_opt_free_args(&args);
@@ -89,6 +100,10 @@ Result<CommandLine> ParseCommandLine(int argc, char** argv) {
   cl.refresh_s = raw.refresh_s;
   cl.cache_timeout_s = raw.cache_timeout_s;
   cl.read_ahead_kb = raw.read_ahead_kb;
+  if (raw.token_file) cl.token_file = raw.token_file;
+  if (raw.cacert) cl.cacert = raw.cacert;
+  if (raw.spool_dir) cl.spool_dir = raw.spool_dir;
+  cl.insecure = raw.insecure != 0;
   if (cl.debug) cl.log_level = LogLevel::kDebug;
   if (raw.log_level && !ParseLogLevel(raw.log_level, &cl.log_level)) {
     std::string bad = raw.log_level;
@@ -115,6 +130,8 @@ void PrintHelp(const char* program) {
       "\n"
       "SOURCE:\n"
       "    dir:PATH               a local catalog: PATH/<id>.json records and PATH/<id> data\n"
+      "    http(s)://HOST:PORT    a Glance v2 endpoint; token from -o token_file= or\n"
+      "                           $OS_AUTH_TOKEN (none: an unauthenticated Glance)\n"
       "\n"
       "glancefs options:\n"
       "    -o refresh=SECONDS     re-read the catalog this often (default 30, 0 = never)\n"
@@ -122,6 +139,10 @@ void PrintHelp(const char* program) {
       "                           kernel name/attribute cache lifetime (default 3600)\n"
       "    -o log_level=LEVEL     error, warning, info (default) or debug\n"
       "    -o read_ahead_kb=KIB   kernel readahead window (default 4096, 0 = kernel's)\n"
+      "    -o token_file=PATH     Glance token, first line (refused if world-readable)\n"
+      "    -o cacert=PATH         CA bundle for https; -o insecure skips verification\n"
+      "    -o spool_dir=DIR       where images whose store refuses Range are streamed\n"
+      "                           (default /var/tmp)\n"
       "\n"
       "See glancefs(8) for the layout of the mount.\n"
       "\n",

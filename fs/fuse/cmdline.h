@@ -32,6 +32,11 @@ struct CommandLine {
   // (bench/foundation.sh) at about twice the sequential throughput of the kernel's 128 KiB.
   unsigned read_ahead_kb = 4096;
   LogLevel log_level = LogLevel::kInfo;  // -o log_level=error|warning|info|debug
+  // Options for the source, passed through to the backend the composition root builds:
+  std::string token_file;  // -o token_file=PATH: a Glance token (never world-readable)
+  std::string cacert;      // -o cacert=PATH: CA bundle for https
+  bool insecure = false;   // -o insecure: do not verify TLS certificates
+  std::string spool_dir = "/var/tmp";  // -o spool_dir=DIR: for images whose store refuses Range
   std::vector<std::string> fuse_args;    // for fuse_session_new, argv[0] first
 };
 

@@ -8,6 +8,7 @@
 #include <nlohmann/json.hpp>
 #include <thread>
 
+#include "tests/fakes/fake_glance.h"
 #include "tests/integration/harness.h"
 
 namespace glancefs::itest {
@@ -396,6 +397,50 @@ TEST_F(MountTest, DaemonModeAndMountHelper) {
          " -o allow_other,refresh=1");
   EXPECT_EQ(MustSh("ls " + mnt + "/by-name"), "daemon\n");
   MustSh("umount " + mnt);
+}
+
+TEST_F(MountTest, GlanceSourceOverHttp) {
+  using glancefs::testing::FakeGlance;
+  FakeGlance glance;
+  glance.count = 3;
+  glance.required_token = "s3cret";
+  std::string qcow_file = MakeQcow2("g.qcow2");
+  glance.files[FakeGlance::Id(1)] = {"qcow2", ReadFile(qcow_file)};
+  glancefs::testing::TestHttpServer server(
+      [&](const glancefs::testing::HttpRequest& r) { return glance.Handle(r); });
+  WriteFile(work_ + "/expected0.raw", glance.data);
+  MustSh("qemu-img convert -f qcow2 -O raw " + qcow_file + " " + work_ + "/expected1.raw");
+
+  // A token file others can read is refused, loudly.
+  std::string token = work_ + "/token";
+  WriteFile(token, "s3cret\n");
+  MustSh("chmod 644 " + token);
+  CmdResult r = Sh(std::string(GLANCEFS_BIN) + " " + server.url() + " " + work_ +
+                   " -f -o token_file=" + token);
+  EXPECT_NE(r.status, 0);
+  EXPECT_NE(r.out.find("world-readable"), std::string::npos) << r.out;
+  MustSh("chmod 600 " + token);
+
+  Mount m(server.url(), "-o refresh=1,token_file=" + token);
+  ASSERT_TRUE(m.mounted());
+  const std::string images = m.path() + "/images/";
+  std::string ls = MustSh("ls " + images);
+  EXPECT_EQ(ls, FakeGlance::Id(0) + "\n" + FakeGlance::Id(1) + "\n" + FakeGlance::Id(2) + "\n");
+  MustSh("test -d " + images + FakeGlance::Id(3));  // hidden, by id
+  MustSh("cmp " + images + FakeGlance::Id(0) + "/disk.raw " + work_ + "/expected0.raw");
+  MustSh("cmp " + images + FakeGlance::Id(1) + "/disk.qcow2 " + qcow_file);
+  MustSh("cmp " + images + FakeGlance::Id(1) + "/disk.raw " + work_ + "/expected1.raw");
+  EXPECT_EQ(MustSh("getfattr --absolute-names --only-values -n user.glance.checksum " + images +
+                   FakeGlance::Id(2)),
+            "c2");
+  EXPECT_EQ(MustSh("readlink " + m.path() + "/by-name/img1"),
+            "../images/" + FakeGlance::Id(1) + "\n");
+  // A store that refuses Range is read as one stream.
+  glance.range_mode = FakeGlance::RangeMode::kRefuse400;
+  MustSh("cmp " + images + FakeGlance::Id(2) + "/disk.raw " + work_ + "/expected0.raw");
+  EXPECT_NE(m.Log().find("reading it as one stream"), std::string::npos) << m.Log();
+  EXPECT_EQ(m.Log().find("s3cret"), std::string::npos);  // secrets never logged
+  EXPECT_EQ(m.Unmount(), 0) << m.Log();
 }
 
 }  // namespace

@@ -1,13 +1,19 @@
 // glancefs: mounts an image catalog. The composition root: it alone names concrete classes
 // (the catalog for SOURCE, the FileSystem, the FUSE session) and wires them together.
+#include <sys/stat.h>
 #include <systemd/sd-daemon.h>
 #include <unistd.h>
 
+#include <cctype>
+#include <cerrno>
 #include <cstdio>
+#include <cstdlib>
+#include <fstream>
 #include <memory>
 #include <string>
 
 #include "backends/dir/dir_catalog.h"
+#include "backends/glance/glance_catalog.h"
 #include "fs/base/log.h"
 #include "fs/core/file_system.h"
 #include "fs/fuse/cmdline.h"
@@ -19,14 +25,52 @@ using glancefs::Catalog;
 using glancefs::Result;
 using glancefs::Status;
 
-Result<std::unique_ptr<Catalog>> OpenCatalog(const std::string& source) {
+// The Glance token: the first line of -o token_file= (which must not be world-readable), else
+// $OS_AUTH_TOKEN, else none.
+Result<std::string> ReadToken(const std::string& token_file) {
+  if (token_file.empty()) {
+    const char* env = std::getenv("OS_AUTH_TOKEN");
+    return std::string(env ? env : "");
+  }
+  struct stat st;
+  if (::stat(token_file.c_str(), &st) != 0) {
+    return Status::FromErrno(errno, "token_file " + token_file);
+  }
+  if (st.st_mode & S_IROTH) {
+    return Status::PermissionDenied("token_file " + token_file +
+                                    " is world-readable: chmod o-r it first");
+  }
+  std::ifstream in(token_file);
+  std::string token;
+  std::getline(in, token);
+  while (!token.empty() && std::isspace(static_cast<unsigned char>(token.back()))) token.pop_back();
+  if (token.empty()) return Status::InvalidArgument("token_file " + token_file + " is empty");
+  return token;
+}
+
+Result<std::unique_ptr<Catalog>> OpenCatalog(const glancefs::fuse::CommandLine& cl) {
+  const std::string& source = cl.source;
   if (source.rfind("dir:", 0) == 0) {
     auto catalog = glancefs::backends::DirCatalog::Open(source.substr(4));
     if (!catalog.ok()) return catalog.status();
     return std::unique_ptr<Catalog>(std::move(catalog).value());
   }
+  if (source.rfind("http://", 0) == 0 || source.rfind("https://", 0) == 0) {
+    auto token = ReadToken(cl.token_file);
+    if (!token.ok()) return token.status();
+    glancefs::backends::HttpOptions http;
+    http.ca_file = cl.cacert;
+    http.insecure = cl.insecure;
+    glancefs::backends::GlanceOptions glance;
+    glance.endpoint = source;
+    while (!glance.endpoint.empty() && glance.endpoint.back() == '/') glance.endpoint.pop_back();
+    glance.spool_dir = cl.spool_dir;
+    return std::unique_ptr<Catalog>(std::make_unique<glancefs::backends::GlanceCatalog>(
+        glancefs::backends::NewCurlHttpClient(http),
+        std::make_shared<glancefs::backends::StaticToken>(*token), glance));
+  }
   return Status::InvalidArgument("unknown SOURCE '" + source +
-                                 "': expected dir:PATH (see glancefs --help)");
+                                 "': expected dir:PATH or http(s)://HOST:PORT (see --help)");
 }
 
 int Fail(const Status& status) {
@@ -49,7 +93,7 @@ int main(int argc, char** argv) {
   }
   glancefs::SetLogLevel(cl->log_level);
 
-  auto catalog = OpenCatalog(cl->source);
+  auto catalog = OpenCatalog(*cl);
   if (!catalog.ok()) return Fail(catalog.status());
 
   glancefs::core::FsOptions fs_options;

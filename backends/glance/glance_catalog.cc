@@ -1,0 +1,310 @@
+#include "backends/glance/glance_catalog.h"
+
+#include <fcntl.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cctype>
+#include <cerrno>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <set>
+#include <thread>
+
+#include "backends/common/image_record_json.h"
+#include "fs/base/log.h"
+
+namespace glancefs::backends {
+namespace {
+
+constexpr size_t kMaxListBody = 256 << 20;  // 1000 records with large properties fit easily
+constexpr int kMaxPages = 100000;
+
+bool Retryable(long status) { return status == 429 || status >= 500; }
+
+unsigned BackoffMs(unsigned attempt, const std::string& retry_after, unsigned cap_ms) {
+  unsigned ms = 200u << std::min(attempt, 10u);
+  if (!retry_after.empty() && std::all_of(retry_after.begin(), retry_after.end(), ::isdigit)) {
+    ms = static_cast<unsigned>(std::min<unsigned long>(std::stoul(retry_after) * 1000, cap_ms));
+  }
+  return std::min(ms, cap_ms);
+}
+
+// "bytes a-b/total" → a, b, total (total 0 when "*").
+bool ParseContentRange(const std::string& v, uint64_t* a, uint64_t* b, uint64_t* total) {
+  unsigned long long x, y, t;
+  char star;
+  if (std::sscanf(v.c_str(), "bytes %llu-%llu/%llu", &x, &y, &t) == 3) {
+    *a = x, *b = y, *total = t;
+    return true;
+  }
+  if (std::sscanf(v.c_str(), "bytes %llu-%llu/%c", &x, &y, &star) == 3 && star == '*') {
+    *a = x, *b = y, *total = 0;
+    return true;
+  }
+  return false;
+}
+
+std::string DataVersion(const ImageRecord& r) {
+  auto it = r.properties.find("os_hash_value");
+  if (it != r.properties.end() && !it->second.empty()) return it->second;
+  it = r.properties.find("checksum");
+  if (it != r.properties.end() && !it->second.empty()) return it->second;
+  return std::to_string(r.size.value_or(0)) + "@" + std::to_string(r.updated_at);
+}
+
+}  // namespace
+
+Result<HttpResponse> GlanceGet(HttpClient& http, TokenSource& tokens, const GlanceOptions& options,
+                               const std::string& url, std::vector<std::string> headers,
+                               const BodySink* sink, size_t max_body,
+                               const std::function<void()>& before_retry) {
+  bool renewed = false;
+  for (unsigned attempt = 0;; ++attempt) {
+    GLANCEFS_ASSIGN_OR_RETURN(std::string token, tokens.Token());
+    std::vector<std::string> all = headers;
+    if (!token.empty()) all.push_back("X-Auth-Token: " + token);
+    auto r = http.Get(url, all, sink, max_body);
+    std::string retry_after;
+    if (r.ok()) {
+      if (r->status == 401 && !renewed) {
+        tokens.Invalidate(token);  // a token that expired: try once with a fresh one
+        renewed = true;
+        if (before_retry) before_retry();
+        continue;
+      }
+      if (!Retryable(r->status) || attempt >= options.retries) return r;
+      retry_after = r->retry_after;
+      LOG_WARNING("GET %s: HTTP %ld, retrying", url.substr(0, url.find('?')).c_str(), r->status);
+    } else if (attempt >= options.retries || r.status().code() != Status::Code::kUnavailable) {
+      return r.status();
+    } else {
+      LOG_WARNING("%s; retrying", r.status().message().c_str());
+    }
+    if (before_retry) before_retry();
+    std::this_thread::sleep_for(
+        std::chrono::milliseconds(BackoffMs(attempt, retry_after, options.max_backoff_ms)));
+  }
+}
+
+GlanceCatalog::GlanceCatalog(std::shared_ptr<HttpClient> http, std::shared_ptr<TokenSource> tokens,
+                             GlanceOptions options)
+    : http_(std::move(http)), tokens_(std::move(tokens)), options_(std::move(options)) {}
+
+Status GlanceCatalog::ListAll(const std::string& first_url,
+                              std::map<std::string, ImageRecord>* out) {
+  std::string url = first_url;
+  std::set<std::string> seen;
+  for (int page = 0; page < kMaxPages && !url.empty(); ++page) {
+    if (!seen.insert(url).second) return Status::Corruption("image list pages loop at " + url);
+    GLANCEFS_ASSIGN_OR_RETURN(
+        HttpResponse r, GlanceGet(*http_, *tokens_, options_, url, {"Accept: application/json"},
+                                  nullptr, kMaxListBody));
+    if (r.status == 401 || r.status == 403) {
+      return Status::PermissionDenied("Glance refused the token (HTTP " + std::to_string(r.status) +
+                                      ")");
+    }
+    if (r.status != 200) {
+      return Status::Unavailable("GET /v2/images: HTTP " + std::to_string(r.status));
+    }
+    GLANCEFS_ASSIGN_OR_RETURN(ImageListPage parsed, ParseImageListPage(r.body));
+    for (const auto& why : parsed.bad) LOG_WARNING("Glance: image left out: %s", why.c_str());
+    for (auto& image : parsed.images) {
+      image.data_version = DataVersion(image);
+      std::string id = image.id;
+      (*out)[id] = std::move(image);
+    }
+    if (parsed.next.empty()) return Status::Ok();
+    if (parsed.next.rfind("/v2/", 0) != 0) {
+      return Status::Corruption("image list 'next' is not a /v2/ path: " + parsed.next);
+    }
+    url = options_.endpoint + parsed.next;
+  }
+  return url.empty() ? Status::Ok() : Status::Corruption("image list has too many pages");
+}
+
+Result<std::shared_ptr<const CatalogSnapshot>> GlanceCatalog::Refresh() {
+  std::map<std::string, ImageRecord> images;
+  std::string base = options_.endpoint + "/v2/images?limit=" + std::to_string(options_.page_limit);
+  GLANCEFS_RETURN_IF_ERROR(ListAll(base, &images));
+  GLANCEFS_RETURN_IF_ERROR(ListAll(base + "&os_hidden=true", &images));
+  std::lock_guard<std::mutex> lock(mu_);
+  auto snap = std::make_shared<CatalogSnapshot>();
+  bool same = snapshot_ && snapshot_->images.size() == images.size();
+  size_t i = 0;
+  for (auto& [id, image] : images) {
+    // Keep the old record object when nothing changed, so the file system sees no change.
+    if (same && *snapshot_->images[i] == image) {
+      snap->images.push_back(snapshot_->images[i]);
+    } else {
+      same = false;
+      snap->images.push_back(std::make_shared<const ImageRecord>(std::move(image)));
+    }
+    ++i;
+  }
+  if (same) return snapshot_;
+  snapshot_ = std::move(snap);
+  return snapshot_;
+}
+
+Result<std::shared_ptr<ByteSource>> GlanceCatalog::OpenData(const ImageRecord& record) {
+  if (!record.size) return Status::NotFound("image " + record.id + " has no data");
+  std::string key = record.id + "@" + record.data_version;
+  std::lock_guard<std::mutex> lock(mu_);
+  if (auto existing = sources_[key].lock()) return existing;
+  auto source =
+      std::make_shared<GlanceByteSource>(http_, tokens_, options_, record.id, *record.size);
+  sources_[key] = source;
+  for (auto it = sources_.begin(); it != sources_.end();) {  // forget expired entries
+    it = it->second.expired() ? sources_.erase(it) : std::next(it);
+  }
+  return std::shared_ptr<ByteSource>(source);
+}
+
+GlanceByteSource::GlanceByteSource(std::shared_ptr<HttpClient> http,
+                                   std::shared_ptr<TokenSource> tokens, GlanceOptions options,
+                                   std::string image_id, uint64_t size)
+    : http_(std::move(http)),
+      tokens_(std::move(tokens)),
+      options_(std::move(options)),
+      id_(std::move(image_id)),
+      url_(options_.endpoint + "/v2/images/" + id_ + "/file"),
+      size_(size) {}
+
+GlanceByteSource::~GlanceByteSource() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stopping_ = true;
+  }
+  cv_.notify_all();
+  if (stream_thread_.joinable()) stream_thread_.join();
+  if (spool_fd_ >= 0) ::close(spool_fd_);
+}
+
+Status GlanceByteSource::ReadAt(uint64_t off, size_t n, char* dst) {
+  if (off > size_ || n > size_ - off) return Status::OutOfRange("image " + id_ + ": read past end");
+  if (n == 0) return Status::Ok();
+  if (!range_refused_) {
+    Status s = ReadRange(off, n, dst);
+    if (s.ok() || !range_refused_) return s;
+  }
+  return ReadStreamed(off, n, dst);
+}
+
+Status GlanceByteSource::ReadRange(uint64_t off, size_t n, char* dst) {
+  size_t got = 0;
+  BodySink sink = [&](const char* data, size_t len) {
+    if (len > n - got) return false;  // more than asked for: never returned as data
+    std::memcpy(dst + got, data, len);
+    got += len;
+    return true;
+  };
+  char range[80];
+  std::snprintf(range, sizeof range, "Range: bytes=%llu-%llu", static_cast<unsigned long long>(off),
+                static_cast<unsigned long long>(off + n - 1));
+  GLANCEFS_ASSIGN_OR_RETURN(HttpResponse r, GlanceGet(*http_, *tokens_, options_, url_, {range},
+                                                      &sink, 0, [&] { got = 0; }));
+  const std::string what =
+      "image " + id_ + ": GET bytes " + std::to_string(off) + "+" + std::to_string(n);
+  if (r.status == 206) {
+    uint64_t a, b, total;
+    if (!ParseContentRange(r.content_range, &a, &b, &total) || a != off || b != off + n - 1 ||
+        (total != 0 && total != size_)) {
+      return Status::Corruption(what + ": answered Content-Range '" + r.content_range + "'");
+    }
+    if (r.aborted) return Status::Corruption(what + ": body longer than its Content-Range");
+    if (got != n) {
+      return Status::Corruption(what + ": body ended after " + std::to_string(got) + " bytes");
+    }
+    return Status::Ok();
+  }
+  if (r.status == 400 || r.status == 200) {
+    // The store cannot seek (400), or the server ignored Range (200): stream instead.
+    if (!range_refused_.exchange(true)) {
+      LOG_WARNING("image %s: Glance answered a Range with HTTP %ld; reading it as one stream",
+                  id_.c_str(), r.status);
+    }
+    return Status::NotSupported(what + ": Range refused");
+  }
+  if (r.status == 204) return Status::Corruption("image " + id_ + ": Glance has no data for it");
+  if (r.status == 404) return Status::IOError("image " + id_ + ": deleted from Glance");
+  if (r.status == 401 || r.status == 403) {
+    return Status::PermissionDenied(what + ": HTTP " + std::to_string(r.status));
+  }
+  if (r.status == 416) return Status::Corruption(what + ": HTTP 416, the image is shorter");
+  return Status::Unavailable(what + ": HTTP " + std::to_string(r.status));
+}
+
+Status GlanceByteSource::ReadStreamed(uint64_t off, size_t n, char* dst) {
+  std::unique_lock<std::mutex> lock(mu_);
+  if (!streaming_ && streamed_ < off + n) {
+    if (stream_thread_.joinable()) stream_thread_.join();  // a finished, failed attempt
+    if (spool_fd_ < 0) {
+      spool_fd_ = ::open(options_.spool_dir.c_str(), O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+      if (spool_fd_ < 0) return Status::FromErrno(errno, "spool in " + options_.spool_dir);
+    }
+    streamed_ = 0;
+    stream_error_ = Status::Ok();
+    streaming_ = true;
+    stream_thread_ = std::thread([this] { Stream(); });
+  }
+  cv_.wait(lock, [&] { return streamed_ >= off + n || !streaming_ || stopping_; });
+  if (streamed_ < off + n) {
+    return stream_error_.ok() ? Status::Unavailable("image " + id_ + ": stream stopped")
+                              : stream_error_;
+  }
+  int fd = spool_fd_;
+  lock.unlock();
+  size_t done = 0;
+  while (done < n) {
+    ssize_t got = ::pread(fd, dst + done, n - done, static_cast<off_t>(off + done));
+    if (got < 0 && errno == EINTR) continue;
+    if (got <= 0) return Status::FromErrno(got < 0 ? errno : EIO, "spool of image " + id_);
+    done += static_cast<size_t>(got);
+  }
+  return Status::Ok();
+}
+
+void GlanceByteSource::Stream() {
+  uint64_t written = 0;
+  BodySink sink = [&](const char* data, size_t len) {
+    if (len > size_ - written) return false;  // longer than the record says
+    for (size_t done = 0; done < len;) {
+      ssize_t w = ::pwrite(spool_fd_, data + done, len - done, static_cast<off_t>(written + done));
+      if (w < 0 && errno == EINTR) continue;
+      if (w <= 0) return false;
+      done += static_cast<size_t>(w);
+    }
+    written += len;
+    std::lock_guard<std::mutex> lock(mu_);
+    streamed_ = written;
+    cv_.notify_all();
+    return !stopping_;
+  };
+  auto r = GlanceGet(*http_, *tokens_, options_, url_, {}, &sink, 0, [&] {
+    std::lock_guard<std::mutex> lock(mu_);
+    written = streamed_ = 0;
+  });
+  Status error;
+  if (!r.ok()) {
+    error = r.status();
+  } else if (r->status != 200) {
+    error = Status::Unavailable("image " + id_ + ": streaming GET answered HTTP " +
+                                std::to_string(r->status));
+  } else if (r->aborted || written != size_) {
+    error = Status::Corruption("image " + id_ + ": stream gave " + std::to_string(written) +
+                               " bytes, the record says " + std::to_string(size_));
+  }
+  std::lock_guard<std::mutex> lock(mu_);
+  if (!error.ok() && !stopping_) {  // a stream cut short by closing the source is no error
+    LOG_ERROR("%s", error.ToString().c_str());
+    streamed_ = 0;  // nothing unverified is served; the next read starts a new stream
+  }
+  stream_error_ = error;
+  streaming_ = false;
+  cv_.notify_all();
+}
+
+}  // namespace glancefs::backends

@@ -1,0 +1,122 @@
+// The Glance v2 backend: GlanceCatalog lists images, GlanceByteSource reads their data.
+//
+// Listing (GET /v2/images): pages of `page_limit` images following `next` (an exactly full
+// page is followed by an empty one), then the hidden images (os_hidden=true), which the default
+// list leaves out. What the token may see is what the mount shows.
+//
+// Data (GET /v2/images/<id>/file): single `Range: bytes=a-b` requests, checked strictly: the
+// answer must be 206 with exactly that Content-Range and exactly that many bytes; anything else
+// is an error, never data. Glance has no HEAD (405): sizes come from the record. Content-MD5 on
+// a 206 is the whole image's and is ignored. Stores that cannot seek (rbd, swift, s3, http)
+// answer a Range with 400, and some deployments with the whole body: then the source falls back
+// to one sequential stream of the image, spooled to an unlinked temporary file, and readers wait
+// for their bytes. Transport failures and 5xx are retried with backoff (Retry-After honoured, up
+// to a cap); 401 asks the TokenSource for a new token once.
+//
+// Thread-safe. Secrets: the token is sent as X-Auth-Token and never logged.
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+
+#include "backends/glance/http_client.h"
+#include "fs/base/catalog.h"
+
+namespace glancefs::backends {
+
+// Where tokens come from: a fixed token today; Keystone (with renewal) plugs in here.
+class TokenSource {
+ public:
+  virtual ~TokenSource() = default;
+  // The token to send; empty means none (an unauthenticated Glance).
+  virtual Result<std::string> Token() = 0;
+  // `token` was rejected (401): the next Token() should be a fresh one if possible.
+  virtual void Invalidate(const std::string& token) = 0;
+};
+
+class StaticToken final : public TokenSource {
+ public:
+  explicit StaticToken(std::string token) : token_(std::move(token)) {}
+  Result<std::string> Token() override { return token_; }
+  void Invalidate(const std::string&) override {}
+
+ private:
+  const std::string token_;
+};
+
+struct GlanceOptions {
+  std::string endpoint;        // http(s)://host:port, no trailing slash
+  unsigned page_limit = 1000;  // Glance caps it at api_limit_max (1000)
+  unsigned retries = 3;        // per request, after the first try
+  unsigned max_backoff_ms = 5000;
+  std::string spool_dir = "/var/tmp";  // for images whose store refuses Range
+};
+
+class GlanceCatalog final : public Catalog {
+ public:
+  GlanceCatalog(std::shared_ptr<HttpClient> http, std::shared_ptr<TokenSource> tokens,
+                GlanceOptions options);
+
+  std::string Describe() const override { return options_.endpoint; }
+  Result<std::shared_ptr<const CatalogSnapshot>> Refresh() override;
+  // One source per image version, shared by every open file.
+  Result<std::shared_ptr<ByteSource>> OpenData(const ImageRecord& record) override;
+
+ private:
+  Status ListAll(const std::string& first_url, std::map<std::string, ImageRecord>* out);
+
+  const std::shared_ptr<HttpClient> http_;
+  const std::shared_ptr<TokenSource> tokens_;
+  const GlanceOptions options_;
+  std::mutex mu_;  // guards the two below
+  std::shared_ptr<const CatalogSnapshot> snapshot_;
+  std::map<std::string, std::weak_ptr<ByteSource>> sources_;  // by id + data version
+};
+
+// GET with the token, retries and backoff. Shared by the catalog and the byte source.
+Result<HttpResponse> GlanceGet(HttpClient& http, TokenSource& tokens, const GlanceOptions& options,
+                               const std::string& url, std::vector<std::string> headers,
+                               const BodySink* sink, size_t max_body,
+                               const std::function<void()>& before_retry = nullptr);
+
+class GlanceByteSource final : public ByteSource {
+ public:
+  GlanceByteSource(std::shared_ptr<HttpClient> http, std::shared_ptr<TokenSource> tokens,
+                   GlanceOptions options, std::string image_id, uint64_t size);
+  ~GlanceByteSource() override;
+  GlanceByteSource(const GlanceByteSource&) = delete;
+  GlanceByteSource& operator=(const GlanceByteSource&) = delete;
+
+  uint64_t size() const override { return size_; }
+  Status ReadAt(uint64_t off, size_t n, char* dst) override;
+
+ private:
+  Status ReadRange(uint64_t off, size_t n, char* dst);
+  Status ReadStreamed(uint64_t off, size_t n, char* dst);
+  void Stream();
+
+  const std::shared_ptr<HttpClient> http_;
+  const std::shared_ptr<TokenSource> tokens_;
+  const GlanceOptions options_;
+  const std::string id_;
+  const std::string url_;
+  const uint64_t size_;
+  std::atomic<bool> range_refused_{false};
+
+  // The sequential fallback. mu_ guards everything below.
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool streaming_ = false;
+  bool stopping_ = false;
+  uint64_t streamed_ = 0;  // bytes of the image in spool_fd_
+  Status stream_error_;
+  int spool_fd_ = -1;
+  std::thread stream_thread_;
+};
+
+}  // namespace glancefs::backends

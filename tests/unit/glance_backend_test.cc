@@ -1,0 +1,208 @@
+// The Glance backend against a local HTTP server that behaves like Glance, and misbehaves on
+// purpose: every fault must give a clear error in bounded time and never wrong data.
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <random>
+
+#include "backends/glance/glance_catalog.h"
+#include "tests/fakes/fake_glance.h"
+
+namespace glancefs::backends {
+namespace {
+
+using glancefs::testing::FakeGlance;
+using glancefs::testing::HttpAnswer;
+using glancefs::testing::HttpRequest;
+using glancefs::testing::TestHttpServer;
+
+class GlanceBackendTest : public ::testing::Test {
+ protected:
+  GlanceBackendTest() : server_([this](const HttpRequest& r) { return glance_.Handle(r); }) {}
+
+  std::unique_ptr<GlanceCatalog> Catalog(const std::string& token = "", unsigned limit = 2) {
+    HttpOptions http;
+    http.low_speed_time_s = 2;  // stalls become errors quickly in tests
+    GlanceOptions options;
+    options.endpoint = server_.url();
+    options.page_limit = limit;
+    options.retries = 2;
+    options.max_backoff_ms = 200;
+    return std::make_unique<GlanceCatalog>(NewCurlHttpClient(http),
+                                           std::make_shared<StaticToken>(token), options);
+  }
+  std::shared_ptr<ByteSource> Open(GlanceCatalog& c, int i = 0) {
+    auto snap = c.Refresh();
+    EXPECT_TRUE(snap.ok()) << snap.status().ToString();
+    auto src = c.OpenData(*(*snap)->Find(FakeGlance::Id(i)));
+    EXPECT_TRUE(src.ok()) << src.status().ToString();
+    return *src;
+  }
+  Status Read(ByteSource& src, uint64_t off, size_t n, std::string* out) {
+    out->assign(n, '\0');
+    return src.ReadAt(off, n, out->data());
+  }
+
+  FakeGlance glance_;
+  TestHttpServer server_;
+};
+
+TEST_F(GlanceBackendTest, ListsEveryPageAndHiddenImages) {
+  for (int count : {0, 1, 4, 5}) {  // 4 = two exactly full pages, then an empty one
+    glance_.count = count;
+    auto snap = Catalog()->Refresh();
+    ASSERT_TRUE(snap.ok()) << snap.status().ToString();
+    ASSERT_EQ((*snap)->images.size(), static_cast<size_t>(count + 1)) << count;
+    EXPECT_TRUE((*snap)->Find(FakeGlance::Id(count))->hidden);
+    EXPECT_EQ((*snap)->Find(FakeGlance::Id(count))->data_version, "c" + std::to_string(count));
+  }
+  auto c = Catalog();
+  auto a = c->Refresh();
+  EXPECT_EQ(*a, *c->Refresh());  // unchanged catalog, same snapshot
+}
+
+TEST_F(GlanceBackendTest, RangeReadsAreExact) {
+  auto c = Catalog();
+  auto src = Open(*c);
+  std::string got;
+  ASSERT_TRUE(Read(*src, 0, glance_.data.size(), &got).ok());
+  EXPECT_TRUE(got == glance_.data);
+  ASSERT_TRUE(Read(*src, 12345, 1 << 20, &got).ok());
+  EXPECT_TRUE(got == glance_.data.substr(12345, 1 << 20));
+  EXPECT_EQ(Read(*src, glance_.data.size() - 1, 2, &got).code(), Status::Code::kOutOfRange);
+}
+
+TEST_F(GlanceBackendTest, StoresThatRefuseRangeAreStreamed) {
+  for (auto mode : {FakeGlance::RangeMode::kRefuse400, FakeGlance::RangeMode::kIgnore200}) {
+    glance_.range_mode = mode;
+    auto c = Catalog();
+    auto src = Open(*c);
+    std::string got;
+    ASSERT_TRUE(Read(*src, 2 << 20, 4096, &got).ok());
+    EXPECT_TRUE(got == glance_.data.substr(2 << 20, 4096));
+    ASSERT_TRUE(Read(*src, 7, 1000, &got).ok());
+    EXPECT_TRUE(got == glance_.data.substr(7, 1000));
+    int before = server_.requests();
+    ASSERT_TRUE(Read(*src, 100, 5000, &got).ok());  // from the spool: no new request
+    EXPECT_EQ(server_.requests(), before);
+  }
+}
+
+TEST_F(GlanceBackendTest, LyingOrBrokenAnswersAreErrorsNeverData) {
+  struct Fault {
+    const char* name;
+    std::function<void(const HttpRequest&, HttpAnswer*)> make;
+    Status::Code code;
+  };
+  std::vector<Fault> faults = {
+      {"wrong Content-Range",
+       [](const HttpRequest&, HttpAnswer* a) {
+         a->status = 206;
+         a->body = std::string(100, 'x');
+         a->headers.push_back({"Content-Range", "bytes 1-100/3145728"});
+       },
+       Status::Code::kCorruption},
+      {"short body with a matching Content-Range",
+       [](const HttpRequest&, HttpAnswer* a) {
+         a->status = 206;
+         a->body = std::string(50, 'x');
+         a->headers.push_back({"Content-Range", "bytes 0-99/3145728"});
+       },
+       Status::Code::kCorruption},
+      {"over-long body",
+       [](const HttpRequest&, HttpAnswer* a) {
+         a->status = 206;
+         a->body = std::string(200, 'x');
+         a->headers.push_back({"Content-Range", "bytes 0-99/3145728"});
+       },
+       Status::Code::kCorruption},
+      {"truncated transfer",
+       [](const HttpRequest&, HttpAnswer* a) {
+         a->status = 206;
+         a->body = std::string(100, 'x');
+         a->send_bytes = 40;
+         a->headers.push_back({"Content-Range", "bytes 0-99/3145728"});
+       },
+       Status::Code::kUnavailable},
+      {"connection reset", [](const HttpRequest&, HttpAnswer* a) { a->reset = true; },
+       Status::Code::kUnavailable},
+      {"500", [](const HttpRequest&, HttpAnswer* a) { a->status = 500; },
+       Status::Code::kUnavailable},
+      {"404", [](const HttpRequest&, HttpAnswer* a) { a->status = 404; }, Status::Code::kIOError},
+      {"204", [](const HttpRequest&, HttpAnswer* a) { a->status = 204; },
+       Status::Code::kCorruption},
+  };
+  for (const auto& f : faults) {
+    SCOPED_TRACE(f.name);
+    auto c = Catalog();
+    auto src = Open(*c);
+    glance_.fault = [&](const HttpRequest& r, HttpAnswer* a) {
+      if (r.target.find("/file") == std::string::npos) return false;
+      f.make(r, a);
+      return true;
+    };
+    std::string got;
+    auto t0 = std::chrono::steady_clock::now();
+    Status s = Read(*src, 0, 100, &got);
+    EXPECT_EQ(s.code(), f.code) << s.ToString();
+    EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(10));
+    glance_.fault = nullptr;
+  }
+}
+
+TEST_F(GlanceBackendTest, RetriesTransientFailures) {
+  auto c = Catalog();
+  auto src = Open(*c);
+  int failures = 2;
+  glance_.fault = [&](const HttpRequest& r, HttpAnswer* a) {
+    if (r.target.find("/file") == std::string::npos || failures == 0) return false;
+    --failures;
+    a->status = 503;
+    a->headers.push_back({"Retry-After", "0"});
+    return true;
+  };
+  std::string got;
+  ASSERT_TRUE(Read(*src, 10, 100, &got).ok());
+  EXPECT_TRUE(got == glance_.data.substr(10, 100));
+}
+
+TEST_F(GlanceBackendTest, StalledServerTimesOut) {
+  auto c = Catalog();
+  auto src = Open(*c);
+  glance_.fault = [&](const HttpRequest& r, HttpAnswer* a) {
+    if (r.target.find("/file") == std::string::npos) return false;
+    a->status = 206;
+    a->body = std::string(100, 'x');
+    a->delay_ms = 4000;  // longer than the 2 s stall limit
+    a->headers.push_back({"Content-Range", "bytes 0-99/3145728"});
+    return true;
+  };
+  std::string got;
+  auto t0 = std::chrono::steady_clock::now();
+  EXPECT_EQ(Read(*src, 0, 100, &got).code(), Status::Code::kUnavailable);
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(30));
+}
+
+TEST_F(GlanceBackendTest, TokensAreSentAndRefusalsAreClear) {
+  glance_.required_token = "secret-token";
+  auto bad = Catalog("wrong")->Refresh();
+  EXPECT_EQ(bad.status().code(), Status::Code::kPermissionDenied);
+  EXPECT_EQ(bad.status().message().find("secret"), std::string::npos);
+  auto good = Catalog("secret-token")->Refresh();
+  EXPECT_TRUE(good.ok()) << good.status().ToString();
+}
+
+TEST_F(GlanceBackendTest, MalformedListingsAreErrors) {
+  for (std::string body :
+       {"", "[]", "{\"images\": 5}", "{\"images\": [], \"next\": \"http://evil/\"}"}) {
+    glance_.fault = [&](const HttpRequest& r, HttpAnswer* a) {
+      if (r.target.rfind("/v2/images?", 0) != 0) return false;
+      a->body = body;
+      return true;
+    };
+    EXPECT_FALSE(Catalog()->Refresh().ok()) << body;
+  }
+}
+
+}  // namespace
+}  // namespace glancefs::backends
