@@ -7,35 +7,7 @@
 # for a 1 GiB image: uncompressed random data, and compressible data (base64 text) compressed
 # with zlib and with zstd.
 # Usage: bench/qcow2.sh [BUILD_DIR]   (root). Prints a Markdown report.
-set -euo pipefail
-cd "$(dirname "$0")/.."
-BUILD=${1:-build}
-BIN=$BUILD/tools/glancefs
-CAT=$BUILD/tools/glancefs-catalog
-GLANCEFS_BENCH_DEPS=1 ./scripts/install-deps.sh
-[[ -x $BIN ]] || BUILD_DIR=$BUILD ./scripts/build.sh >/dev/null
-RUNS=${RUNS:-3}
-W=$(mktemp -d /var/tmp/glancefs-bench-XXXXXX)
-QSD=""
-cleanup() {
-  grep -q " $W/mnt " /proc/self/mounts && fusermount3 -u "$W/mnt" 2>/dev/null || true
-  if [[ -n $QSD ]]; then kill "$QSD" 2>/dev/null; wait "$QSD" 2>/dev/null || true; fi
-  rm -rf "$W"
-}
-trap cleanup EXIT
-secs() { awk -v a="$1" -v b="$2" 'BEGIN { print b - a }'; }
-# best_of FILE_TO_WARM CMD...: the fastest of RUNS runs, page cache dropped and FILE warmed.
-best_of() {
-  local warm=$1 best="" t0 t1 t; shift
-  for _ in $(seq "$RUNS"); do
-    sync; echo 3 > /proc/sys/vm/drop_caches; cat "$warm" > /dev/null
-    t0=$(date +%s.%N); "$@" > /dev/null; t1=$(date +%s.%N)
-    t=$(secs "$t0" "$t1")
-    best=$(awk -v a="$best" -v b="$t" 'BEGIN { if (a == "" || b < a) print b; else print a }')
-  done
-  echo "$best"
-}
-dd_read() { dd if="$1" of=/dev/null bs=1M status=none; }
+source "$(dirname "$0")/lib.sh"
 convert_to_shm() {
   local out; out=$(mktemp /dev/shm/glancefs-bench-XXXXXX)
   qemu-img convert -f qcow2 -O raw "$1" "$out"
@@ -64,12 +36,11 @@ row() {  # row KIND
   qemu-storage-daemon --blockdev driver=file,node-name=f,filename="$img",aio=threads \
     --blockdev driver=qcow2,node-name=q,file=f \
     --export type=fuse,id=e,node-name=q,mountpoint="$W/qsd.raw" &
-  QSD=$!
-  for _ in $(seq 100); do grep -q " $W/qsd.raw " /proc/self/mounts && break; sleep 0.1; done
+  local qsd=$!
+  wait_mounted "$W/qsd.raw"
   q=$(best_of "$img" dd_read "$W/qsd.raw")
   cmp "$W/mnt/images/${ID[$kind]}/disk.raw" "$W/qsd.raw"
-  kill "$QSD"; wait "$QSD" 2>/dev/null || true; QSD=""
-  local mb="awk -v s=$SIZE -v t"
+  kill "$qsd"; wait "$qsd" 2>/dev/null || true
   printf '| %s | %.3f s, %.0f MB/s | %.3f s, %.0f MB/s | %.3f s, %.0f MB/s | %.2f× | %.2f× |\n' \
     "$kind" "$g" "$(awk -v t="$g" -v s=$SIZE 'BEGIN{print s/t/1e6}')" \
     "$q" "$(awk -v t="$q" -v s=$SIZE 'BEGIN{print s/t/1e6}')" \
@@ -80,9 +51,7 @@ row() {  # row KIND
 cat <<REPORT
 # glancefs qcow2 decode benchmark
 
-- date: $(date -u +%Y-%m-%dT%H:%M:%SZ)
-- machine: $(nproc) cores, $(awk '/MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo), $(uname -r), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')
-- glancefs $(git rev-parse --short HEAD 2>/dev/null || echo '?'), qemu $(qemu-img --version | head -1 | awk '{print $3}')
+$(machine_lines)
 - 1 GiB virtual, 64 KiB clusters; plain: random data; zlib/zstd: base64 text compressed
   ($(du -m "$W/zlib.qcow2" | cut -f1) MiB and $(du -m "$W/zstd.qcow2" | cut -f1) MiB); best of $RUNS; qcow2 file warm in page cache
 

@@ -1,0 +1,45 @@
+# Shared by the bench/ scripts: sourced, not run. Sets BUILD, BIN, CAT, RUNS and a work dir W
+# (removed on exit, with every FUSE mount below it and the PIDs in CLEANUP_PIDS).
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+BUILD=${1:-build}
+BIN=$BUILD/tools/glancefs
+CAT=$BUILD/tools/glancefs-catalog
+GLANCEFS_BENCH_DEPS=1 ./scripts/install-deps.sh
+[[ -x $BIN ]] || BUILD_DIR=$BUILD ./scripts/build.sh >/dev/null
+RUNS=${RUNS:-3}
+W=$(mktemp -d /var/tmp/glancefs-bench-XXXXXX)
+CLEANUP_PIDS=()
+bench_cleanup() {
+  for pid in "${CLEANUP_PIDS[@]}"; do kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null || true; done
+  awk -v w="$W/" 'index($2, w) == 1 { print $2 }' /proc/self/mounts | while read -r m; do
+    fusermount3 -u "$m" 2>/dev/null || true
+  done
+  rm -rf "$W"
+}
+trap bench_cleanup EXIT
+
+secs() { awk -v a="$1" -v b="$2" 'BEGIN { print b - a }'; }
+mb_per_s() { awk -v b="$1" -v s="$2" 'BEGIN { printf "%.0f", b / s / 1e6 }'; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f×", a / b }'; }
+# Waits for a FUSE mount at $1 (10 s at most).
+wait_mounted() { for _ in $(seq 100); do grep -q " $1 " /proc/self/mounts && return 0; sleep 0.1; done; return 1; }
+# best_of WARM_FILE CMD...: the fastest of RUNS runs, the page cache dropped before each and
+# WARM_FILE (if not empty) read back into it.
+best_of() {
+  local warm=$1 best="" t0 t1 t; shift
+  for _ in $(seq "$RUNS"); do
+    sync; echo 3 > /proc/sys/vm/drop_caches
+    [[ -n $warm ]] && cat "$warm" > /dev/null
+    t0=$(date +%s.%N); "$@" > /dev/null; t1=$(date +%s.%N)
+    t=$(secs "$t0" "$t1")
+    best=$(awk -v a="$best" -v b="$t" 'BEGIN { if (a == "" || b < a) print b; else print a }')
+  done
+  echo "$best"
+}
+dd_read() { dd if="$1" of=/dev/null bs=1M status=none; }
+machine_lines() {
+  echo "- date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+  echo "- machine: $(nproc) cores, $(awk '/MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo), $(uname -r), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"
+  echo "- glancefs $(git rev-parse --short HEAD 2>/dev/null || echo '?'), libfuse $(pkg-config --modversion fuse3), qemu $(qemu-img --version | head -1 | awk '{print $3}')"
+}
