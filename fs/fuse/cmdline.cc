@@ -23,6 +23,7 @@ struct RawOptions {
   char* cacert = nullptr;
   char* spool_dir = nullptr;
   int insecure = 0;
+  unsigned page_limit = 1000;
   char* source = nullptr;
   int extra_nonopts = 0;
 };
@@ -37,6 +38,7 @@ const struct fuse_opt kOptions[] = {
     GLANCEFS_OPT("token_file=%s", token_file),
     GLANCEFS_OPT("cacert=%s", cacert),
     GLANCEFS_OPT("spool_dir=%s", spool_dir),
+    GLANCEFS_OPT("page_limit=%u", page_limit),
     {"insecure", offsetof(RawOptions, insecure), 1},
     FUSE_OPT_END,
 };
@@ -104,6 +106,11 @@ Result<CommandLine> ParseCommandLine(int argc, char** argv) {
   if (raw.cacert) cl.cacert = raw.cacert;
   if (raw.spool_dir) cl.spool_dir = raw.spool_dir;
   cl.insecure = raw.insecure != 0;
+  cl.page_limit = raw.page_limit;
+  if (cl.page_limit == 0 || cl.page_limit > 1000) {
+    cleanup();
+    return Status::InvalidArgument("page_limit must be 1 to 1000");
+  }
   if (cl.debug) cl.log_level = LogLevel::kDebug;
   if (raw.log_level && !ParseLogLevel(raw.log_level, &cl.log_level)) {
     std::string bad = raw.log_level;
@@ -141,6 +148,7 @@ void PrintHelp(const char* program) {
       "    -o read_ahead_kb=KIB   kernel readahead window (default 4096, 0 = kernel's)\n"
       "    -o token_file=PATH     Glance token, first line (refused if world-readable)\n"
       "    -o cacert=PATH         CA bundle for https; -o insecure skips verification\n"
+      "    -o page_limit=N        images per Glance listing page (default 1000)\n"
       "    -o spool_dir=DIR       where images whose store refuses Range are streamed\n"
       "                           (default /var/tmp)\n"
       "\n"

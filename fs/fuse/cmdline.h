@@ -37,6 +37,7 @@ struct CommandLine {
   std::string cacert;      // -o cacert=PATH: CA bundle for https
   bool insecure = false;   // -o insecure: do not verify TLS certificates
   std::string spool_dir = "/var/tmp";  // -o spool_dir=DIR: for images whose store refuses Range
+  unsigned page_limit = 1000;          // -o page_limit=N: images per Glance listing page
   std::vector<std::string> fuse_args;    // for fuse_session_new, argv[0] first
 };
 

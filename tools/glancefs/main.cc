@@ -65,6 +65,7 @@ Result<std::unique_ptr<Catalog>> OpenCatalog(const glancefs::fuse::CommandLine& 
     glance.endpoint = source;
     while (!glance.endpoint.empty() && glance.endpoint.back() == '/') glance.endpoint.pop_back();
     glance.spool_dir = cl.spool_dir;
+    glance.page_limit = cl.page_limit;
     return std::unique_ptr<Catalog>(std::make_unique<glancefs::backends::GlanceCatalog>(
         glancefs::backends::NewCurlHttpClient(http),
         std::make_shared<glancefs::backends::StaticToken>(*token), glance));

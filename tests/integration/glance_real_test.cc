@@ -1,0 +1,243 @@
+// glancefs against the real OpenStack Glance API (Debian's glance-api), started on 127.0.0.1
+// by the project's fixture (tests/fixtures/glance). Installs the packages when missing.
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <set>
+#include <sstream>
+
+#include "backends/glance/http_client.h"
+#include "tests/fakes/http_server.h"
+#include "tests/integration/harness.h"
+
+namespace glancefs::itest {
+namespace {
+
+namespace fs = std::filesystem;
+
+const std::string kFixture = std::string(GLANCEFS_SOURCE_DIR) + "/tests/fixtures/glance";
+
+// A port nobody listens on now (the kernel picks it).
+int FreePort() {
+  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr);
+  socklen_t len = sizeof addr;
+  ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
+  ::close(fd);
+  return ntohs(addr.sin_port);
+}
+
+class RealGlanceTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    state_ = new std::string(MakeTempDir("glancefs-glance"));
+    env_ = new std::map<std::string, std::string>();
+    // The first run installs Debian's glance-api (about 100 s); later ones start it (about 5 s).
+    CmdResult up = Sh(kFixture + "/glance-up.sh --port " + std::to_string(FreePort()) + " " +
+                          *state_ + " 2>" + *state_ + ".up.log",
+                      900);
+    ASSERT_EQ(up.status, 0) << "the Glance fixture did not start:\n"
+                            << up.out << ReadFile(*state_ + ".up.log");
+    std::istringstream lines(up.out);
+    for (std::string line; std::getline(lines, line);) {
+      if (line.rfind("export ", 0) != 0) continue;
+      size_t eq = line.find('=');
+      std::string value = line.substr(eq + 1);
+      if (value.size() >= 2 && (value[0] == '\'' || value[0] == '"')) {
+        value = value.substr(1, value.size() - 2);
+      }
+      (*env_)[line.substr(7, eq - 7)] = value;
+    }
+    ASSERT_FALSE(Env("GLANCE_URL").empty()) << up.out;
+  }
+  static void TearDownTestSuite() {
+    Sh(kFixture + "/glance-down.sh --purge " + *state_, 120);
+    fs::remove(*state_ + ".up.log");
+  }
+  static std::string Env(const std::string& k) {
+    auto it = env_->find(k);
+    return it == env_->end() ? "" : it->second;
+  }
+  void SetUp() override {
+    ASSERT_FALSE(Env("GLANCE_URL").empty()) << "no Glance: see the suite's set-up failure";
+    work_ = MakeTempDir("glancefs-rg");
+  }
+  void TearDown() override { fs::remove_all(work_); }
+
+  static std::string Curl(const std::string& args, const std::string& token = "") {
+    std::string auth = token.empty() ? "" : " -H " + Quote("X-Auth-Token: " + token);
+    return MustSh("curl -sS --fail-with-body" + auth + " " + args);
+  }
+  // Creates an image and uploads FILE; returns its id.
+  static std::string Upload(const std::string& file, const std::string& name,
+                            const std::string& disk_format, const std::string& extra = "",
+                            const std::string& token = "") {
+    std::string body = "{\"name\": \"" + name + "\", \"disk_format\": \"" + disk_format +
+                       "\", \"container_format\": \"bare\"" + extra + "}";
+    auto created =
+        nlohmann::json::parse(Curl("-X POST -H 'Content-Type: application/json' -d " + Quote(body) +
+                                       " " + Env("GLANCE_URL") + "/v2/images",
+                                   token));
+    std::string id = created["id"];
+    Curl("-X PUT -H 'Content-Type: application/octet-stream' -T " + file + " " + Env("GLANCE_URL") +
+             "/v2/images/" + id + "/file",
+         token);
+    return id;
+  }
+  // The ids Glance lists for `token` (all pages), as `openstack image list` would.
+  static std::set<std::string> Listed(const std::string& token = "") {
+    std::set<std::string> ids;
+    std::string next = "/v2/images?limit=1000";
+    while (!next.empty()) {
+      auto page = nlohmann::json::parse(Curl(Quote(Env("GLANCE_URL") + next), token));
+      for (const auto& image : page["images"]) ids.insert(image["id"].get<std::string>());
+      next = page.contains("next") ? page["next"].get<std::string>() : "";
+    }
+    return ids;
+  }
+  static std::set<std::string> Ls(const std::string& dir) {
+    std::set<std::string> out;
+    std::istringstream in(MustSh("ls " + dir));
+    for (std::string line; std::getline(in, line);) out.insert(line);
+    return out;
+  }
+  std::string Token(const std::string& token) {
+    std::string path = work_ + "/token-" + std::to_string(tokens_++);
+    WriteFile(path, token + "\n");
+    MustSh("chmod 600 " + path);
+    return path;
+  }
+
+  static std::string* state_;
+  static std::map<std::string, std::string>* env_;
+  std::string work_;
+  int tokens_ = 0;
+};
+
+std::string* RealGlanceTest::state_ = nullptr;
+std::map<std::string, std::string>* RealGlanceTest::env_ = nullptr;
+
+TEST_F(RealGlanceTest, ListsPagesHiddenAndServesExactData) {
+  std::string raw = work_ + "/a.raw";
+  MustSh("truncate -s 8M " + raw + " && head -c 3M /dev/urandom | dd of=" + raw +
+         " conv=notrunc status=none && head -c 1M /dev/urandom | dd of=" + raw +
+         " bs=1M seek=6 conv=notrunc status=none");
+  std::string qcow = work_ + "/b.qcow2";
+  MustSh("qemu-img convert -c -f raw -O qcow2 -o compression_type=zstd " + raw + " " + qcow +
+         " && qemu-io -f qcow2 -c 'write -z 1M 64k' " + qcow + " >/dev/null");
+  std::string raw_id = Upload(raw, "rg-raw", "raw", ", \"hw_disk_bus\": \"virtio\"");
+  std::string qcow_id = Upload(qcow, "rg-qcow2", "qcow2");
+  std::string hidden_id = Upload(raw, "rg-hidden", "raw", ", \"os_hidden\": true");
+  for (int i = 0; i < 5; ++i) Upload(raw, "rg-extra-" + std::to_string(i), "raw");
+
+  // page_limit=3: the listing crosses several pages (and an exactly full one, maybe).
+  Mount m(Env("GLANCE_URL"), "-o refresh=1,page_limit=3");
+  ASSERT_TRUE(m.mounted());
+  const std::string images = m.path() + "/images/";
+  EXPECT_EQ(Ls(images), Listed());
+  EXPECT_EQ(Ls(images).count(hidden_id), 0u);
+  MustSh("test -d " + images + hidden_id);
+  MustSh("cmp " + images + raw_id + "/disk.raw " + raw);
+  MustSh("cmp " + images + hidden_id + "/disk.raw " + raw);
+  MustSh("cmp " + images + qcow_id + "/disk.qcow2 " + qcow);
+  MustSh("qemu-img convert -f qcow2 -O raw " + qcow + " " + work_ + "/b.raw");
+  MustSh("cmp " + images + qcow_id + "/disk.raw " + work_ + "/b.raw");
+  EXPECT_EQ(MustSh("getfattr --absolute-names --only-values -n user.glance.hw_disk_bus " + images +
+                   raw_id),
+            "virtio");
+  EXPECT_EQ(MustSh("readlink " + m.path() + "/by-name/rg-qcow2"), "../images/" + qcow_id + "\n");
+
+  // A property change and a deletion show up without remounting.
+  Curl("-X PATCH -H 'Content-Type: application/openstack-images-v2.1-json-patch' -d " +
+       Quote("[{\"op\": \"add\", \"path\": \"/os_distro\", \"value\": \"cirros\"}]") + " " +
+       Env("GLANCE_URL") + "/v2/images/" + raw_id);
+  EXPECT_TRUE(Sh("for i in $(seq 50); do getfattr --absolute-names --only-values -n "
+                 "user.glance.os_distro " +
+                 images + raw_id +
+                 " 2>/dev/null | grep -qx cirros "
+                 "&& exit 0; sleep 0.2; done; exit 1")
+                  .status == 0);
+  Curl("-X DELETE " + Env("GLANCE_URL") + "/v2/images/" + qcow_id);
+  EXPECT_TRUE(Sh("for i in $(seq 50); do test -e " + images + qcow_id +
+                 " || exit 0; sleep 0.2; done; exit 1")
+                  .status == 0);
+  EXPECT_EQ(m.Unmount(), 0) << m.Log();
+}
+
+TEST_F(RealGlanceTest, ProjectsSeeOnlyWhatGlanceShowsThem) {
+  std::string file = work_ + "/p.raw";
+  MustSh("head -c 1M /dev/urandom > " + file);
+  std::string mine =
+      Upload(file, "rg-private", "raw", ", \"visibility\": \"private\"", Env("DEMO_TOKEN"));
+  Mount theirs(Env("GLANCE_URL"), "-o refresh=1,token_file=" + Token(Env("DEMO2_TOKEN")));
+  ASSERT_TRUE(theirs.mounted());
+  EXPECT_EQ(Ls(theirs.path() + "/images/"), Listed(Env("DEMO2_TOKEN")));
+  EXPECT_EQ(Ls(theirs.path() + "/images/").count(mine), 0u);
+  EXPECT_NE(Sh("test -e " + theirs.path() + "/images/" + mine).status, 0);
+  Mount owner(Env("GLANCE_URL"), "-o refresh=1,token_file=" + Token(Env("DEMO_TOKEN")));
+  ASSERT_TRUE(owner.mounted());
+  EXPECT_EQ(Ls(owner.path() + "/images/"), Listed(Env("DEMO_TOKEN")));
+  MustSh("cmp " + owner.path() + "/images/" + mine + "/disk.raw " + file);
+  EXPECT_EQ(theirs.Unmount(), 0);
+  EXPECT_EQ(owner.Unmount(), 0);
+}
+
+TEST_F(RealGlanceTest, AStoreThatRefusesRangeIsStreamed) {
+  std::string file = work_ + "/s.raw";
+  MustSh("head -c 5M /dev/urandom > " + file);
+  std::string id = Upload(file, "rg-stream", "raw");
+  // A proxy in front of the real Glance that answers every Range with 400, as rbd, swift and
+  // s3 stores do.
+  auto upstream = backends::NewCurlHttpClient(backends::HttpOptions());
+  glancefs::testing::TestHttpServer proxy([&](const glancefs::testing::HttpRequest& r) {
+    glancefs::testing::HttpAnswer a;
+    if (r.headers.count("range")) {
+      a.status = 400;
+      a.body = "<h1>400 Bad Request</h1>";
+      return a;
+    }
+    auto got = upstream->Get(Env("GLANCE_URL") + r.target, {}, nullptr, 64 << 20);
+    a.status = got.ok() ? static_cast<int>(got->status) : 502;
+    if (got.ok()) a.body = got->body;
+    return a;
+  });
+  Mount m(proxy.url(), "-o refresh=1");
+  ASSERT_TRUE(m.mounted());
+  MustSh("cmp " + m.path() + "/images/" + id + "/disk.raw " + file);
+  EXPECT_NE(m.Log().find("reading it as one stream"), std::string::npos) << m.Log();
+  EXPECT_EQ(m.Unmount(), 0);
+}
+
+TEST_F(RealGlanceTest, GlanceDownGivesEioInBoundedTimeAndTheCatalogStays) {
+  std::string file = work_ + "/d.raw";
+  MustSh("head -c 2M /dev/urandom > " + file);
+  std::string id = Upload(file, "rg-down", "raw");
+  Mount m(Env("GLANCE_URL"), "-o refresh=1");
+  ASSERT_TRUE(m.mounted());
+  MustSh("ls " + m.path() + "/images/" + id);
+  MustSh(kFixture + "/glance-down.sh " + *state_, 120);  // stopped, data kept
+  auto t0 = std::chrono::steady_clock::now();
+  CmdResult r = Sh("cat " + m.path() + "/images/" + id + "/disk.raw > /dev/null", 60);
+  double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  EXPECT_NE(r.out.find("Input/output error"), std::string::npos) << r.out;
+  EXPECT_LT(secs, 20.0);
+  EXPECT_TRUE(Sh("for i in $(seq 50); do getfattr --absolute-names -n "
+                 "user.glancefs.refresh_error " +
+                 m.path() +
+                 " >/dev/null 2>&1 && exit 0; "
+                 "sleep 0.2; done; exit 1")
+                  .status == 0);
+  EXPECT_NE(MustSh("ls " + m.path() + "/images").find(id), std::string::npos);
+  // Back up: the same read now gives the data.
+  ASSERT_EQ(Sh(kFixture + "/glance-up.sh " + *state_ + " >/dev/null 2>&1", 300).status, 0);
+  MustSh("cmp " + m.path() + "/images/" + id + "/disk.raw " + file);
+  EXPECT_EQ(m.Unmount(), 0) << m.Log();
+}
+
+}  // namespace
+}  // namespace glancefs::itest
