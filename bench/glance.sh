@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Reading a 1 GiB image from a real Glance on loopback (tests/fixtures/glance, file store,
+# WORKERS glance-api workers, default 2), side by side in one run:
+#   curl -o /dev/null of /v2/images/<id>/file    one sequential stream, Glance's best case
+#   glancefs disk.raw, cold                      dd bs=1M through the mount (ranged GETs)
+#   glancefs disk.raw, second read               the kernel's page cache
+# The page cache is dropped before every cold run. Usage: bench/glance.sh [BUILD_DIR] (root).
+source "$(dirname "$0")/lib.sh"
+FIXTURE=tests/fixtures/glance
+PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+eval "$($FIXTURE/glance-up.sh --port "$PORT" --workers "${WORKERS:-2}" "$W/glance" 2>"$W/up.log")"
+trap '$FIXTURE/glance-down.sh --purge "$W/glance" >/dev/null 2>&1; bench_cleanup' EXIT
+
+SIZE=$((1 << 30))
+head -c $SIZE /dev/urandom > "$W/src.raw"
+ID=$(curl -sS -X POST -H 'Content-Type: application/json' \
+  -d '{"name": "bench", "disk_format": "raw", "container_format": "bare"}' \
+  "$GLANCE_URL/v2/images" | python3 -c 'import json, sys; print(json.load(sys.stdin)["id"])')
+curl -sS -X PUT -H 'Content-Type: application/octet-stream' -T "$W/src.raw" \
+  "$GLANCE_URL/v2/images/$ID/file"
+mkdir -p "$W/mnt"
+$BIN "$GLANCE_URL" "$W/mnt" -o refresh=0
+curl_get() { curl -sS --fail -o /dev/null "$GLANCE_URL/v2/images/$ID/file"; }
+c=$(best_of "" curl_get)
+g=$(best_of "" dd_read "$W/mnt/images/$ID/disk.raw")
+cmp "$W/mnt/images/$ID/disk.raw" "$W/src.raw"
+hot=$(RUNS=1 best_of "$W/mnt/images/$ID/disk.raw" dd_read "$W/mnt/images/$ID/disk.raw")
+
+cat <<REPORT
+# glancefs over a real Glance
+
+$(machine_lines)
+- Glance $(dpkg-query -W -f='${Version}' glance-api) (noauth fixture, file store, ${WORKERS:-2} workers) on 127.0.0.1; best of $RUNS; 1 GiB of random data
+
+| read of the whole image | seconds | MB/s | vs curl |
+| --- | --- | --- | --- |
+| curl -o /dev/null | $c | $(mb_per_s $SIZE "$c") | 1.00× |
+| glancefs disk.raw, cold | $g | $(mb_per_s $SIZE "$g") | $(ratio "$c" "$g") |
+| glancefs disk.raw, second read (page cache) | $hot | $(mb_per_s $SIZE "$hot") | $(ratio "$c" "$hot") |
+REPORT
