@@ -49,6 +49,7 @@ size_t OnHeader(char* data, size_t size, size_t nmemb, void* user) {
   std::string value = start == std::string::npos ? "" : line.substr(start);
   if (name == "content-range") t->response->content_range = value;
   if (name == "retry-after") t->response->retry_after = value;
+  if (name == "x-subject-token") t->response->subject_token = value;
   return n;
 }
 
@@ -63,6 +64,18 @@ class CurlHttpClient final : public HttpClient {
 
   Result<HttpResponse> Get(const std::string& url, const std::vector<std::string>& headers,
                            const BodySink* sink, size_t max_body) override {
+    return Perform(url, headers, nullptr, sink, max_body);
+  }
+
+  Result<HttpResponse> Post(const std::string& url, const std::vector<std::string>& headers,
+                            const std::string& body, size_t max_body) override {
+    return Perform(url, headers, &body, nullptr, max_body);
+  }
+
+ private:
+  Result<HttpResponse> Perform(const std::string& url, const std::vector<std::string>& headers,
+                               const std::string* post_body, const BodySink* sink,
+                               size_t max_body) {
     CURL* h = Take();
     if (h == nullptr) return Status::IOError("curl: cannot create a handle");
     HttpResponse response;
@@ -89,6 +102,10 @@ class CurlHttpClient final : public HttpClient {
     curl_easy_setopt(h, CURLOPT_BUFFERSIZE, 512L * 1024);
     curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
     curl_easy_setopt(h, CURLOPT_FOLLOWLOCATION, 0L);  // a redirect is an answer, never followed
+    if (post_body) {
+      curl_easy_setopt(h, CURLOPT_POSTFIELDS, post_body->data());
+      curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE, static_cast<curl_off_t>(post_body->size()));
+    }
     if (!options_.ca_file.empty()) curl_easy_setopt(h, CURLOPT_CAINFO, options_.ca_file.c_str());
     if (options_.insecure) {
       curl_easy_setopt(h, CURLOPT_SSL_VERIFYPEER, 0L);
@@ -110,13 +127,12 @@ class CurlHttpClient final : public HttpClient {
       return response;
     }
     if (rc != CURLE_OK) {
-      return Status::Unavailable("GET " + Redact(url) + ": " +
+      return Status::Unavailable(std::string(post_body ? "POST " : "GET ") + Redact(url) + ": " +
                                  (error[0] ? std::string(error) : curl_easy_strerror(rc)));
     }
     return response;
   }
 
- private:
   // URLs never carry credentials here, but a query string could: log the path only.
   static std::string Redact(const std::string& url) { return url.substr(0, url.find('?')); }
 

@@ -26,7 +26,8 @@ struct HttpResponse {
   std::string content_range;
   std::optional<uint64_t> content_length;
   std::string retry_after;
-  bool aborted = false;  // the sink refused more of the body (the status is still valid)
+  std::string subject_token;  // X-Subject-Token (Keystone)
+  bool aborted = false;       // the sink refused more of the body (the status is still valid)
 };
 
 // Receives the body as it arrives. Returns false to abort the transfer (the Get then fails).
@@ -51,6 +52,9 @@ class HttpClient {
   // HttpResponse::body, at most `max_body` bytes (more is an error).
   virtual Result<HttpResponse> Get(const std::string& url, const std::vector<std::string>& headers,
                                    const BodySink* sink, size_t max_body) = 0;
+  // POST `body`; the answer's body is collected (at most `max_body` bytes). Never retried here.
+  virtual Result<HttpResponse> Post(const std::string& url, const std::vector<std::string>& headers,
+                                    const std::string& body, size_t max_body) = 0;
 };
 
 std::unique_ptr<HttpClient> NewCurlHttpClient(const HttpOptions& options);

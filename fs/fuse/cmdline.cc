@@ -24,6 +24,9 @@ struct RawOptions {
   char* spool_dir = nullptr;
   int insecure = 0;
   unsigned page_limit = 1000;
+  char* interface = nullptr;
+  char* region = nullptr;
+  char* cloud = nullptr;
   char* source = nullptr;
   int extra_nonopts = 0;
 };
@@ -39,6 +42,9 @@ const struct fuse_opt kOptions[] = {
     GLANCEFS_OPT("cacert=%s", cacert),
     GLANCEFS_OPT("spool_dir=%s", spool_dir),
     GLANCEFS_OPT("page_limit=%u", page_limit),
+    GLANCEFS_OPT("interface=%s", interface),
+    GLANCEFS_OPT("region=%s", region),
+    GLANCEFS_OPT("cloud=%s", cloud),
     {"insecure", offsetof(RawOptions, insecure), 1},
     FUSE_OPT_END,
 };
@@ -73,6 +79,9 @@ Result<CommandLine> ParseCommandLine(int argc, char** argv) {
   CommandLine cl;
   auto cleanup = [&] {
     std::free(raw.token_file);
+    std::free(raw.interface);
+    std::free(raw.region);
+    std::free(raw.cloud);
     std::free(raw.cacert);
     std::free(raw.spool_dir);
     std::free(raw.log_level);
@@ -107,6 +116,9 @@ Result<CommandLine> ParseCommandLine(int argc, char** argv) {
   if (raw.spool_dir) cl.spool_dir = raw.spool_dir;
   cl.insecure = raw.insecure != 0;
   cl.page_limit = raw.page_limit;
+  if (raw.interface) cl.interface = raw.interface;
+  if (raw.region) cl.region = raw.region;
+  if (raw.cloud) cl.cloud = raw.cloud;
   if (cl.page_limit == 0 || cl.page_limit > 1000) {
     cleanup();
     return Status::InvalidArgument("page_limit must be 1 to 1000");
@@ -139,6 +151,8 @@ void PrintHelp(const char* program) {
       "    dir:PATH               a local catalog: PATH/<id>.json records and PATH/<id> data\n"
       "    http(s)://HOST:PORT    a Glance v2 endpoint; token from -o token_file= or\n"
       "                           $OS_AUTH_TOKEN (none: an unauthenticated Glance)\n"
+      "    keystone               Glance found in Keystone's catalog; credentials from OS_*\n"
+      "                           (password, v3applicationcredential or v3token)\n"
       "\n"
       "glancefs options:\n"
       "    -o refresh=SECONDS     re-read the catalog this often (default 30, 0 = never)\n"
@@ -149,6 +163,8 @@ void PrintHelp(const char* program) {
       "    -o token_file=PATH     Glance token, first line (refused if world-readable)\n"
       "    -o cacert=PATH         CA bundle for https; -o insecure skips verification\n"
       "    -o page_limit=N        images per Glance listing page (default 1000)\n"
+      "    -o interface=NAME      keystone: endpoint interface (default OS_INTERFACE, public)\n"
+      "    -o region=NAME         keystone: endpoint region (default OS_REGION_NAME)\n"
       "    -o spool_dir=DIR       where images whose store refuses Range are streamed\n"
       "                           (default /var/tmp)\n"
       "\n"

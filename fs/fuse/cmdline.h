@@ -33,12 +33,15 @@ struct CommandLine {
   unsigned read_ahead_kb = 4096;
   LogLevel log_level = LogLevel::kInfo;  // -o log_level=error|warning|info|debug
   // Options for the source, passed through to the backend the composition root builds:
-  std::string token_file;  // -o token_file=PATH: a Glance token (never world-readable)
-  std::string cacert;      // -o cacert=PATH: CA bundle for https
-  bool insecure = false;   // -o insecure: do not verify TLS certificates
+  std::string token_file;              // -o token_file=PATH: a Glance token (never world-readable)
+  std::string cacert;                  // -o cacert=PATH: CA bundle for https
+  bool insecure = false;               // -o insecure: do not verify TLS certificates
   std::string spool_dir = "/var/tmp";  // -o spool_dir=DIR: for images whose store refuses Range
   unsigned page_limit = 1000;          // -o page_limit=N: images per Glance listing page
-  std::vector<std::string> fuse_args;    // for fuse_session_new, argv[0] first
+  std::string interface;  // -o interface=public|internal|admin (keystone; else OS_INTERFACE)
+  std::string region;     // -o region=NAME (keystone; else OS_REGION_NAME)
+  std::string cloud;      // -o cloud=NAME: clouds.yaml entry (not read yet: a clear error)
+  std::vector<std::string> fuse_args;  // for fuse_session_new, argv[0] first
 };
 
 Result<CommandLine> ParseCommandLine(int argc, char** argv);

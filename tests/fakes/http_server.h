@@ -22,7 +22,9 @@
 namespace glancefs::testing {
 
 struct HttpRequest {
-  std::string target;                          // path and query
+  std::string method;
+  std::string target;  // path and query
+  std::string body;
   std::map<std::string, std::string> headers;  // lower-case names
 };
 
@@ -90,6 +92,7 @@ class TestHttpServer {
       std::string head = buf.substr(0, end);
       buf.erase(0, end + 4);
       size_t sp1 = head.find(' '), sp2 = head.find(' ', sp1 + 1);
+      req.method = head.substr(0, sp1);
       req.target = head.substr(sp1 + 1, sp2 - sp1 - 1);
       size_t pos = head.find("\r\n");
       while (pos != std::string::npos) {
@@ -104,6 +107,16 @@ class TestHttpServer {
           req.headers[name] = line.substr(line.find_first_not_of(' ', colon + 1));
         }
         pos = next;
+      }
+      if (auto it = req.headers.find("content-length"); it != req.headers.end()) {
+        size_t want = std::stoul(it->second);
+        while (buf.size() < want) {
+          ssize_t n = ::recv(c, tmp, sizeof tmp, 0);
+          if (n <= 0) return Close(c);
+          buf.append(tmp, n);
+        }
+        req.body = buf.substr(0, want);
+        buf.erase(0, want);
       }
       ++requests_;
       HttpAnswer a = handler_(req);

@@ -3,9 +3,12 @@
 #include <gtest/gtest.h>
 
 #include <chrono>
+#include <ctime>
 #include <random>
 
 #include "backends/glance/glance_catalog.h"
+#include "backends/glance/keystone.h"
+#include "fs/base/time_util.h"
 #include "tests/fakes/fake_glance.h"
 
 namespace glancefs::backends {
@@ -202,6 +205,62 @@ TEST_F(GlanceBackendTest, MalformedListingsAreErrors) {
     };
     EXPECT_FALSE(Catalog()->Refresh().ok()) << body;
   }
+}
+
+// A Keystone that issues t1, t2, ... and a Glance that accepts only the newest token.
+TEST(KeystoneTokenSourceTest, RenewsBeforeExpiryAndAfterA401) {
+  int issued = 0;
+  int64_t lifetime_s = 3600;
+  std::string last_body;
+  FakeGlance glance;
+  TestHttpServer server([&](const HttpRequest& r) {
+    HttpAnswer a;
+    if (r.method == "POST" && r.target == "/v3/auth/tokens") {
+      last_body = r.body;
+      a.status = 201;
+      a.headers.push_back({"X-Subject-Token", "t" + std::to_string(++issued)});
+      a.body = R"({"token": {"expires_at": ")" + FormatIso8601(::time(nullptr) + lifetime_s) +
+               R"(", "catalog": [{"type": "image", "endpoints": [{"interface": "internal", )"
+               R"("region": "R1", "url": "http://glance.internal:9292/"}, {"interface": )"
+               R"("public", "region": "R1", "url": "http://glance.public:9292"}]}]}})";
+      return a;
+    }
+    glance.required_token = "t" + std::to_string(issued);
+    return glance.Handle(r);
+  });
+  KeystoneCredentials creds;
+  creds.auth_url = server.url() + "/v3";
+  creds.username = "demo";
+  creds.password = "demopass";
+  creds.project_name = "demo";
+  creds.interface = "internal";
+  creds.region = "R1";
+  auto http = std::shared_ptr<HttpClient>(NewCurlHttpClient(HttpOptions()));
+  auto keystone = std::make_shared<KeystoneTokenSource>(http, creds);
+  ASSERT_TRUE(keystone->Authenticate().ok());
+  EXPECT_EQ(*keystone->ImageEndpoint(), "http://glance.internal:9292");
+  EXPECT_NE(last_body.find(R"("password":"demopass")"), std::string::npos) << last_body;
+  EXPECT_EQ(*keystone->Token(), "t1");
+  EXPECT_EQ(*keystone->Token(), "t1");  // valid for an hour: kept
+
+  GlanceOptions options;
+  options.endpoint = server.url();
+  GlanceCatalog catalog(http, keystone, options);
+  auto snap = catalog.Refresh();
+  ASSERT_TRUE(snap.ok()) << snap.status().ToString();
+  auto src = catalog.OpenData(*(*snap)->Find(FakeGlance::Id(0)));
+  // Keystone rotates (the token is revoked): the next read gets a 401, renews, and goes on.
+  ++issued;
+  std::string got(4096, '\0');
+  ASSERT_TRUE((*src)->ReadAt(0, got.size(), got.data()).ok());
+  EXPECT_TRUE(got == glance.data.substr(0, 4096));
+  EXPECT_EQ(*keystone->Token(), "t3");  // renewed once, by the 401
+
+  // A token close to expiry is renewed before it is used.
+  lifetime_s = 60;
+  keystone->Invalidate("t3");
+  EXPECT_EQ(*keystone->Token(), "t4");
+  EXPECT_EQ(*keystone->Token(), "t5");  // expires within the renewal margin: renewed again
 }
 
 }  // namespace

@@ -14,6 +14,7 @@
 
 #include "backends/dir/dir_catalog.h"
 #include "backends/glance/glance_catalog.h"
+#include "backends/glance/keystone.h"
 #include "fs/base/log.h"
 #include "fs/core/file_system.h"
 #include "fs/fuse/cmdline.h"
@@ -70,8 +71,32 @@ Result<std::unique_ptr<Catalog>> OpenCatalog(const glancefs::fuse::CommandLine& 
         glancefs::backends::NewCurlHttpClient(http),
         std::make_shared<glancefs::backends::StaticToken>(*token), glance));
   }
+  if (source == "keystone") {
+    if (!cl.cloud.empty() || std::getenv("OS_CLOUD")) {
+      return Status::NotSupported("clouds.yaml (OS_CLOUD, -o cloud=) is not read yet: set OS_*");
+    }
+    auto creds = glancefs::backends::KeystoneCredentialsFromEnv();
+    if (!creds.ok()) return creds.status();
+    if (!cl.interface.empty()) creds->interface = cl.interface;
+    if (!cl.region.empty()) creds->region = cl.region;
+    glancefs::backends::HttpOptions http;
+    http.ca_file = cl.cacert;
+    http.insecure = cl.insecure;
+    std::shared_ptr<glancefs::backends::HttpClient> client =
+        glancefs::backends::NewCurlHttpClient(http);
+    auto keystone = std::make_shared<glancefs::backends::KeystoneTokenSource>(client, *creds);
+    if (Status s = keystone->Authenticate(); !s.ok()) return s;
+    auto endpoint = keystone->ImageEndpoint();
+    if (!endpoint.ok()) return endpoint.status();
+    glancefs::backends::GlanceOptions glance;
+    glance.endpoint = *endpoint;
+    glance.spool_dir = cl.spool_dir;
+    glance.page_limit = cl.page_limit;
+    return std::unique_ptr<Catalog>(
+        std::make_unique<glancefs::backends::GlanceCatalog>(client, keystone, glance));
+  }
   return Status::InvalidArgument("unknown SOURCE '" + source +
-                                 "': expected dir:PATH or http(s)://HOST:PORT (see --help)");
+                                 "': expected dir:PATH, http(s)://HOST:PORT or keystone");
 }
 
 int Fail(const Status& status) {

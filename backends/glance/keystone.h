@@ -1,0 +1,63 @@
+// KeystoneTokenSource: tokens from Keystone v3, and the image endpoint from its catalog.
+//
+// Credentials come the way `openstack` takes them from the environment (OS_AUTH_URL,
+// OS_USERNAME / OS_USER_ID, OS_PASSWORD, OS_PROJECT_NAME / OS_PROJECT_ID, OS_*_DOMAIN_*,
+// OS_AUTH_TYPE=v3applicationcredential with OS_APPLICATION_CREDENTIAL_ID/_NAME and _SECRET,
+// OS_AUTH_TYPE=v3token with OS_TOKEN, OS_INTERFACE, OS_REGION_NAME). clouds.yaml is not read yet.
+//
+// Token() hands out the current token and renews it (POST /v3/auth/tokens) when it is within
+// kRenewBeforeSeconds of expires_at, or after Invalidate(token) (a 401). Renewal happens under a
+// mutex: requests already in flight keep the token they have. Secrets never reach a log line.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <string>
+
+#include "backends/glance/glance_catalog.h"
+#include "backends/glance/http_client.h"
+
+namespace glancefs::backends {
+
+struct KeystoneCredentials {
+  enum class Method { kPassword, kApplicationCredential, kToken };
+  Method method = Method::kPassword;
+  std::string auth_url;  // .../v3
+  std::string username, user_id, password, user_domain_name, user_domain_id;
+  std::string project_name, project_id, project_domain_name, project_domain_id;
+  std::string app_cred_id, app_cred_name, app_cred_secret;
+  std::string token;
+  std::string interface = "public";
+  std::string region;
+};
+
+// Reads OS_* from the environment; a clear InvalidArgument naming what is missing.
+Result<KeystoneCredentials> KeystoneCredentialsFromEnv();
+
+class KeystoneTokenSource final : public TokenSource {
+ public:
+  static constexpr int64_t kRenewBeforeSeconds = 300;
+
+  KeystoneTokenSource(std::shared_ptr<HttpClient> http, KeystoneCredentials credentials);
+
+  // Gets the first token and the catalog. Call once before use.
+  Status Authenticate();
+  // The image service's endpoint for the configured interface and region.
+  Result<std::string> ImageEndpoint();
+
+  Result<std::string> Token() override;
+  void Invalidate(const std::string& token) override;
+
+ private:
+  Status AuthenticateLocked();  // REQUIRES: mu_ held
+
+  const std::shared_ptr<HttpClient> http_;
+  const KeystoneCredentials creds_;
+  std::mutex mu_;               // guards the three below
+  std::string token_;           // empty: none, or invalidated
+  int64_t expires_at_ = 0;      // seconds since the epoch
+  std::string image_endpoint_;  // from the last catalog
+};
+
+}  // namespace glancefs::backends

@@ -1,0 +1,131 @@
+// `glancefs keystone MOUNTPOINT` against a real Keystone and Glance (tests/fixtures/glance
+// --auth keystone). One test, so Keystone (about 30 s to set up) starts once.
+#include <gtest/gtest.h>
+#include <stdlib.h>
+
+#include <map>
+#include <nlohmann/json.hpp>
+#include <set>
+#include <sstream>
+
+#include "tests/integration/harness.h"
+
+namespace glancefs::itest {
+namespace {
+
+const std::string kFixture = std::string(GLANCEFS_SOURCE_DIR) + "/tests/fixtures/glance";
+
+int FreePort() {
+  CmdResult r =
+      Sh("python3 -c 'import socket; s=socket.socket(); s.bind((\"127.0.0.1\", 0)); "
+         "print(s.getsockname()[1])'");
+  return std::stoi(r.out);
+}
+
+std::map<std::string, std::string> ParseExports(const std::string& out) {
+  std::map<std::string, std::string> env;
+  std::istringstream lines(out);
+  for (std::string line; std::getline(lines, line);) {
+    if (line.rfind("export ", 0) != 0) continue;
+    size_t eq = line.find('=');
+    std::string value = line.substr(eq + 1);
+    if (value.size() >= 2 && (value[0] == '\'' || value[0] == '"')) {
+      value = value.substr(1, value.size() - 2);
+    }
+    env[line.substr(7, eq - 7)] = value;
+  }
+  return env;
+}
+
+TEST(KeystoneTest, MountsWhatTheProjectSees) {
+  std::string state = MakeTempDir("glancefs-keystone");
+  std::string work = MakeTempDir("glancefs-ks");
+  CmdResult up = Sh(kFixture + "/glance-up.sh --auth keystone --port " +
+                        std::to_string(FreePort()) + " --keystone-port " +
+                        std::to_string(FreePort()) + " " + state + " 2>" + work + "/up.log",
+                    900);
+  ASSERT_EQ(up.status, 0) << "the Keystone fixture did not start:\n" << ReadFile(work + "/up.log");
+  auto env = ParseExports(up.out);
+  for (const auto& [k, v] : env) ::setenv(k.c_str(), v.c_str(), 1);
+
+  // A token for demo, with curl, to upload and to ask Glance what demo sees.
+  std::string body = R"({"auth": {"identity": {"methods": ["password"], "password": {"user": )"
+                     R"({"name": ")" +
+                     env["OS_USERNAME"] +
+                     R"(", "domain": {"name": "Default"}, )"
+                     R"("password": ")" +
+                     env["OS_PASSWORD"] +
+                     R"("}}}, "scope": {"project": )"
+                     R"({"name": ")" +
+                     env["OS_PROJECT_NAME"] + R"(", "domain": {"name": "Default"}}}}})";
+  std::string token =
+      MustSh("curl -sS -D - -o /dev/null -H 'Content-Type: application/json' -d " + Quote(body) +
+             " " + env["OS_AUTH_URL"] +
+             "/auth/tokens | sed -n 's/^[Xx]-[Ss]ubject-[Tt]oken: //p' | tr -d '\\r\\n'");
+  ASSERT_FALSE(token.empty());
+  std::string glance = env["GLANCE_URL"];
+  std::string auth = " -H " + Quote("X-Auth-Token: " + token) + " ";
+  std::string file = work + "/k.raw";
+  MustSh("head -c 3M /dev/urandom > " + file);
+  auto created = nlohmann::json::parse(MustSh(
+      "curl -sS --fail-with-body" + auth + "-X POST -H 'Content-Type: application/json' -d " +
+      Quote(R"({"name": "ks-private", "disk_format": "raw", "container_format": "bare", )"
+            R"("visibility": "private"})") +
+      " " + glance + "/v2/images"));
+  std::string id = created["id"];
+  MustSh("curl -sS --fail-with-body" + auth +
+         "-X PUT -H 'Content-Type: application/octet-stream' "
+         "-T " +
+         file + " " + glance + "/v2/images/" + id + "/file");
+  std::set<std::string> listed;
+  std::string listing =
+      MustSh("curl -sS --fail-with-body" + auth + Quote(glance + "/v2/images?limit=1000"));
+  const auto page = nlohmann::json::parse(listing);  // kept alive for the loop
+  for (const auto& image : page["images"]) {
+    listed.insert(image["id"].get<std::string>());
+  }
+
+  {
+    Mount m("keystone", "-o refresh=1");
+    ASSERT_TRUE(m.mounted());
+    std::set<std::string> shown;
+    std::istringstream ls(MustSh("ls " + m.path() + "/images"));
+    for (std::string line; std::getline(ls, line);) shown.insert(line);
+    EXPECT_EQ(shown, listed) << listing;
+    MustSh("cmp " + m.path() + "/images/" + id + "/disk.raw " + file);
+    // No secret in the process's command line or its log.
+    std::string args =
+        MustSh("ps -o args= -p " + std::to_string(m.pid()) + " --ppid " + std::to_string(m.pid()));
+    EXPECT_EQ(args.find(env["OS_PASSWORD"]), std::string::npos) << args;
+    EXPECT_EQ(m.Log().find(env["OS_PASSWORD"]), std::string::npos);
+    EXPECT_EQ(m.Unmount(), 0) << m.Log();
+    EXPECT_EQ(m.Log().find(token), std::string::npos);
+  }
+  {
+    // An application credential of demo sees the same.
+    ::setenv("OS_AUTH_TYPE", "v3applicationcredential", 1);
+    ::setenv("OS_APPLICATION_CREDENTIAL_ID", env["DEMO_APP_CRED_ID"].c_str(), 1);
+    ::setenv("OS_APPLICATION_CREDENTIAL_SECRET", env["DEMO_APP_CRED_SECRET"].c_str(), 1);
+    Mount m("keystone", "-o refresh=1");
+    ASSERT_TRUE(m.mounted());
+    MustSh("cmp " + m.path() + "/images/" + id + "/disk.raw " + file);
+    EXPECT_EQ(m.Unmount(), 0) << m.Log();
+    ::unsetenv("OS_AUTH_TYPE");
+    ::unsetenv("OS_APPLICATION_CREDENTIAL_ID");
+    ::unsetenv("OS_APPLICATION_CREDENTIAL_SECRET");
+  }
+  {
+    // A wrong password: a clear refusal at mount time, non-zero exit.
+    ::setenv("OS_PASSWORD", "wrong-password", 1);
+    CmdResult r = Sh(std::string(GLANCEFS_BIN) + " keystone " + work + " -f", 60);
+    EXPECT_NE(r.status, 0);
+    EXPECT_NE(r.out.find("authentication refused"), std::string::npos) << r.out;
+    EXPECT_EQ(r.out.find("wrong-password"), std::string::npos) << r.out;
+    ::setenv("OS_PASSWORD", env["OS_PASSWORD"].c_str(), 1);
+  }
+  Sh(kFixture + "/glance-down.sh --purge " + state, 120);
+  Sh("rm -rf " + work);
+}
+
+}  // namespace
+}  // namespace glancefs::itest
