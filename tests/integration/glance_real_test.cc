@@ -20,19 +20,6 @@ namespace fs = std::filesystem;
 
 const std::string kFixture = std::string(GLANCEFS_SOURCE_DIR) + "/tests/fixtures/glance";
 
-// A port nobody listens on now (the kernel picks it).
-int FreePort() {
-  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr);
-  socklen_t len = sizeof addr;
-  ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
-  ::close(fd);
-  return ntohs(addr.sin_port);
-}
-
 class RealGlanceTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
@@ -44,16 +31,7 @@ class RealGlanceTest : public ::testing::Test {
                       900);
     ASSERT_EQ(up.status, 0) << "the Glance fixture did not start:\n"
                             << up.out << ReadFile(*state_ + ".up.log");
-    std::istringstream lines(up.out);
-    for (std::string line; std::getline(lines, line);) {
-      if (line.rfind("export ", 0) != 0) continue;
-      size_t eq = line.find('=');
-      std::string value = line.substr(eq + 1);
-      if (value.size() >= 2 && (value[0] == '\'' || value[0] == '"')) {
-        value = value.substr(1, value.size() - 2);
-      }
-      (*env_)[line.substr(7, eq - 7)] = value;
-    }
+    *env_ = ParseExports(up.out);
     ASSERT_FALSE(Env("GLANCE_URL").empty()) << up.out;
   }
   static void TearDownTestSuite() {

@@ -1,8 +1,11 @@
 #include "tests/integration/harness.h"
 
+#include <arpa/inet.h>
 #include <gtest/gtest.h>
+#include <netinet/in.h>
 #include <signal.h>
 #include <stdlib.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -76,6 +79,34 @@ std::string AddImage(const std::string& catalog, const std::string& file, const 
 
 bool HaveCommand(const std::string& name) {
   return Sh("command -v " + Quote(name) + " >/dev/null").status == 0;
+}
+
+int FreePort() {
+  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr);
+  socklen_t len = sizeof addr;
+  ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
+  ::close(fd);
+  return ntohs(addr.sin_port);
+}
+
+std::map<std::string, std::string> ParseExports(const std::string& text) {
+  std::map<std::string, std::string> env;
+  std::istringstream lines(text);
+  for (std::string line; std::getline(lines, line);) {
+    if (line.rfind("export ", 0) != 0) continue;
+    size_t eq = line.find('=');
+    if (eq == std::string::npos) continue;
+    std::string value = line.substr(eq + 1);
+    if (value.size() >= 2 && (value[0] == '\'' || value[0] == '"')) {
+      value = value.substr(1, value.size() - 2);
+    }
+    env[line.substr(7, eq - 7)] = value;
+  }
+  return env;
 }
 
 bool IsMounted(const std::string& path) {

@@ -4,6 +4,7 @@
 
 #include <sys/types.h>
 
+#include <map>
 #include <string>
 
 namespace glancefs::itest {
@@ -29,6 +30,12 @@ std::string AddImage(const std::string& catalog, const std::string& file,
 
 // True iff a command exists on PATH.
 bool HaveCommand(const std::string& name);
+
+// A loopback TCP port nobody listens on now (the kernel picks it).
+int FreePort();
+
+// The `export NAME=VALUE` lines a fixture prints (tests/fixtures/glance), quotes removed.
+std::map<std::string, std::string> ParseExports(const std::string& text);
 
 // A running `glancefs dir:CATALOG MOUNTPOINT -f` with its stderr captured.
 class Mount {

@@ -15,28 +15,6 @@ namespace {
 
 const std::string kFixture = std::string(GLANCEFS_SOURCE_DIR) + "/tests/fixtures/glance";
 
-int FreePort() {
-  CmdResult r =
-      Sh("python3 -c 'import socket; s=socket.socket(); s.bind((\"127.0.0.1\", 0)); "
-         "print(s.getsockname()[1])'");
-  return std::stoi(r.out);
-}
-
-std::map<std::string, std::string> ParseExports(const std::string& out) {
-  std::map<std::string, std::string> env;
-  std::istringstream lines(out);
-  for (std::string line; std::getline(lines, line);) {
-    if (line.rfind("export ", 0) != 0) continue;
-    size_t eq = line.find('=');
-    std::string value = line.substr(eq + 1);
-    if (value.size() >= 2 && (value[0] == '\'' || value[0] == '"')) {
-      value = value.substr(1, value.size() - 2);
-    }
-    env[line.substr(7, eq - 7)] = value;
-  }
-  return env;
-}
-
 TEST(KeystoneTest, MountsWhatTheProjectSees) {
   std::string state = MakeTempDir("glancefs-keystone");
   std::string work = MakeTempDir("glancefs-ks");
