@@ -206,17 +206,19 @@ Status GlanceByteSource::ReadRange(uint64_t off, size_t n, char* dst) {
                 static_cast<unsigned long long>(off + n - 1));
   GLANCEFS_ASSIGN_OR_RETURN(HttpResponse r, GlanceGet(*http_, *tokens_, options_, url_, {range},
                                                       &sink, 0, [&] { got = 0; }));
-  const std::string what =
-      "image " + id_ + ": GET bytes " + std::to_string(off) + "+" + std::to_string(n);
+  // Only failures need the description: no string is built on the read path.
+  auto what = [&] {
+    return "image " + id_ + ": GET bytes " + std::to_string(off) + "+" + std::to_string(n);
+  };
   if (r.status == 206) {
     uint64_t a, b, total;
     if (!ParseContentRange(r.content_range, &a, &b, &total) || a != off || b != off + n - 1 ||
         (total != 0 && total != size_)) {
-      return Status::Corruption(what + ": answered Content-Range '" + r.content_range + "'");
+      return Status::Corruption(what() + ": answered Content-Range '" + r.content_range + "'");
     }
-    if (r.aborted) return Status::Corruption(what + ": body longer than its Content-Range");
+    if (r.aborted) return Status::Corruption(what() + ": body longer than its Content-Range");
     if (got != n) {
-      return Status::Corruption(what + ": body ended after " + std::to_string(got) + " bytes");
+      return Status::Corruption(what() + ": body ended after " + std::to_string(got) + " bytes");
     }
     return Status::Ok();
   }
@@ -226,15 +228,15 @@ Status GlanceByteSource::ReadRange(uint64_t off, size_t n, char* dst) {
       LOG_WARNING("image %s: Glance answered a Range with HTTP %ld; reading it as one stream",
                   id_.c_str(), r.status);
     }
-    return Status::NotSupported(what + ": Range refused");
+    return Status::NotSupported(what() + ": Range refused");
   }
   if (r.status == 204) return Status::Corruption("image " + id_ + ": Glance has no data for it");
   if (r.status == 404) return Status::IOError("image " + id_ + ": deleted from Glance");
   if (r.status == 401 || r.status == 403) {
-    return Status::PermissionDenied(what + ": HTTP " + std::to_string(r.status));
+    return Status::PermissionDenied(what() + ": HTTP " + std::to_string(r.status));
   }
-  if (r.status == 416) return Status::Corruption(what + ": HTTP 416, the image is shorter");
-  return Status::Unavailable(what + ": HTTP " + std::to_string(r.status));
+  if (r.status == 416) return Status::Corruption(what() + ": HTTP 416, the image is shorter");
+  return Status::Unavailable(what() + ": HTTP " + std::to_string(r.status));
 }
 
 Status GlanceByteSource::ReadStreamed(uint64_t off, size_t n, char* dst) {

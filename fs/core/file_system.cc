@@ -6,6 +6,7 @@
 #include <cstring>
 #include <ctime>
 
+#include "fs/base/hash.h"
 #include "fs/base/log.h"
 #include "fs/base/time_util.h"
 #include "fs/format/qcow2_reader.h"
@@ -32,9 +33,7 @@ NodeKey LinkKey(const std::string& entry) {
 // What identifies the content of `file` of `image` (see NodeKey::version).
 std::string ContentVersion(const ImageRecord& image, ImageFile file) {
   if (file != ImageFile::kMetadata) return image.data_version + "/" + std::to_string(*image.size);
-  uint64_t h = 0xcbf29ce484222325ULL;  // FNV-1a of the record text
-  for (unsigned char c : image.record_json) h = (h ^ c) * 0x100000001b3ULL;
-  return std::to_string(h);
+  return std::to_string(StableHash64(image.record_json));
 }
 
 NodeKey FileKey(const ImageRecord& image, ImageFile file) {
@@ -384,9 +383,7 @@ uint64_t FileSystem::PeekIno(uint64_t dir_ino, const DirItem& item) const {
   if (item.name == "." || item.name == "..") return dir_ino;
   if (auto ino = inodes_.Find(item.key)) return *ino;
   // Never handed to the kernel as an inode: only shown by getdents(2) without readdirplus.
-  uint64_t h = 0xcbf29ce484222325ULL;
-  for (unsigned char c : item.key.Encode()) h = (h ^ c) * 0x100000001b3ULL;
-  return h | (1ULL << 63);
+  return StableHash64(item.key.Encode()) | (1ULL << 63);
 }
 
 Result<std::unique_ptr<OpenFile>> FileSystem::Open(uint64_t ino, int flags) {

@@ -4,6 +4,8 @@
 #include <cstdint>
 #include <cstdio>
 
+#include "fs/base/hash.h"
+
 namespace glancefs::fsns {
 namespace {
 
@@ -23,16 +25,6 @@ int HexValue(char c) {
   if (c >= '0' && c <= '9') return c - '0';
   if (c >= 'A' && c <= 'F') return c - 'A' + 10;
   return -1;  // lower case is never produced, so it is not accepted either
-}
-
-// FNV-1a, 64 bit: stable across builds and platforms, which std::hash is not.
-uint64_t Fnv1a64(std::string_view s) {
-  uint64_t h = 0xcbf29ce484222325ULL;
-  for (unsigned char c : s) {
-    h ^= c;
-    h *= 0x100000001b3ULL;
-  }
-  return h;
 }
 
 // Encodes `name` into at most `max_bytes` bytes (see the header for the rules).
@@ -56,7 +48,7 @@ std::string Encode(std::string_view name, size_t max_bytes) {
   if (out.size() <= max_bytes) return out;
   char suffix[32];
   std::snprintf(suffix, sizeof suffix, "%%~%016llx",
-                static_cast<unsigned long long>(Fnv1a64(name)));
+                static_cast<unsigned long long>(StableHash64(name)));
   out.resize(boundary);
   out += suffix;
   return out;
