@@ -26,6 +26,9 @@ NodeKey DirKey(NodeKind kind) { return NodeKey{kind, ImageFile::kMetadata, "", "
 NodeKey ImageDirKey(const std::string& id) {
   return NodeKey{NodeKind::kImageDir, ImageFile::kMetadata, id, ""};
 }
+NodeKey EntryKey(NodeKind kind, const std::string& id) {
+  return NodeKey{kind, ImageFile::kMetadata, id, ""};
+}
 NodeKey LinkKey(const std::string& entry) {
   return NodeKey{NodeKind::kByNameLink, ImageFile::kMetadata, entry, ""};
 }
@@ -212,7 +215,33 @@ Result<struct stat> FileSystem::StatOf(const NodeKey& key, const Namespace& ns) 
   switch (key.kind) {
     case NodeKind::kRoot:
       st.st_mode = S_IFDIR | 0555;
-      st.st_nlink = 4;  // ".", "..", images/.., by-name/..
+      st.st_nlink = options_.cache ? 6 : 4;  // ".", "..", and each subdirectory's ".."
+      break;
+    case NodeKind::kQueueDir:
+    case NodeKind::kCacheDir:
+      if (!options_.cache) return Status::NotFound("no cache");
+      st.st_mode = S_IFDIR | 0755;
+      st.st_nlink = 2;
+      mtime = ::time(nullptr);
+      break;
+    case NodeKind::kQueueEntry:
+    case NodeKind::kCacheEntry: {
+      auto entry = CacheEntryOf(key.kind, key.name);
+      if (!entry) return Status::NotFound(key.name + " is not " + (key.kind == NodeKind::kQueueEntry ? "queued" : "cached"));
+      // A marker: its size is the bytes cached (progress), its content empty.
+      st.st_mode = S_IFREG | 0644;
+      st.st_nlink = 1;
+      st.st_size = static_cast<off_t>(entry->cached_bytes);
+      st.st_blocks = static_cast<blkcnt_t>((entry->cached_bytes + 511) / 512);
+      mtime = key.kind == NodeKind::kQueueEntry ? entry->queued_at : entry->last_access;
+      break;
+    }
+    case NodeKind::kMetricsFile:
+      if (!options_.cache) return Status::NotFound("no cache");
+      st.st_mode = S_IFREG | 0444;
+      st.st_nlink = 1;
+      st.st_size = static_cast<off_t>(options_.cache->Prometheus().size());
+      mtime = ::time(nullptr);
       break;
     case NodeKind::kImagesDir:
       st.st_mode = S_IFDIR | 0555;
@@ -281,7 +310,24 @@ Result<NodeKey> FileSystem::Child(const NodeKey& parent, std::string_view name,
     case NodeKind::kRoot:
       if (name == "images") return DirKey(NodeKind::kImagesDir);
       if (name == "by-name") return DirKey(NodeKind::kByNameDir);
+      if (options_.cache) {
+        if (name == "queue") return DirKey(NodeKind::kQueueDir);
+        if (name == "cache") return DirKey(NodeKind::kCacheDir);
+        if (name == kMetricsFileName) return DirKey(NodeKind::kMetricsFile);
+      }
       return missing();
+    case NodeKind::kQueueDir:
+    case NodeKind::kCacheDir: {
+      NodeKind kind =
+          parent.kind == NodeKind::kQueueDir ? NodeKind::kQueueEntry : NodeKind::kCacheEntry;
+      std::string id(name);
+      if (!CacheEntryOf(kind, id)) {
+        auto image = ResolveImage(name, ns);
+        if (!image || !CacheEntryOf(kind, image->id)) return missing();
+        id = image->id;
+      }
+      return EntryKey(kind, id);
+    }
     case NodeKind::kImagesDir:
       if (!ns.FindImage(name)) return missing();
       return ImageDirKey(std::string(name));
@@ -296,6 +342,9 @@ Result<NodeKey> FileSystem::Child(const NodeKey& parent, std::string_view name,
       return LinkKey(std::string(name));
     case NodeKind::kImageFile:
     case NodeKind::kByNameLink:
+    case NodeKind::kQueueEntry:
+    case NodeKind::kCacheEntry:
+    case NodeKind::kMetricsFile:
       return Status::InvalidArgument("not a directory");
   }
   return missing();
@@ -346,7 +395,22 @@ Result<std::vector<DirItem>> FileSystem::OpenDir(uint64_t ino) {
   switch (key.kind) {
     case NodeKind::kRoot:
       items.push_back({"by-name", DirKey(NodeKind::kByNameDir), S_IFDIR});
+      if (options_.cache) items.push_back({"cache", DirKey(NodeKind::kCacheDir), S_IFDIR});
       items.push_back({"images", DirKey(NodeKind::kImagesDir), S_IFDIR});
+      if (options_.cache) {
+        items.push_back({kMetricsFileName, DirKey(NodeKind::kMetricsFile), S_IFREG});
+        items.push_back({"queue", DirKey(NodeKind::kQueueDir), S_IFDIR});
+      }
+      break;
+    case NodeKind::kQueueDir:
+      for (const auto& e : options_.cache->Queued()) {
+        items.push_back({e.id, EntryKey(NodeKind::kQueueEntry, e.id), S_IFREG});
+      }
+      break;
+    case NodeKind::kCacheDir:
+      for (const auto& e : options_.cache->Cached()) {
+        items.push_back({e.id, EntryKey(NodeKind::kCacheEntry, e.id), S_IFREG});
+      }
       break;
     case NodeKind::kImagesDir:
       items.reserve(items.size() + current->listed().size());
@@ -369,6 +433,9 @@ Result<std::vector<DirItem>> FileSystem::OpenDir(uint64_t ino) {
     }
     case NodeKind::kImageFile:
     case NodeKind::kByNameLink:
+    case NodeKind::kQueueEntry:
+    case NodeKind::kCacheEntry:
+    case NodeKind::kMetricsFile:
       return Status::InvalidArgument("not a directory");
   }
   return items;
@@ -388,8 +455,21 @@ uint64_t FileSystem::PeekIno(uint64_t dir_ino, const DirItem& item) const {
 
 Result<std::unique_ptr<OpenFile>> FileSystem::Open(uint64_t ino, int flags) {
   GLANCEFS_ASSIGN_OR_RETURN(NodeKey key, KeyOf(ino));
+  if (key.kind == NodeKind::kQueueEntry || key.kind == NodeKind::kCacheEntry) {
+    GLANCEFS_RETURN_IF_ERROR(StatOf(key, *ns()).status());
+    auto file = std::make_unique<OpenFile>();
+    file->synthetic = true;  // touch opens it for writing; it reads as empty
+    return file;
+  }
   if ((flags & O_ACCMODE) != O_RDONLY || (flags & O_TRUNC)) {
     return Status::ReadOnly("glancefs is read-only");
+  }
+  if (key.kind == NodeKind::kMetricsFile && options_.cache) {
+    auto file = std::make_unique<OpenFile>();
+    file->synthetic = true;
+    file->text = options_.cache->Prometheus();
+    file->size = file->text.size();
+    return file;
   }
   if (key.kind != NodeKind::kImageFile) return Status::InvalidArgument("not a file");
   auto image = ns()->FindImage(key.name);
@@ -411,6 +491,7 @@ Result<std::unique_ptr<OpenFile>> FileSystem::Open(uint64_t ino, int flags) {
 Result<std::string_view> FileSystem::Read(OpenFile& file, uint64_t off, size_t n, char* scratch) {
   if (off >= file.size) return std::string_view();
   n = static_cast<size_t>(std::min<uint64_t>(n, file.size - off));
+  if (file.synthetic) return std::string_view(file.text).substr(off, n);
   if (!file.source) return std::string_view(file.record->record_json).substr(off, n);
   GLANCEFS_RETURN_IF_ERROR(file.source->ReadAt(off, n, scratch));
   return std::string_view(scratch, n);
@@ -418,7 +499,7 @@ Result<std::string_view> FileSystem::Read(OpenFile& file, uint64_t off, size_t n
 
 Result<uint64_t> FileSystem::Seek(OpenFile& file, uint64_t off, bool want_data) {
   if (off >= file.size) return Status::OutOfRange("seek past the end");
-  if (!file.source) return want_data ? off : file.size;
+  if (!file.source) return want_data ? off : file.size;  // metadata and synthetic files
   while (off < file.size) {
     GLANCEFS_ASSIGN_OR_RETURN(Extent extent, file.source->MapExtent(off));
     if (extent.length == 0) return Status::Corruption("empty extent");
@@ -445,6 +526,9 @@ std::vector<std::pair<std::string, std::string>> FileSystem::RootXattrs() const 
   std::lock_guard<std::mutex> lock(refresh_mu_);
   if (last_refresh_) out.emplace_back("user.glancefs.last_refresh", FormatIso8601(last_refresh_));
   if (!refresh_error_.empty()) out.emplace_back("user.glancefs.refresh_error", refresh_error_);
+  if (options_.cache) {
+    for (auto& [k, v] : options_.cache->Stats()) out.emplace_back("user.glancefs.cache." + k, v);
+  }
   return out;
 }
 
@@ -455,6 +539,11 @@ std::vector<std::pair<std::string, std::string>> FileSystem::ImageXattrs(const I
   if (!verdict.ok()) return out;
   out.emplace_back("user.glancefs.format", verdict->format);
   if (!verdict->refused.empty()) out.emplace_back("user.glancefs.refused", verdict->refused);
+  if (options_.cache) {
+    auto entry = options_.cache->Find(image.id);
+    out.emplace_back("user.glancefs.cached_bytes", std::to_string(entry ? entry->cached_bytes : 0));
+    out.emplace_back("user.glancefs.cache_state", entry ? entry->state : "partial");
+  }
   return out;
 }
 
@@ -464,6 +553,10 @@ Result<std::optional<std::string>> FileSystem::GetXattr(uint64_t ino, std::strin
     std::vector<std::pair<std::string, std::string>> attrs;
     if (key.kind == NodeKind::kRoot) {
       attrs = RootXattrs();
+    } else if (key.kind == NodeKind::kQueueEntry || key.kind == NodeKind::kCacheEntry) {
+      if (auto entry = CacheEntryOf(key.kind, key.name)) {
+        for (auto& [k, v] : entry->xattrs) attrs.emplace_back(std::string(kGlancefsPrefix) + k, v);
+      }
     } else if (auto image = XattrImage(key, *ns())) {
       attrs = ImageXattrs(*image);
     }
@@ -490,6 +583,15 @@ Result<std::string> FileSystem::ListXattr(uint64_t ino) {
     }
     return out;
   }
+  if (key.kind == NodeKind::kQueueEntry || key.kind == NodeKind::kCacheEntry) {
+    if (auto entry = CacheEntryOf(key.kind, key.name)) {
+      for (const auto& [k, v] : entry->xattrs) {
+        out += std::string(kGlancefsPrefix) + k;
+        out.push_back('\0');
+      }
+    }
+    return out;
+  }
   auto image = XattrImage(key, *ns());
   if (!image) return out;
   for (const auto& [k, v] : ImageXattrs(*image)) {
@@ -509,6 +611,73 @@ Result<std::string> FileSystem::ListXattr(uint64_t ino) {
     out.push_back('\0');
   }
   return out;
+}
+
+std::shared_ptr<const ImageRecord> FileSystem::ResolveImage(std::string_view name,
+                                                            const Namespace& ns) {
+  if (auto image = ns.FindImage(name)) return image;
+  if (const fsns::ByNameEntry* entry = ns.FindByName(name)) return entry->image;
+  return nullptr;
+}
+
+std::optional<CacheEntry> FileSystem::CacheEntryOf(NodeKind kind, const std::string& id) const {
+  if (!options_.cache) return std::nullopt;
+  auto entry = options_.cache->Find(id);
+  if (!entry) return std::nullopt;
+  if (kind == NodeKind::kQueueEntry && !entry->queued) return std::nullopt;
+  if (kind == NodeKind::kCacheEntry && entry->cached_bytes == 0 && entry->state != "corrupt") {
+    return std::nullopt;
+  }
+  return entry;
+}
+
+Result<struct stat> FileSystem::Create(uint64_t parent, std::string_view name) {
+  GLANCEFS_ASSIGN_OR_RETURN(NodeKey parent_key, KeyOf(parent));
+  if (parent_key.kind != NodeKind::kQueueDir || !options_.cache) {
+    return Status::ReadOnly(parent_key.kind == NodeKind::kCacheDir
+                                ? "cache/ lists what is cached: queue an image with queue/<id>"
+                                : "glancefs is read-only");
+  }
+  auto image = ResolveImage(name, *ns());
+  if (!image) return Status::NotFound("no image " + std::string(name) + " to queue");
+  GLANCEFS_RETURN_IF_ERROR(options_.cache->Queue(*image));
+  return AcquireStable([&](const Namespace&) -> Result<NodeKey> {
+    return EntryKey(NodeKind::kQueueEntry, image->id);
+  });
+}
+
+Status FileSystem::Unlink(uint64_t parent, std::string_view name) {
+  GLANCEFS_ASSIGN_OR_RETURN(NodeKey parent_key, KeyOf(parent));
+  if ((parent_key.kind != NodeKind::kQueueDir && parent_key.kind != NodeKind::kCacheDir) ||
+      !options_.cache) {
+    return Status::ReadOnly("glancefs is read-only");
+  }
+  GLANCEFS_ASSIGN_OR_RETURN(NodeKey key, Child(parent_key, name, *ns()));
+  return key.kind == NodeKind::kQueueEntry ? options_.cache->Dequeue(key.name)
+                                           : options_.cache->Evict(key.name);
+}
+
+Result<struct stat> FileSystem::SetAttr(uint64_t ino) {
+  GLANCEFS_ASSIGN_OR_RETURN(NodeKey key, KeyOf(ino));
+  if (key.kind != NodeKind::kQueueEntry && key.kind != NodeKind::kCacheEntry) {
+    return Status::ReadOnly("glancefs is read-only");
+  }
+  return GetAttr(ino);
+}
+
+bool FileSystem::IsVolatile(uint64_t ino) const {
+  auto key = inodes_.Get(ino);
+  if (!key) return false;
+  switch (key->kind) {
+    case NodeKind::kQueueDir:
+    case NodeKind::kCacheDir:
+    case NodeKind::kQueueEntry:
+    case NodeKind::kCacheEntry:
+    case NodeKind::kMetricsFile:
+      return true;
+    default:
+      return false;
+  }
 }
 
 }  // namespace glancefs::core

@@ -23,6 +23,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "fs/base/cache_admin.h"
 #include "fs/base/catalog.h"
 #include "fs/core/inode_table.h"
 #include "fs/format/inspect.h"
@@ -36,7 +37,11 @@ struct FsOptions {
   // st_blksize of disk files: what cp, rsync and dd take as the preferred I/O size.
   // Default: 1 MiB, the largest read FUSE passes in one request.
   uint32_t disk_blksize = 1 << 20;
+  // The block cache, or null: with one, the root also has queue/, cache/ and metrics.prom.
+  CacheAdmin* cache = nullptr;
 };
+
+inline constexpr const char* kMetricsFileName = "metrics.prom";
 
 // One entry of a directory as listed by OpenDir.
 struct DirItem {
@@ -50,6 +55,9 @@ struct OpenFile {
   fsns::ImageFile file = fsns::ImageFile::kMetadata;
   std::shared_ptr<const ImageRecord> record;
   std::shared_ptr<ByteSource> source;  // disk views only
+  // Files whose content is made at open (metrics.prom; empty for queue/ and cache/ entries).
+  bool synthetic = false;
+  std::string text;
   uint64_t size = 0;
 };
 
@@ -90,8 +98,19 @@ class FileSystem {
   // For plain readdir: the inode number if the node has one, else a stable synthetic number.
   uint64_t PeekIno(uint64_t dir_ino, const DirItem& item) const;
 
-  // Opens a file for reading; any write access is ReadOnly (EROFS).
+  // Opens a file for reading; any write access is ReadOnly (EROFS), except on queue/ and
+  // cache/ entries, which open for writing (touch) and read as empty.
   Result<std::unique_ptr<OpenFile>> Open(uint64_t ino, int flags);
+
+  // queue/: creating <id> (or a by-name entry) queues the image for pre-fetch; the result is
+  // acquired like a Lookup. Anywhere else: ReadOnly.
+  Result<struct stat> Create(uint64_t parent, std::string_view name);
+  // queue/<x>: dequeue; cache/<x>: evict. Anywhere else: ReadOnly.
+  Status Unlink(uint64_t parent, std::string_view name);
+  // Accepted (and ignored: touch sets times) on queue/ and cache/ entries; ReadOnly elsewhere.
+  Result<struct stat> SetAttr(uint64_t ino);
+  // Whether the kernel must not cache this node's attributes, entries or listing.
+  bool IsVolatile(uint64_t ino) const;
   // Reads up to n bytes at off; returns a view of the bytes, in `scratch` (of at least n bytes)
   // or in the open file itself. Empty at or past the end.
   Result<std::string_view> Read(OpenFile& file, uint64_t off, size_t n, char* scratch);
@@ -125,6 +144,10 @@ class FileSystem {
   std::vector<std::pair<std::string, std::string>> RootXattrs() const;
   // user.glancefs.* of an image (format verdict).
   std::vector<std::pair<std::string, std::string>> ImageXattrs(const ImageRecord& image);
+  // The image `name` in queue/ or cache/ names: an id, or a by-name entry.
+  std::shared_ptr<const ImageRecord> ResolveImage(std::string_view name, const fsns::Namespace& ns);
+  // The cache's view of image `id` in queue/ (queued only) or cache/ (cached only).
+  std::optional<CacheEntry> CacheEntryOf(NodeKind kind, const std::string& id) const;
 
   // The verdict on an image's bytes, computed once per image version (it reads the header).
   Result<format::Verdict> VerdictFor(const ImageRecord& image);

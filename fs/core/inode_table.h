@@ -21,12 +21,27 @@
 
 namespace glancefs::core {
 
-enum class NodeKind : uint8_t { kRoot, kImagesDir, kByNameDir, kImageDir, kImageFile, kByNameLink };
+enum class NodeKind : uint8_t {
+  kRoot,
+  kImagesDir,
+  kByNameDir,
+  kImageDir,
+  kImageFile,
+  kByNameLink,
+  // With a cache (FsOptions::cache): queue/, cache/, their entries (name: image id) and the
+  // Prometheus file. Their content changes all the time: the kernel must not cache them.
+  kQueueDir,
+  kCacheDir,
+  kQueueEntry,
+  kCacheEntry,
+  kMetricsFile,
+};
 
 struct NodeKey {
   NodeKind kind = NodeKind::kRoot;
   fsns::ImageFile file = fsns::ImageFile::kMetadata;  // kImageFile only
-  std::string name;  // image id (kImageDir, kImageFile) or by-name entry (kByNameLink)
+  // image id (kImageDir, kImageFile, kQueueEntry, kCacheEntry) or by-name entry (kByNameLink)
+  std::string name;
   // kImageFile only: which content the file has (a hash of the record for metadata.json, the
   // data version for disk views). A new version is a new inode, so the kernel's page cache of
   // an old version, still read through open handles, never mixes with the new one.

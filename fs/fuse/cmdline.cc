@@ -3,8 +3,12 @@
 #include <cstddef>
 #include <cstdio>
 #include <cstdlib>
+#include <cerrno>
 #include <cstring>
 
+#include <unistd.h>
+
+#include "fs/base/hash.h"
 #include "fs/fuse/fuse_version.h"
 
 #ifndef GLANCEFS_VERSION
@@ -29,6 +33,17 @@ struct RawOptions {
   char* cloud = nullptr;
   char* source = nullptr;
   int extra_nonopts = 0;
+  int nocache = 0;
+  char* cache_dir = nullptr;
+  char* cache_size = nullptr;
+  char* cache_min_free = nullptr;
+  char* cache_memory = nullptr;
+  char* fetch_size = nullptr;
+  char* readahead_max = nullptr;
+  unsigned fetch_threads = 8;
+  unsigned prefetch_workers = 2;
+  char* prefetch_rate = nullptr;
+  unsigned prefetch_interval_s = 0;
 };
 
 #define GLANCEFS_OPT(t, p) \
@@ -45,6 +60,17 @@ const struct fuse_opt kOptions[] = {
     GLANCEFS_OPT("interface=%s", interface),
     GLANCEFS_OPT("region=%s", region),
     GLANCEFS_OPT("cloud=%s", cloud),
+    GLANCEFS_OPT("cache_dir=%s", cache_dir),
+    GLANCEFS_OPT("cache_size=%s", cache_size),
+    GLANCEFS_OPT("cache_min_free=%s", cache_min_free),
+    GLANCEFS_OPT("cache_memory=%s", cache_memory),
+    GLANCEFS_OPT("fetch_size=%s", fetch_size),
+    GLANCEFS_OPT("readahead_max=%s", readahead_max),
+    GLANCEFS_OPT("fetch_threads=%u", fetch_threads),
+    GLANCEFS_OPT("prefetch_workers=%u", prefetch_workers),
+    GLANCEFS_OPT("prefetch_rate=%s", prefetch_rate),
+    GLANCEFS_OPT("prefetch_interval=%u", prefetch_interval_s),
+    {"nocache", offsetof(RawOptions, nocache), 1},
     {"insecure", offsetof(RawOptions, insecure), 1},
     FUSE_OPT_END,
 };
@@ -86,6 +112,10 @@ Result<CommandLine> ParseCommandLine(int argc, char** argv) {
     std::free(raw.spool_dir);
     std::free(raw.log_level);
     std::free(raw.source);
+    for (char* p : {raw.cache_dir, raw.cache_size, raw.cache_min_free, raw.cache_memory,
+                    raw.fetch_size, raw.readahead_max, raw.prefetch_rate}) {
+      std::free(p);
+    }
     fuse_opt_free_args(&args);
   };
   if (fuse_opt_parse(&args, &raw, kOptions, TakeSource) != 0) {
@@ -119,6 +149,39 @@ Result<CommandLine> ParseCommandLine(int argc, char** argv) {
   if (raw.interface) cl.interface = raw.interface;
   if (raw.region) cl.region = raw.region;
   if (raw.cloud) cl.cloud = raw.cloud;
+  cl.cache = raw.nocache == 0;
+  if (raw.cache_dir) cl.cache_dir = raw.cache_dir;
+  cl.fetch_threads = raw.fetch_threads;
+  cl.prefetch_workers = raw.prefetch_workers;
+  cl.prefetch_interval_s = raw.prefetch_interval_s;
+  struct SizeOption {
+    const char* name;
+    char* text;
+    uint64_t* out;
+  } sizes[] = {{"cache_size", raw.cache_size, &cl.cache_size},
+               {"cache_min_free", raw.cache_min_free, &cl.cache_min_free},
+               {"cache_memory", raw.cache_memory, &cl.cache_memory},
+               {"fetch_size", raw.fetch_size, &cl.fetch_size},
+               {"readahead_max", raw.readahead_max, &cl.readahead_max},
+               {"prefetch_rate", raw.prefetch_rate, &cl.prefetch_rate}};
+  for (const SizeOption& o : sizes) {
+    if (!o.text) continue;
+    auto v = ParseSize(o.text);
+    if (!v.ok()) {
+      std::string message = std::string(o.name) + ": " + v.status().message();
+      cleanup();
+      return Status::InvalidArgument(message);
+    }
+    *o.out = *v;
+  }
+  if (cl.fetch_threads == 0 || cl.fetch_threads > 64) {
+    cleanup();
+    return Status::InvalidArgument("fetch_threads must be 1 to 64");
+  }
+  if (cl.fetch_size < (64 << 10) || cl.fetch_size > (256 << 20)) {
+    cleanup();
+    return Status::InvalidArgument("fetch_size must be 64K to 256M");
+  }
   if (cl.page_limit == 0 || cl.page_limit > 1000) {
     cleanup();
     return Status::InvalidArgument("page_limit must be 1 to 1000");
@@ -139,6 +202,43 @@ Result<CommandLine> ParseCommandLine(int argc, char** argv) {
   cl.fuse_args.push_back("default_permissions,subtype=glancefs,fsname=" +
                          EscapeOption("glancefs:" + cl.source));
   return cl;
+}
+
+Result<uint64_t> ParseSize(const std::string& text) {
+  char* end = nullptr;
+  errno = 0;
+  unsigned long long v = std::strtoull(text.c_str(), &end, 10);
+  if (end == text.c_str() || errno != 0 || text[0] == '-') {
+    return Status::InvalidArgument("'" + text + "' is not a size (e.g. 512M, 10G)");
+  }
+  std::string suffix(end);
+  int shift = 0;
+  if (suffix == "" || suffix == "B") {
+    shift = 0;
+  } else if (suffix == "K" || suffix == "k" || suffix == "KiB") {
+    shift = 10;
+  } else if (suffix == "M" || suffix == "MiB") {
+    shift = 20;
+  } else if (suffix == "G" || suffix == "GiB") {
+    shift = 30;
+  } else if (suffix == "T" || suffix == "TiB") {
+    shift = 40;
+  } else {
+    return Status::InvalidArgument("'" + text + "' has an unknown unit (K, M, G or T)");
+  }
+  if (shift && v > (UINT64_MAX >> shift)) return Status::InvalidArgument("'" + text + "' is too big");
+  return static_cast<uint64_t>(v) << shift;
+}
+
+std::string DefaultCacheDir(const std::string& source) {
+  char name[32];
+  std::snprintf(name, sizeof name, "%016llx",
+                static_cast<unsigned long long>(StableHash64(source)));
+  if (::geteuid() == 0) return std::string("/var/cache/glancefs/") + name;
+  const char* xdg = std::getenv("XDG_CACHE_HOME");
+  const char* home = std::getenv("HOME");
+  std::string base = xdg && *xdg ? xdg : std::string(home ? home : "/tmp") + "/.cache";
+  return base + "/glancefs/" + name;
 }
 
 void PrintHelp(const char* program) {
@@ -167,6 +267,20 @@ void PrintHelp(const char* program) {
       "    -o region=NAME         keystone: endpoint region (default OS_REGION_NAME)\n"
       "    -o spool_dir=DIR       where images whose store refuses Range are streamed\n"
       "                           (default /var/tmp)\n"
+      "\n"
+      "cache options (sizes take K, M, G, T):\n"
+      "    -o nocache             no block cache: every read goes to the source\n"
+      "    -o cache_dir=DIR       the cache's RocksDB (default /var/cache/glancefs/<hash>)\n"
+      "    -o cache_size=SIZE     soft limit on cached bytes (default 10G, 0 = none)\n"
+      "    -o cache_min_free=SIZE free disk space to keep (default 1G)\n"
+      "    -o cache_memory=SIZE   in-memory block budget (default 256M)\n"
+      "    -o fetch_size=SIZE     largest Range request (default 8M)\n"
+      "    -o fetch_threads=N     fetches in flight for read-ahead and pre-fetch (default 8)\n"
+      "    -o readahead_max=SIZE  largest read-ahead window (default 64M, 0 = off)\n"
+      "    -o prefetch_workers=N  images pre-fetched at once (default 2)\n"
+      "    -o prefetch_rate=SIZE  bytes/s per pre-fetch worker (default 0 = no cap)\n"
+      "    -o prefetch_interval=SECONDS\n"
+      "                           start queued images every SECONDS (default 0 = at once)\n"
       "\n"
       "See glancefs(8) for the layout of the mount.\n"
       "\n",

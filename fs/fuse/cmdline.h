@@ -41,10 +41,29 @@ struct CommandLine {
   std::string interface;  // -o interface=public|internal|admin (keystone; else OS_INTERFACE)
   std::string region;     // -o region=NAME (keystone; else OS_REGION_NAME)
   std::string cloud;      // -o cloud=NAME: clouds.yaml entry (not read yet: a clear error)
+  // The block cache (docs/CACHE.md). Sizes take K, M, G, T suffixes (powers of 1024).
+  bool cache = true;               // -o nocache: read straight from the source
+  std::string cache_dir;           // -o cache_dir=DIR (default: see DefaultCacheDir)
+  uint64_t cache_size = 10ULL << 30;      // -o cache_size=SIZE: soft limit (0: none)
+  uint64_t cache_min_free = 1ULL << 30;   // -o cache_min_free=SIZE: free disk to keep
+  uint64_t cache_memory = 256ULL << 20;   // -o cache_memory=SIZE: in-memory block budget
+  uint64_t fetch_size = 8ULL << 20;       // -o fetch_size=SIZE: largest Range request
+  uint64_t readahead_max = 64ULL << 20;   // -o readahead_max=SIZE: 0 turns read-ahead off
+  unsigned fetch_threads = 8;             // -o fetch_threads=N
+  unsigned prefetch_workers = 2;          // -o prefetch_workers=N: images pre-fetched at once
+  uint64_t prefetch_rate = 0;             // -o prefetch_rate=SIZE: bytes/s per worker (0: any)
+  unsigned prefetch_interval_s = 0;       // -o prefetch_interval=SECONDS (0: at once)
   std::vector<std::string> fuse_args;  // for fuse_session_new, argv[0] first
 };
 
 Result<CommandLine> ParseCommandLine(int argc, char** argv);
+
+// "10G" → 10 GiB; plain numbers are bytes. InvalidArgument for anything else.
+Result<uint64_t> ParseSize(const std::string& text);
+
+// /var/cache/glancefs/<hash of SOURCE> for root, else $XDG_CACHE_HOME (or ~/.cache)/glancefs/...
+// One directory per source: two mounts of different catalogs never share a cache.
+std::string DefaultCacheDir(const std::string& source);
 
 // Prints the usage, glancefs's options and libfuse's.
 void PrintHelp(const char* program);

@@ -39,8 +39,10 @@ fuse_entry_param EntryParam(fuse_req_t req, const struct stat& st) {
   e.ino = st.st_ino;
   e.generation = 0;  // inode numbers are never reused while mounted
   e.attr = st;
-  e.attr_timeout = Ctx(req)->cache_timeout_s;
-  e.entry_timeout = Ctx(req)->cache_timeout_s;
+  // queue/, cache/ and metrics.prom change without a catalog refresh: never cached.
+  double timeout = Fs(req).IsVolatile(st.st_ino) ? 0 : Ctx(req)->cache_timeout_s;
+  e.attr_timeout = timeout;
+  e.entry_timeout = timeout;
   return e;
 }
 
@@ -75,7 +77,7 @@ void Lookup(fuse_req_t req, fuse_ino_t parent, const char* name) {
       // A negative entry, cached like a positive one; new images invalidate it.
       fuse_entry_param e;
       std::memset(&e, 0, sizeof e);
-      e.entry_timeout = Ctx(req)->negative_timeout_s;
+      e.entry_timeout = Fs(req).IsVolatile(parent) ? 0 : Ctx(req)->negative_timeout_s;
       fuse_reply_entry(req, &e);
       return;
     }
@@ -99,7 +101,7 @@ void GetAttr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info* fi) {
   (void)fi;
   auto st = Fs(req).GetAttr(ino);
   if (!st.ok()) return ReplyErr(req, "getattr", ino, st.status());
-  fuse_reply_attr(req, &*st, Ctx(req)->cache_timeout_s);
+  fuse_reply_attr(req, &*st, Fs(req).IsVolatile(ino) ? 0 : Ctx(req)->cache_timeout_s);
 }
 
 void ReadLink(fuse_req_t req, fuse_ino_t ino) {
@@ -115,9 +117,10 @@ void OpenDir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info* fi) {
   handle->generation = Fs(req).generation();
   handle->items = std::move(items).value();
   fi->fh = reinterpret_cast<uint64_t>(handle.get());
-  // Listings are immutable until the refresher invalidates the directory.
-  fi->cache_readdir = 1;
-  fi->keep_cache = 1;
+  // Listings are immutable until the refresher invalidates the directory (but queue/, cache/).
+  bool cacheable = !Fs(req).IsVolatile(ino);
+  fi->cache_readdir = cacheable;
+  fi->keep_cache = cacheable;
   if (fuse_reply_open(req, fi) == 0) handle.release();
 }
 
@@ -212,8 +215,12 @@ void Open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info* fi) {
   auto file = Fs(req).Open(ino, fi->flags);
   if (!file.ok()) return ReplyErr(req, "open", ino, file.status());
   fi->fh = reinterpret_cast<uint64_t>(file->get());
-  fi->keep_cache = 1;  // an image's bytes never change under its inode
-  fi->noflush = 1;     // nothing to flush on close
+  if ((*file)->synthetic) {
+    fi->direct_io = 1;  // made at open: its size is what read returns, not st_size
+  } else {
+    fi->keep_cache = 1;  // an image's bytes never change under its inode
+  }
+  fi->noflush = 1;  // nothing to flush on close
   if (fuse_reply_open(req, fi) == 0) file->release();
 }
 
@@ -278,12 +285,48 @@ void StatFs(fuse_req_t req, fuse_ino_t ino) {
 // Everything that would change the tree: EROFS, as the man pages document for a read-only
 // file system.
 void ReplyReadOnly(fuse_req_t req) { fuse_reply_err(req, EROFS); }
-void SetAttr(fuse_req_t req, fuse_ino_t, struct stat*, int, struct fuse_file_info*) {
-  ReplyReadOnly(req);
+// touch queue/<id> (or a by-name entry) queues an image for pre-fetch.
+void CreateEntry(fuse_req_t req, fuse_ino_t parent, const char* name, struct fuse_file_info* fi) {
+  auto st = Fs(req).Create(parent, name);
+  if (!st.ok()) return ReplyErr(req, "create", parent, st.status());
+  fuse_entry_param e = EntryParam(req, *st);
+  if (!fi) {
+    if (fuse_reply_entry(req, &e) != 0) Fs(req).Forget(e.ino, 1);
+    return;
+  }
+  auto file = Fs(req).Open(e.ino, O_WRONLY);
+  if (!file.ok()) {
+    Fs(req).Forget(e.ino, 1);
+    return ReplyErr(req, "create", parent, file.status());
+  }
+  fi->fh = reinterpret_cast<uint64_t>(file->get());
+  fi->direct_io = 1;
+  if (fuse_reply_create(req, &e, fi) == 0) {
+    file->release();
+  } else {
+    Fs(req).Forget(e.ino, 1);
+  }
 }
-void MkNod(fuse_req_t req, fuse_ino_t, const char*, mode_t, dev_t) { ReplyReadOnly(req); }
+void Create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t, struct fuse_file_info* fi) {
+  CreateEntry(req, parent, name, fi);
+}
+void MkNod(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode, dev_t) {
+  if (!S_ISREG(mode)) return ReplyReadOnly(req);
+  CreateEntry(req, parent, name, nullptr);
+}
+// rm queue/<x> dequeues; rm cache/<x> evicts.
+void Unlink(fuse_req_t req, fuse_ino_t parent, const char* name) {
+  Status s = Fs(req).Unlink(parent, name);
+  if (!s.ok()) return ReplyErr(req, "unlink", parent, s);
+  fuse_reply_err(req, 0);
+}
+// Times on queue/ and cache/ entries (touch): accepted, not kept.
+void SetAttr(fuse_req_t req, fuse_ino_t ino, struct stat*, int, struct fuse_file_info*) {
+  auto st = Fs(req).SetAttr(ino);
+  if (!st.ok()) return ReplyErr(req, "setattr", ino, st.status());
+  fuse_reply_attr(req, &*st, 0);
+}
 void MkDir(fuse_req_t req, fuse_ino_t, const char*, mode_t) { ReplyReadOnly(req); }
-void Unlink(fuse_req_t req, fuse_ino_t, const char*) { ReplyReadOnly(req); }
 void RmDir(fuse_req_t req, fuse_ino_t, const char*) { ReplyReadOnly(req); }
 void SymLink(fuse_req_t req, const char*, fuse_ino_t, const char*) { ReplyReadOnly(req); }
 void Rename(fuse_req_t req, fuse_ino_t, const char*, fuse_ino_t, const char*, unsigned int) {
@@ -297,9 +340,6 @@ void SetXattr(fuse_req_t req, fuse_ino_t, const char*, const char*, size_t, int)
   ReplyReadOnly(req);
 }
 void RemoveXattr(fuse_req_t req, fuse_ino_t, const char*) { ReplyReadOnly(req); }
-void Create(fuse_req_t req, fuse_ino_t, const char*, mode_t, struct fuse_file_info*) {
-  ReplyReadOnly(req);
-}
 void Fallocate(fuse_req_t req, fuse_ino_t, int, off_t, off_t, struct fuse_file_info*) {
   ReplyReadOnly(req);
 }

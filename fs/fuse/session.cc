@@ -145,11 +145,6 @@ Session::~Session() {
   }
 }
 
-Status Session::Daemonize(bool foreground) {
-  if (fuse_daemonize(foreground ? 1 : 0) != 0) return Status::IOError("cannot daemonize");
-  return Status::Ok();
-}
-
 Status Session::Run() {
   if (options_.refresh_interval_s > 0) refresher_ = std::thread([this] { RefreshLoop(); });
   int rc;

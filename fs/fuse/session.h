@@ -2,7 +2,7 @@
 //
 // Owns the FUSE session, the signal handlers (SIGINT, SIGTERM, SIGHUP unmount cleanly) and the
 // refresher thread that re-reads the catalog every refresh interval and tells the kernel what to
-// forget. Construction order: Create (checks, mount) → Daemonize → Run → destructor (stops the
+// forget. Construction order: Create (checks, mount) → Run → destructor (stops the
 // refresher, unmounts, destroys the session).
 #pragma once
 
@@ -38,8 +38,6 @@ class Session {
   Session(const Session&) = delete;
   Session& operator=(const Session&) = delete;
 
-  // Detaches from the terminal unless `foreground` (fuse_daemonize).
-  Status Daemonize(bool foreground);
   // Serves requests until unmounted or signalled.
   Status Run();
 

@@ -126,8 +126,14 @@ Mount::Mount(const std::string& source, const std::string& options) {
   path_ = dir_ + "/mnt";
   log_path_ = dir_ + "/glancefs.log";
   std::filesystem::create_directory(path_);
+  // Each mount gets its own cache, gone with it, unless the test chose one (or none).
+  std::string cache;
+  if (options.find("cache_dir=") == std::string::npos &&
+      options.find("nocache") == std::string::npos) {
+    cache = " -o cache_dir=" + Quote(dir_ + "/cache");
+  }
   std::string cmd = std::string("exec ") + GLANCEFS_BIN + " " + Quote(source) + " " + Quote(path_) +
-                    " -f " + options + " 2>" + Quote(log_path_);
+                    " -f " + options + cache + " 2>" + Quote(log_path_);
   pid_ = ::fork();
   if (pid_ == 0) {
     ::execl("/bin/bash", "bash", "-c", cmd.c_str(), static_cast<char*>(nullptr));

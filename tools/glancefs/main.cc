@@ -1,5 +1,6 @@
 // glancefs: mounts an image catalog. The composition root: it alone names concrete classes
 // (the catalog for SOURCE, the FileSystem, the FUSE session) and wires them together.
+#include <fcntl.h>
 #include <sys/stat.h>
 #include <systemd/sd-daemon.h>
 #include <unistd.h>
@@ -15,6 +16,7 @@
 #include "backends/dir/dir_catalog.h"
 #include "backends/glance/glance_catalog.h"
 #include "backends/glance/keystone.h"
+#include "cache/cache_service.h"
 #include "fs/base/log.h"
 #include "fs/core/file_system.h"
 #include "fs/fuse/cmdline.h"
@@ -104,6 +106,68 @@ int Fail(const Status& status) {
   return 1;
 }
 
+// Background mode forks before anything starts a thread (RocksDB's, the fetchers'), so every
+// thread lives in the daemon. The parent waits for the mount, or for the daemon's error on the
+// shared stderr, and exits with the daemon's status. Returns the fd to report readiness on
+// (-1 in the foreground); in the parent it never returns.
+int ForkDaemon() {
+  int pipe_fds[2];
+  if (::pipe2(pipe_fds, O_CLOEXEC) != 0) return -1;
+  pid_t pid = ::fork();
+  if (pid < 0) return -1;
+  if (pid > 0) {
+    ::close(pipe_fds[1]);
+    char status = 1;
+    ssize_t n;
+    do {
+      n = ::read(pipe_fds[0], &status, 1);
+    } while (n < 0 && errno == EINTR);
+    ::_exit(n == 1 ? status : 1);  // no byte: the daemon failed (and said why on stderr)
+  }
+  ::close(pipe_fds[0]);
+  ::setsid();
+  return pipe_fds[1];
+}
+
+// The daemon is mounted: detach from the terminal and release the waiting parent.
+void ReportReady(int ready_fd) {
+  if (ready_fd < 0) return;
+  if (::chdir("/") != 0) LOG_WARNING("cannot chdir to /");
+  int null = ::open("/dev/null", O_RDWR | O_CLOEXEC);
+  if (null >= 0) {
+    ::dup2(null, 0);
+    ::dup2(null, 1);
+    ::dup2(null, 2);
+    ::close(null);
+  }
+  char ok = 0;
+  if (::write(ready_fd, &ok, 1) != 1) LOG_WARNING("cannot report readiness");
+  ::close(ready_fd);
+}
+
+glancefs::cache::ServiceOptions CacheOptionsOf(const glancefs::fuse::CommandLine& cl) {
+  glancefs::cache::ServiceOptions o;
+  o.dir = cl.cache_dir.empty() ? glancefs::fuse::DefaultCacheDir(cl.source) : cl.cache_dir;
+  o.cache.max_bytes = cl.cache_size;
+  o.cache.min_free_bytes = cl.cache_min_free;
+  o.cache.memory_bytes = cl.cache_memory;
+  o.cache.request_bytes = static_cast<uint32_t>(cl.fetch_size);
+  o.cache.readahead_max = cl.readahead_max;
+  o.cache.readahead_initial = std::min<uint64_t>(cl.readahead_max, 4ULL << 20);
+  o.cache.fetch_threads = static_cast<int>(cl.fetch_threads);
+  o.prefetch.workers = static_cast<int>(cl.prefetch_workers);
+  o.prefetch.bytes_per_s = cl.prefetch_rate;
+  o.prefetch.interval_s = static_cast<int>(cl.prefetch_interval_s);
+  return o;
+}
+
+// Creates the parents of a default cache directory (/var/cache/glancefs/...).
+void MakeParents(const std::string& dir) {
+  for (size_t pos = dir.find('/', 1); pos != std::string::npos; pos = dir.find('/', pos + 1)) {
+    ::mkdir(dir.substr(0, pos).c_str(), 0755);
+  }
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -118,17 +182,32 @@ int main(int argc, char** argv) {
     return 0;
   }
   glancefs::SetLogLevel(cl->log_level);
+  int ready_fd = cl->foreground ? -1 : ForkDaemon();
 
   auto catalog = OpenCatalog(*cl);
   if (!catalog.ok()) return Fail(catalog.status());
 
+  // The block cache sits between the backend and the file system (docs/ARCHITECTURE.md).
+  std::unique_ptr<glancefs::cache::CacheService> cache;
+  std::unique_ptr<Catalog> cached_catalog;
+  if (cl->cache) {
+    auto options = CacheOptionsOf(*cl);
+    MakeParents(options.dir);
+    auto service = glancefs::cache::CacheService::Open(catalog->get(), options);
+    if (!service.ok()) return Fail(service.status());
+    cache = std::move(service).value();
+    cached_catalog = cache->WrapCatalog();
+  }
+  Catalog* fs_catalog = cached_catalog ? cached_catalog.get() : catalog->get();
+
   glancefs::core::FsOptions fs_options;
   fs_options.uid = ::getuid();
   fs_options.gid = ::getgid();
-  glancefs::core::FileSystem fs(catalog->get(), fs_options);
+  fs_options.cache = cache.get();
+  glancefs::core::FileSystem fs(fs_catalog, fs_options);
   std::vector<glancefs::core::Invalidation> unused;
   if (Status s = fs.Refresh(&unused); !s.ok()) {
-    return Fail(Status::InvalidArgument("cannot read catalog " + (*catalog)->Describe() + ": " +
+    return Fail(Status::InvalidArgument("cannot read catalog " + fs_catalog->Describe() + ": " +
                                         s.message()));
   }
 
@@ -144,9 +223,9 @@ int main(int argc, char** argv) {
   auto session = glancefs::fuse::Session::Create(&fs, session_options);
   if (!session.ok()) return Fail(session.status());
 
-  if (Status s = (*session)->Daemonize(cl->foreground); !s.ok()) return Fail(s);
   if (!cl->foreground) glancefs::SetLogSink(glancefs::LogSink::kSyslog);
-  LOG_INFO("mounted %s on %s", (*catalog)->Describe().c_str(), cl->mountpoint.c_str());
+  LOG_INFO("mounted %s on %s", fs_catalog->Describe().c_str(), cl->mountpoint.c_str());
+  ReportReady(ready_fd);
   ::sd_notify(0, "READY=1");
 
   Status run = (*session)->Run();

@@ -1,0 +1,927 @@
+#include "cache/block_cache.h"
+
+#include <openssl/evp.h>
+#include <xxhash.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstring>
+#include <ctime>
+#include <sstream>
+#include <thread>
+
+#include "fs/base/log.h"
+
+namespace glancefs::cache {
+namespace {
+
+// Block value: [u32 magic][u32 data length][u64 XXH3 of the data, seeded with the key][data].
+constexpr uint32_t kMagic = 0x31424647;  // "GFB1"
+constexpr size_t kHeader = 16;
+constexpr double kLatencyBounds[] = {0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5};
+
+uint64_t BlockHash(BlockKey key, const char* data, size_t n) {
+  return XXH3_64bits_withSeed(data, n, key.image_no * 0x9E3779B97F4A7C15ULL + key.index);
+}
+
+void PutU32(char* p, uint32_t v) { std::memcpy(p, &v, 4); }
+void PutU64(char* p, uint64_t v) { std::memcpy(p, &v, 8); }
+uint32_t GetU32(const char* p) {
+  uint32_t v;
+  std::memcpy(&v, p, 4);
+  return v;
+}
+uint64_t GetU64(const char* p) {
+  uint64_t v;
+  std::memcpy(&v, p, 8);
+  return v;
+}
+
+// Why a stored value is not the block `key` of `expected_len` bytes, or empty if it is.
+std::string CheckBlock(BlockKey key, const std::string& value, size_t expected_len) {
+  if (value.size() != kHeader + expected_len) {
+    return "length " + std::to_string(value.size()) + ", expected " +
+           std::to_string(kHeader + expected_len);
+  }
+  if (GetU32(value.data()) != kMagic) return "bad magic";
+  if (GetU32(value.data() + 4) != expected_len) return "bad length field";
+  if (GetU64(value.data() + 8) != BlockHash(key, value.data() + kHeader, expected_len)) {
+    return "checksum mismatch";
+  }
+  return "";
+}
+
+// Meta records: "img/<id>" → key=value lines.
+std::string Field(const std::string& text, const std::string& name) {
+  std::istringstream in(text);
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.compare(0, name.size() + 1, name + "=") == 0) return line.substr(name.size() + 1);
+  }
+  return "";
+}
+
+std::string OneLine(std::string s) {
+  std::replace(s.begin(), s.end(), '\n', ' ');
+  return s;
+}
+
+uint64_t ToU64(const std::string& s) { return std::strtoull(s.c_str(), nullptr, 10); }
+
+std::string HexOf(const unsigned char* p, unsigned n) {
+  static const char kHex[] = "0123456789abcdef";
+  std::string out;
+  for (unsigned i = 0; i < n; ++i) {
+    out.push_back(kHex[p[i] >> 4]);
+    out.push_back(kHex[p[i] & 15]);
+  }
+  return out;
+}
+
+std::vector<std::pair<std::string, uint64_t>> CounterValues(const CacheCounters& c) {
+  return {{"hits_memory", c.hits_memory},         {"hits_disk", c.hits_disk},
+          {"misses", c.misses},                   {"readahead_blocks", c.readahead_blocks},
+          {"prefetch_blocks", c.prefetch_blocks}, {"fetch_requests", c.fetch_requests},
+          {"fetch_errors", c.fetch_errors},       {"bytes_fetched", c.bytes_fetched},
+          {"fetch_us", c.fetch_us},               {"corrupt_blocks", c.corrupt_blocks},
+          {"store_errors", c.store_errors}};
+}
+
+}  // namespace
+
+const char* CacheStateName(CacheState state) {
+  switch (state) {
+    case CacheState::kPartial:
+      return "partial";
+    case CacheState::kComplete:
+      return "complete";
+    case CacheState::kVerified:
+      return "verified";
+    case CacheState::kCorrupt:
+      return "corrupt";
+  }
+  return "partial";
+}
+
+struct BlockCache::Image {
+  // Constant after creation.
+  std::string id;
+  std::string version;
+  uint64_t size = 0;
+  uint64_t nblocks = 0;
+  std::string hash_algo;   // OpenSSL digest name ("sha512", "md5"); empty: cannot verify
+  std::string hash_value;  // lowercase hex
+
+  // GUARDED_BY(BlockCache::mu_)
+  std::atomic<uint64_t> no{0};  // written under mu_, read anywhere
+  std::vector<bool> present;    // stored in the store
+  uint64_t present_blocks = 0;
+  uint64_t cached_bytes = 0;
+  CacheState state = CacheState::kPartial;
+  std::string reason;
+  bool pinned = false;
+  bool meta_written = false;
+  bool verifying = false;
+  int readahead_tasks = 0;
+  std::atomic<bool> retired{false};  // replaced by a newer version: read around the cache
+
+  std::atomic<int64_t> last_access{0};
+  CacheCounters counters;
+
+  uint64_t BlockLen(uint64_t index, uint32_t bs) const {
+    return std::min<uint64_t>(bs, size - index * bs);
+  }
+};
+
+struct BlockCache::Flight {
+  bool done = false;
+  Status status;
+  BlockData data;
+};
+
+// The decorator handed to the file system: reads through the cache, reads ahead for
+// sequential readers.
+class BlockCache::Source final : public ByteSource {
+ public:
+  Source(BlockCache* cache, std::shared_ptr<Image> image, std::shared_ptr<ByteSource> upstream)
+      : cache_(cache), image_(std::move(image)), upstream_(std::move(upstream)) {}
+
+  uint64_t size() const override { return image_->size; }
+  uint64_t allocated_bytes() const override { return upstream_->allocated_bytes(); }
+  Result<Extent> MapExtent(uint64_t off) override { return upstream_->MapExtent(off); }
+
+  Status ReadAt(uint64_t off, size_t n, char* dst) override {
+    if (off > image_->size || n > image_->size - off) {
+      return Status::OutOfRange("image " + image_->id + ": read past the end");
+    }
+    if (n == 0) return Status::Ok();
+    if (image_->retired) return upstream_->ReadAt(off, n, dst);
+    const uint64_t bs = cache_->block_size_;
+    const uint64_t first = off / bs;
+    const uint64_t last = (off + n - 1) / bs;
+    Readahead(off, n);
+    image_->last_access.store(cache_->Now(), std::memory_order_relaxed);
+    size_t done = 0;
+    for (uint64_t index = first; index <= last; ++index) {
+      GLANCEFS_ASSIGN_OR_RETURN(BlockData block, cache_->GetBlock(image_, index, last, *upstream_));
+      uint64_t block_start = index * bs;
+      uint64_t from = off + done - block_start;
+      size_t len = static_cast<size_t>(std::min<uint64_t>(n - done, block->size() - kHeader - from));
+      std::memcpy(dst + done, block->data() + kHeader + from, len);
+      done += len;
+    }
+    return Status::Ok();
+  }
+
+ private:
+  // Window growth as mountpoint-s3's prefetcher: sequential reads double it, others reset it.
+  void Readahead(uint64_t off, size_t n) {
+    const CacheOptions& o = cache_->options_;
+    if (o.readahead_max == 0) return;
+    const uint64_t bs = cache_->block_size_;
+    std::lock_guard<std::mutex> lock(mu_);
+    // The kernel's own read-ahead and several FUSE threads deliver a sequential reader's
+    // requests slightly out of order: tolerate a little on either side.
+    bool sequential = (off == 0 && next_ == 0) ||
+                      (off + 2 * o.request_bytes >= next_ && off <= next_ + 2 * bs);
+    if (!sequential) {
+      window_ = o.readahead_initial;
+      ahead_ = 0;
+      next_ = off + n;
+      return;
+    }
+    window_ = next_ == 0 ? o.readahead_initial : std::min(window_ * 2, o.readahead_max);
+    next_ = std::max<uint64_t>(next_, off + n);
+    uint64_t target = std::min(image_->size, next_ + window_);
+    uint64_t start = std::max(ahead_, next_);
+    if (start >= target) return;
+    uint64_t end_block =
+        cache_->ScheduleReadahead(image_, upstream_, start / bs, (target - 1) / bs);
+    ahead_ = std::max(ahead_, std::min(image_->size, end_block * bs));
+  }
+
+  BlockCache* const cache_;
+  const std::shared_ptr<Image> image_;
+  const std::shared_ptr<ByteSource> upstream_;
+
+  std::mutex mu_;
+  uint64_t next_ = 0;    // GUARDED_BY(mu_): where a sequential reader reads next
+  uint64_t window_ = 0;  // GUARDED_BY(mu_)
+  uint64_t ahead_ = 0;   // GUARDED_BY(mu_): read-ahead is scheduled up to here
+};
+
+BlockCache::BlockCache(std::unique_ptr<BlockStore> store, CacheOptions options,
+                       uint32_t block_size)
+    : store_(std::move(store)),
+      options_(std::move(options)),
+      block_size_(block_size),
+      memory_(options_.memory_bytes),
+      latency_counts_(std::size(kLatencyBounds) + 1, 0) {}
+
+BlockCache::~BlockCache() {
+  if (pool_) pool_->Shutdown();  // joins the fetch threads; no task runs after this
+  if (Status s = store_->Sync(); !s.ok()) LOG_WARNING("cache: final flush: %s", s.ToString().c_str());
+}
+
+Result<std::unique_ptr<BlockCache>> BlockCache::Open(std::unique_ptr<BlockStore> store,
+                                                     CacheOptions options) {
+  if (options.block_size < 4096 || (options.block_size & (options.block_size - 1)) ||
+      options.block_size > (16u << 20)) {
+    return Status::InvalidArgument("cache block size must be a power of two, 4 KiB to 16 MiB");
+  }
+  if (options.request_bytes < options.block_size) options.request_bytes = options.block_size;
+  uint32_t block_size = options.block_size;
+  GLANCEFS_ASSIGN_OR_RETURN(auto stored, store->GetMeta("cfg/block_size"));
+  if (stored) {
+    block_size = static_cast<uint32_t>(ToU64(*stored));
+    if (block_size != options.block_size) {
+      LOG_WARNING("cache %s keeps its block size of %u bytes", store->Describe().c_str(),
+                  block_size);
+    }
+  } else {
+    GLANCEFS_RETURN_IF_ERROR(store->PutMeta("cfg/block_size", std::to_string(block_size)));
+  }
+  std::unique_ptr<BlockCache> cache(new BlockCache(std::move(store), options, block_size));
+  GLANCEFS_RETURN_IF_ERROR(cache->Load());
+  cache->pool_ = std::make_unique<WorkPool>(std::max(1, options.fetch_threads));
+  return cache;
+}
+
+int64_t BlockCache::Now() const { return options_.now ? options_.now() : ::time(nullptr); }
+
+Status BlockCache::Load() {
+  std::lock_guard<std::mutex> lock(mu_);
+  std::unordered_map<uint64_t, Image*> by_no;
+  Status parse = Status::Ok();
+  GLANCEFS_RETURN_IF_ERROR(store_->ScanMeta("img/", [&](std::string_view key, std::string_view v) {
+    std::string text(v);
+    auto image = std::make_shared<Image>();
+    image->id = std::string(key.substr(4));
+    image->version = Field(text, "version");
+    image->size = ToU64(Field(text, "size"));
+    image->no = ToU64(Field(text, "no"));
+    image->hash_algo = Field(text, "hash_algo");
+    image->hash_value = Field(text, "hash_value");
+    image->reason = Field(text, "reason");
+    image->pinned = Field(text, "pinned") == "1";
+    image->last_access = static_cast<int64_t>(ToU64(Field(text, "last_access")));
+    std::string state = Field(text, "state");
+    image->state = state == "verified"   ? CacheState::kVerified
+                   : state == "complete" ? CacheState::kComplete
+                   : state == "corrupt"  ? CacheState::kCorrupt
+                                         : CacheState::kPartial;
+    if (image->no == 0 || by_no.count(image->no)) return;  // damaged record: ignore it
+    image->nblocks = (image->size + block_size_ - 1) / block_size_;
+    image->present.assign(image->nblocks, false);
+    image->meta_written = true;
+    by_no[image->no] = image.get();
+    next_no_ = std::max(next_no_, image->no.load() + 1);
+    images_[image->id] = std::move(image);
+  }));
+  std::vector<uint64_t> orphans;
+  GLANCEFS_RETURN_IF_ERROR(store_->ScanBlocks([&](BlockKey key, uint64_t) {
+    next_no_ = std::max(next_no_, key.image_no + 1);
+    auto it = by_no.find(key.image_no);
+    if (it == by_no.end() || key.index >= it->second->nblocks) {
+      if (orphans.empty() || orphans.back() != key.image_no) orphans.push_back(key.image_no);
+      return;
+    }
+    Image& image = *it->second;
+    if (image.present[key.index]) return;
+    image.present[key.index] = true;
+    ++image.present_blocks;
+    image.cached_bytes += image.BlockLen(key.index, block_size_);
+  }));
+  for (uint64_t no : orphans) {
+    // Blocks whose record is gone (an eviction or a crash between record and blocks).
+    if (Status s = store_->DeleteImage(no); !s.ok()) return s;
+  }
+  for (auto& [id, image] : images_) {
+    cached_bytes_ += image->cached_bytes;
+    if (image->present_blocks < image->nblocks && image->state != CacheState::kCorrupt &&
+        image->state != CacheState::kPartial) {
+      LOG_WARNING("cache: image %s lost blocks since it was verified; fetching them again",
+                  id.c_str());
+      image->state = CacheState::kPartial;
+      PersistLocked(*image);
+    }
+  }
+  LOG_INFO("cache %s: %zu images, %llu bytes", store_->Describe().c_str(), images_.size(),
+           static_cast<unsigned long long>(cached_bytes_));
+  return Status::Ok();
+}
+
+void BlockCache::PersistLocked(Image& image) {
+  std::string text = "version=" + OneLine(image.version) + "\nsize=" + std::to_string(image.size) +
+                     "\nno=" + std::to_string(image.no.load()) + "\nstate=" +
+                     CacheStateName(image.state) + "\nhash_algo=" + image.hash_algo +
+                     "\nhash_value=" + image.hash_value + "\nlast_access=" +
+                     std::to_string(image.last_access.load()) + "\npinned=" +
+                     (image.pinned ? "1" : "0") + "\nreason=" +
+                     OneLine(image.reason) + "\n";
+  if (Status s = store_->PutMeta("img/" + image.id, text); !s.ok()) {
+    LOG_WARNING("cache: cannot record image %s: %s", image.id.c_str(), s.ToString().c_str());
+    return;
+  }
+  image.meta_written = true;
+}
+
+void BlockCache::EnsureMetaLocked(Image& image) {
+  if (!image.meta_written) PersistLocked(image);
+}
+
+std::shared_ptr<BlockCache::Image> BlockCache::ImageFor(const ImageRecord& record) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto& slot = images_[record.id];
+  if (slot && slot->version == record.data_version && slot->size == *record.size) return slot;
+  if (slot) {
+    LOG_INFO("cache: image %s has new data; dropping the cached version", record.id.c_str());
+    EvictLocked(*slot);
+    slot->retired = true;
+    store_->DeleteMeta("img/" + record.id);
+  }
+  auto image = std::make_shared<Image>();
+  image->id = record.id;
+  image->version = record.data_version;
+  image->size = *record.size;
+  image->nblocks = (image->size + block_size_ - 1) / block_size_;
+  image->present.assign(image->nblocks, false);
+  image->no = next_no_++;
+  image->last_access = Now();
+  auto prop = [&](const char* name) {
+    auto it = record.properties.find(name);
+    return it == record.properties.end() ? std::string() : it->second;
+  };
+  std::string algo = prop("os_hash_algo"), value = prop("os_hash_value");
+  if (!algo.empty() && !value.empty()) {
+    image->hash_algo = algo;
+    image->hash_value = value;
+  } else if (!prop("checksum").empty()) {
+    image->hash_algo = "md5";
+    image->hash_value = prop("checksum");
+  }
+  std::transform(image->hash_value.begin(), image->hash_value.end(), image->hash_value.begin(),
+                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+  if (image->nblocks == 0) image->state = CacheState::kComplete;
+  slot = image;
+  return image;
+}
+
+std::shared_ptr<ByteSource> BlockCache::Wrap(const ImageRecord& record,
+                                             std::shared_ptr<ByteSource> upstream) {
+  return std::make_shared<Source>(this, ImageFor(record), std::move(upstream));
+}
+
+Result<BlockData> BlockCache::LoadBlock(Image& image, BlockKey key) {
+  auto value = std::make_shared<std::string>();
+  Status s = store_->GetBlock(key, value.get());
+  if (!s.ok()) return s;
+  std::string why = CheckBlock(key, *value, image.BlockLen(key.index, block_size_));
+  if (!why.empty()) return Status::Corruption(why);
+  return BlockData(std::move(value));
+}
+
+Result<BlockData> BlockCache::GetBlock(const std::shared_ptr<Image>& image, uint64_t index,
+                                       uint64_t want_last, ByteSource& upstream) {
+  BlockKey key{image->no.load(), index};
+  if (BlockData b = memory_.Lookup(key)) {
+    image->counters.hits_memory.fetch_add(1, std::memory_order_relaxed);
+    totals_.hits_memory.fetch_add(1, std::memory_order_relaxed);
+    return b;
+  }
+  std::unique_lock<std::mutex> lock(mu_);
+  for (;;) {
+    if (image->state == CacheState::kCorrupt) {
+      return Status::Corruption("image " + image->id + " failed verification: " + image->reason);
+    }
+    key.image_no = image->no;  // an eviction renumbers the image
+    if (auto it = flights_.find({key.image_no, index}); it != flights_.end()) {
+      std::shared_ptr<Flight> flight = it->second;
+      flight_cv_.wait(lock, [&] { return flight->done; });
+      if (!flight->status.ok()) return flight->status;
+      image->counters.hits_memory.fetch_add(1, std::memory_order_relaxed);
+      totals_.hits_memory.fetch_add(1, std::memory_order_relaxed);
+      return flight->data;
+    }
+    if (image->present[index]) {
+      lock.unlock();
+      auto block = LoadBlock(*image, key);
+      if (block.ok()) {
+        memory_.Insert(key, *block);
+        image->counters.hits_disk.fetch_add(1, std::memory_order_relaxed);
+        totals_.hits_disk.fetch_add(1, std::memory_order_relaxed);
+        return block;
+      }
+      lock.lock();
+      if (image->no == key.image_no && image->present[index]) {
+        if (!block.status().IsNotFound()) {
+          image->counters.corrupt_blocks.fetch_add(1, std::memory_order_relaxed);
+          totals_.corrupt_blocks.fetch_add(1, std::memory_order_relaxed);
+          LOG_WARNING("cache: image %s block %llu is damaged (%s): fetching it again",
+                      image->id.c_str(), static_cast<unsigned long long>(index),
+                      block.status().message().c_str());
+        }
+        DropBlockLocked(*image, index);
+      }
+      continue;
+    }
+    uint64_t last = std::min(want_last, index + options_.request_bytes / block_size_ - 1);
+    auto runs = ClaimLocked(*image, index, last);
+    lock.unlock();
+    // The first run starts at `index` (neither stored nor in flight); the others are the rest
+    // of this read, claimed so they must be fetched.
+    Status status;
+    BlockData wanted;
+    for (const auto& [first, count] : runs) {
+      std::vector<BlockData> blocks;
+      Status s = FetchClaimed(image, key.image_no, first, count, upstream, Why::kDemand, &blocks);
+      if (first == index) {
+        status = s;
+        if (s.ok()) wanted = blocks.front();
+      }
+    }
+    if (!status.ok()) return status;
+    return wanted;
+  }
+}
+
+std::vector<std::pair<uint64_t, uint64_t>> BlockCache::ClaimLocked(Image& image, uint64_t first,
+                                                                   uint64_t last) {
+  std::vector<std::pair<uint64_t, uint64_t>> runs;
+  const uint64_t per_request = std::max<uint64_t>(1, options_.request_bytes / block_size_);
+  const uint64_t no = image.no;
+  for (uint64_t i = first; i <= last && i < image.nblocks; ++i) {
+    if (image.present[i] || flights_.count({no, i})) continue;
+    flights_[{no, i}] = std::make_shared<Flight>();
+    if (!runs.empty() && runs.back().first + runs.back().second == i &&
+        runs.back().second < per_request) {
+      ++runs.back().second;
+    } else {
+      runs.emplace_back(i, 1);
+    }
+  }
+  return runs;
+}
+
+Status BlockCache::FetchClaimed(const std::shared_ptr<Image>& image, uint64_t no, uint64_t first,
+                                uint64_t count, ByteSource& upstream, Why why,
+                                std::vector<BlockData>* out) {
+  const uint64_t bs = block_size_;
+  const uint64_t off = first * bs;
+  const uint64_t len = std::min(image->size, (first + count) * bs) - off;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    EnsureMetaLocked(*image);
+  }
+  thread_local std::vector<char> buffer;
+  if (buffer.size() < len) buffer.resize(len);
+  auto t0 = std::chrono::steady_clock::now();
+  Status status = upstream.ReadAt(off, len, buffer.data());
+  uint64_t us = std::chrono::duration_cast<std::chrono::microseconds>(
+                    std::chrono::steady_clock::now() - t0)
+                    .count();
+  CacheCounters* counters[] = {&image->counters, &totals_};
+  for (CacheCounters* c : counters) {
+    c->fetch_requests.fetch_add(1, std::memory_order_relaxed);
+    c->fetch_us.fetch_add(us, std::memory_order_relaxed);
+    if (!status.ok()) {
+      c->fetch_errors.fetch_add(1, std::memory_order_relaxed);
+      continue;
+    }
+    c->bytes_fetched.fetch_add(len, std::memory_order_relaxed);
+    auto& kind = why == Why::kDemand      ? c->misses
+                 : why == Why::kReadahead ? c->readahead_blocks
+                                          : c->prefetch_blocks;
+    kind.fetch_add(count, std::memory_order_relaxed);
+  }
+  RecordLatency(us);
+
+  std::vector<BlockData> blocks;
+  std::vector<bool> stored(count, false);
+  if (status.ok()) {
+    blocks.reserve(count);
+    for (uint64_t k = 0; k < count; ++k) {
+      BlockKey key{no, first + k};
+      size_t blen = image->BlockLen(first + k, bs);
+      auto value = std::make_shared<std::string>(kHeader + blen, '\0');
+      char* p = value->data();
+      const char* data = buffer.data() + k * bs;
+      PutU32(p, kMagic);
+      PutU32(p + 4, static_cast<uint32_t>(blen));
+      PutU64(p + 8, BlockHash(key, data, blen));
+      std::memcpy(p + kHeader, data, blen);
+      Status put = store_->PutBlock(key, *value);
+      if (put.ok()) {
+        stored[k] = true;
+      } else {
+        image->counters.store_errors.fetch_add(1, std::memory_order_relaxed);
+        if (totals_.store_errors.fetch_add(1, std::memory_order_relaxed) % 1000 == 0) {
+          LOG_ERROR("cache: cannot store blocks (%s); serving them uncached",
+                    put.ToString().c_str());
+        }
+      }
+      if (why != Why::kPrefetch) memory_.Insert(key, value);
+      blocks.push_back(std::move(value));
+    }
+  } else {
+    LOG_DEBUG("cache: fetch of image %s blocks %llu+%llu failed: %s", image->id.c_str(),
+              static_cast<unsigned long long>(first), static_cast<unsigned long long>(count),
+              status.ToString().c_str());
+  }
+  bool added = false;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (uint64_t k = 0; k < count; ++k) {
+      auto it = flights_.find({no, first + k});
+      if (it != flights_.end()) {
+        it->second->done = true;
+        it->second->status = status;
+        if (status.ok()) it->second->data = blocks[k];
+        flights_.erase(it);
+      }
+      if (stored[k] && image->no == no && !image->present[first + k]) {
+        image->present[first + k] = true;
+        ++image->present_blocks;
+        uint64_t blen = image->BlockLen(first + k, bs);
+        image->cached_bytes += blen;
+        cached_bytes_ += blen;
+        added = true;
+      }
+    }
+    if (why != Why::kPrefetch) MaybeScheduleVerify(image);
+  }
+  flight_cv_.notify_all();
+  if (added) EnforceLimits(image.get());
+  if (out) *out = std::move(blocks);
+  return status;
+}
+
+uint64_t BlockCache::ScheduleReadahead(const std::shared_ptr<Image>& image,
+                                       const std::shared_ptr<ByteSource>& upstream,
+                                       uint64_t first, uint64_t last) {
+  const uint64_t per_request = std::max<uint64_t>(1, options_.request_bytes / block_size_);
+  std::lock_guard<std::mutex> lock(mu_);
+  uint64_t next = first;
+  while (next <= last && next < image->nblocks) {
+    if (image->readahead_tasks >= options_.readahead_requests) break;
+    uint64_t end = std::min(last, next + per_request - 1);
+    ++image->readahead_tasks;
+    uint64_t no = image->no;
+    pool_->Submit([this, image, upstream, no, from = next, to = end] {
+      std::vector<std::pair<uint64_t, uint64_t>> runs;
+      {
+        std::lock_guard<std::mutex> lock(mu_);
+        if (image->no == no && !image->retired) runs = ClaimLocked(*image, from, to);
+      }
+      for (const auto& [a, count] : runs) {
+        FetchClaimed(image, no, a, count, *upstream, Why::kReadahead, nullptr);
+      }
+      std::lock_guard<std::mutex> lock(mu_);
+      --image->readahead_tasks;
+    });
+    next = end + 1;
+  }
+  return next;
+}
+
+void BlockCache::DropBlockLocked(Image& image, uint64_t index) {
+  if (!image.present[index]) return;
+  image.present[index] = false;
+  --image.present_blocks;
+  uint64_t blen = image.BlockLen(index, block_size_);
+  image.cached_bytes -= blen;
+  cached_bytes_ -= blen;
+  if (image.state == CacheState::kVerified || image.state == CacheState::kComplete) {
+    image.state = CacheState::kPartial;
+    PersistLocked(image);
+  }
+}
+
+void BlockCache::EvictLocked(Image& image) {
+  if (Status s = store_->DeleteImage(image.no); !s.ok()) {
+    LOG_WARNING("cache: evicting image %s: %s", image.id.c_str(), s.ToString().c_str());
+  }
+  if (image.cached_bytes > 0) {
+    evictions_.fetch_add(1, std::memory_order_relaxed);
+    evicted_bytes_.fetch_add(image.cached_bytes, std::memory_order_relaxed);
+  }
+  cached_bytes_ -= image.cached_bytes;
+  image.cached_bytes = 0;
+  image.present_blocks = 0;
+  image.present.assign(image.nblocks, false);
+  image.no = next_no_++;  // in-flight fetches of the old number land nowhere
+  if (image.state != CacheState::kCorrupt) {
+    image.state = image.nblocks == 0 ? CacheState::kComplete : CacheState::kPartial;
+  }
+  image.meta_written = false;
+}
+
+void BlockCache::EnforceLimits(const Image* fetching) {
+  bool over_size = options_.max_bytes > 0;
+  uint64_t need_free = 0;
+  if (options_.min_free_bytes > 0 && options_.free_bytes) {
+    uint64_t free = options_.free_bytes();
+    if (free < options_.min_free_bytes) need_free = options_.min_free_bytes - free;
+  }
+  std::lock_guard<std::mutex> lock(mu_);
+  over_size = over_size && cached_bytes_ > options_.max_bytes;
+  if (!over_size && need_free == 0) return;
+  std::vector<Image*> victims;
+  for (auto& [id, image] : images_) {
+    if (image.get() != fetching && image->cached_bytes > 0) victims.push_back(image.get());
+  }
+  std::sort(victims.begin(), victims.end(), [](const Image* a, const Image* b) {
+    if (a->pinned != b->pinned) return !a->pinned;
+    return a->last_access < b->last_access;
+  });
+  uint64_t freed = 0;
+  for (Image* v : victims) {
+    bool still_over = (options_.max_bytes > 0 && cached_bytes_ > options_.max_bytes) ||
+                      freed < need_free;
+    if (!still_over) break;
+    LOG_INFO("cache: evicting image %s (%llu bytes, last read %lld)", v->id.c_str(),
+             static_cast<unsigned long long>(v->cached_bytes),
+             static_cast<long long>(v->last_access.load()));
+    freed += v->cached_bytes;
+    EvictLocked(*v);
+    store_->DeleteMeta("img/" + v->id);
+  }
+}
+
+void BlockCache::MaybeScheduleVerify(const std::shared_ptr<Image>& image) {
+  if (image->present_blocks != image->nblocks || image->nblocks == 0 || image->verifying ||
+      image->state != CacheState::kPartial) {
+    return;
+  }
+  image->verifying = true;
+  pool_->Submit([this, image] { Verify(image); });
+}
+
+Status BlockCache::Verify(const std::shared_ptr<Image>& image) {
+  struct Done {
+    BlockCache* cache;
+    Image* image;
+    ~Done() {
+      {
+        std::lock_guard<std::mutex> lock(cache->mu_);
+        image->verifying = false;
+      }
+      cache->flight_cv_.notify_all();
+    }
+  } done{this, image.get()};
+  // Durable first: a verified mark must never outlive its blocks.
+  GLANCEFS_RETURN_IF_ERROR(store_->Sync());
+  uint64_t no = image->no;
+  if (image->hash_algo.empty()) {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (image->no == no && image->present_blocks == image->nblocks) {
+      image->state = CacheState::kComplete;
+      PersistLocked(*image);
+    }
+    return Status::Ok();
+  }
+  const EVP_MD* md = EVP_get_digestbyname(image->hash_algo.c_str());
+  if (!md) {
+    LOG_WARNING("cache: image %s: unknown hash algorithm '%s'; not verified", image->id.c_str(),
+                image->hash_algo.c_str());
+    std::lock_guard<std::mutex> lock(mu_);
+    if (image->no == no) {
+      image->state = CacheState::kComplete;
+      PersistLocked(*image);
+    }
+    return Status::Ok();
+  }
+  std::unique_ptr<EVP_MD_CTX, void (*)(EVP_MD_CTX*)> ctx(EVP_MD_CTX_new(), EVP_MD_CTX_free);
+  if (!ctx || EVP_DigestInit_ex(ctx.get(), md, nullptr) != 1) {
+    return Status::IOError("cannot start a " + image->hash_algo + " digest");
+  }
+  for (uint64_t i = 0; i < image->nblocks; ++i) {
+    auto block = LoadBlock(*image, {no, i});
+    if (!block.ok()) {
+      // Lost or damaged since it was stored: fetch it again; verify once it is back.
+      std::lock_guard<std::mutex> lock(mu_);
+      if (image->no == no) DropBlockLocked(*image, i);
+      return Status::Unavailable("image " + image->id + ": block " + std::to_string(i) +
+                                 " must be fetched again before verification");
+    }
+    EVP_DigestUpdate(ctx.get(), (*block)->data() + kHeader, (*block)->size() - kHeader);
+  }
+  unsigned char digest[EVP_MAX_MD_SIZE];
+  unsigned len = 0;
+  EVP_DigestFinal_ex(ctx.get(), digest, &len);
+  std::string got = HexOf(digest, len);
+  std::lock_guard<std::mutex> lock(mu_);
+  if (image->no != no) return Status::Unavailable("image " + image->id + " was evicted");
+  if (got == image->hash_value) {
+    image->state = CacheState::kVerified;
+    PersistLocked(*image);
+    verified_.fetch_add(1, std::memory_order_relaxed);
+    LOG_INFO("cache: image %s complete and verified (%s)", image->id.c_str(),
+             image->hash_algo.c_str());
+    return Status::Ok();
+  }
+  verify_failures_.fetch_add(1, std::memory_order_relaxed);
+  std::string reason = image->hash_algo + " of the data is " + got + ", the record says " +
+                       image->hash_value;
+  LOG_ERROR("cache: image %s failed verification: %s; its data is dropped and not served",
+            image->id.c_str(), reason.c_str());
+  EvictLocked(*image);
+  image->state = CacheState::kCorrupt;
+  image->reason = reason;
+  PersistLocked(*image);
+  return Status::Corruption("image " + image->id + " failed verification: " + reason);
+}
+
+Status BlockCache::FetchAll(const ImageRecord& record, const std::shared_ptr<ByteSource>& upstream,
+                            const std::function<bool()>& stop, uint64_t bytes_per_s) {
+  std::shared_ptr<Image> image = ImageFor(record);
+  const uint64_t per_request = std::max<uint64_t>(1, options_.request_bytes / block_size_);
+  std::mutex mu;  // guards the state shared by the fetch tasks below
+  std::condition_variable cv;
+  int running = 0;
+  Status first_error;
+  uint64_t fetched = 0;
+  auto start = std::chrono::steady_clock::now();
+  uint64_t cursor = 0;
+  for (;;) {
+    std::vector<std::pair<uint64_t, uint64_t>> runs;
+    uint64_t no;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (image->state == CacheState::kCorrupt) {
+        return Status::Corruption("image " + image->id + " failed verification: " + image->reason);
+      }
+      no = image->no;
+      while (cursor < image->nblocks && runs.empty()) {
+        uint64_t last = std::min(image->nblocks, cursor + per_request) - 1;
+        runs = ClaimLocked(*image, cursor, last);
+        cursor = last + 1;
+      }
+    }
+    if (runs.empty()) break;
+    for (const auto& [a, count] : runs) {
+      std::unique_lock<std::mutex> lock(mu);
+      cv.wait(lock, [&] { return running < std::max(1, options_.readahead_requests); });
+      ++running;
+      lock.unlock();
+      pool_->Submit([&, a = a, count = count, no] {
+        Status s = FetchClaimed(image, no, a, count, *upstream, Why::kPrefetch, nullptr);
+        std::lock_guard<std::mutex> l(mu);
+        if (!s.ok() && first_error.ok()) first_error = s;
+        fetched += count * block_size_;
+        --running;
+        cv.notify_all();
+      });
+    }
+    std::unique_lock<std::mutex> lock(mu);
+    if (!first_error.ok() || stop()) break;
+    if (bytes_per_s > 0) {
+      auto due = start + std::chrono::microseconds(fetched * 1000000 / bytes_per_s);
+      lock.unlock();
+      std::this_thread::sleep_until(due);
+    }
+  }
+  {
+    std::unique_lock<std::mutex> lock(mu);
+    cv.wait(lock, [&] { return running == 0; });
+    if (!first_error.ok()) return first_error;
+  }
+  if (stop()) return Status::Unavailable("pre-fetch of image " + record.id + " stopped");
+  // Blocks claimed by readers when we passed them: wait for their flights to land.
+  {
+    std::unique_lock<std::mutex> lock(mu_);
+    flight_cv_.wait_for(lock, std::chrono::seconds(60), [&] {
+      auto from = flights_.lower_bound({image->no, 0});
+      return from == flights_.end() || from->first.first != image->no;
+    });
+    if (image->state == CacheState::kVerified || image->state == CacheState::kComplete) {
+      return Status::Ok();
+    }
+    if (image->present_blocks != image->nblocks) {
+      return Status::Unavailable("image " + record.id + ": some blocks could not be fetched");
+    }
+    if (image->verifying) {
+      // A reader completed it first; its verification is running on the pool.
+      flight_cv_.wait_for(lock, std::chrono::seconds(600), [&] { return !image->verifying; });
+      return image->state == CacheState::kCorrupt
+                 ? Status::Corruption("image " + record.id + " failed verification")
+                 : Status::Ok();
+    }
+    image->verifying = true;
+  }
+  return Verify(image);
+}
+
+Status BlockCache::Evict(const std::string& id) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = images_.find(id);
+  if (it == images_.end()) return Status::NotFound("image " + id + " is not cached");
+  Image& image = *it->second;
+  EvictLocked(image);
+  image.state = image.nblocks == 0 ? CacheState::kComplete : CacheState::kPartial;
+  image.reason.clear();
+  image.pinned = false;
+  store_->DeleteMeta("img/" + id);
+  return Status::Ok();
+}
+
+void BlockCache::Pin(const ImageRecord& record, bool pinned) {
+  auto image = ImageFor(record);
+  std::lock_guard<std::mutex> lock(mu_);
+  image->pinned = pinned;
+  PersistLocked(*image);
+}
+
+void BlockCache::Unpin(const std::string& id) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = images_.find(id);
+  if (it == images_.end() || !it->second->pinned) return;
+  it->second->pinned = false;
+  if (it->second->meta_written) PersistLocked(*it->second);
+}
+
+void BlockCache::Observe(const CatalogSnapshot& snapshot) {
+  std::lock_guard<std::mutex> lock(mu_);
+  for (auto it = images_.begin(); it != images_.end();) {
+    auto record = snapshot.Find(it->first);
+    if (record && record->data_version == it->second->version) {
+      ++it;
+      continue;
+    }
+    LOG_INFO("cache: image %s %s; dropping its cached data", it->first.c_str(),
+             record ? "has new data" : "is gone from the catalog");
+    EvictLocked(*it->second);
+    it->second->retired = true;
+    store_->DeleteMeta("img/" + it->first);
+    it = images_.erase(it);
+  }
+}
+
+CachedImageInfo BlockCache::InfoLocked(const Image& image) const {
+  CachedImageInfo info;
+  info.id = image.id;
+  info.version = image.version;
+  info.size = image.size;
+  info.cached_bytes = image.cached_bytes;
+  info.state = image.state;
+  info.reason = image.reason;
+  info.pinned = image.pinned;
+  info.last_access = image.last_access;
+  info.counters = CounterValues(image.counters);
+  return info;
+}
+
+std::vector<CachedImageInfo> BlockCache::List() {
+  std::lock_guard<std::mutex> lock(mu_);
+  std::vector<CachedImageInfo> out;
+  for (const auto& [id, image] : images_) {
+    if (image->cached_bytes > 0 || image->state == CacheState::kCorrupt) {
+      out.push_back(InfoLocked(*image));
+    }
+  }
+  std::sort(out.begin(), out.end(),
+            [](const CachedImageInfo& a, const CachedImageInfo& b) { return a.id < b.id; });
+  return out;
+}
+
+std::optional<CachedImageInfo> BlockCache::Find(const std::string& id) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = images_.find(id);
+  if (it == images_.end()) return std::nullopt;
+  return InfoLocked(*it->second);
+}
+
+void BlockCache::RecordLatency(uint64_t us) {
+  std::lock_guard<std::mutex> lock(latency_mu_);
+  size_t i = 0;
+  while (i < std::size(kLatencyBounds) && us > kLatencyBounds[i] * 1e6) ++i;
+  ++latency_counts_[i];
+  latency_total_us_ += us;
+}
+
+CacheTotals BlockCache::Totals() {
+  CacheTotals t;
+  t.counters = CounterValues(totals_);
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    t.cached_bytes = cached_bytes_;
+    for (const auto& [id, image] : images_) t.images += image->cached_bytes > 0;
+  }
+  t.memory_bytes = memory_.bytes();
+  t.disk_bytes = store_->DiskBytes();
+  t.evictions = evictions_;
+  t.evicted_bytes = evicted_bytes_;
+  t.verified = verified_;
+  t.verify_failures = verify_failures_;
+  std::lock_guard<std::mutex> lock(latency_mu_);
+  uint64_t cumulative = 0;
+  for (size_t i = 0; i < std::size(kLatencyBounds); ++i) {
+    cumulative += latency_counts_[i];
+    t.latency_buckets.emplace_back(kLatencyBounds[i], cumulative);
+  }
+  t.latency_count = cumulative + latency_counts_.back();
+  t.latency_sum_s = static_cast<double>(latency_total_us_) / 1e6;
+  return t;
+}
+
+}  // namespace glancefs::cache

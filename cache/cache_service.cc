@@ -1,0 +1,274 @@
+#include "cache/cache_service.h"
+
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <ctime>
+
+#include "cache/rocks_block_store.h"
+#include "fs/base/log.h"
+
+namespace glancefs::cache {
+namespace {
+
+// The Catalog decorator: data through the cache; every good refresh reported to the cache.
+class CachingCatalog final : public Catalog {
+ public:
+  CachingCatalog(Catalog* upstream, BlockCache* cache, Prefetcher* prefetcher)
+      : upstream_(upstream), cache_(cache), prefetcher_(prefetcher) {}
+
+  std::string Describe() const override { return upstream_->Describe(); }
+
+  Result<std::shared_ptr<const CatalogSnapshot>> Refresh() override {
+    auto snap = upstream_->Refresh();
+    if (snap.ok() && *snap != last_) {
+      last_ = *snap;
+      cache_->Observe(**snap);
+      prefetcher_->Observe(*snap);
+    }
+    return snap;
+  }
+
+  Result<std::shared_ptr<ByteSource>> OpenData(const ImageRecord& record) override {
+    GLANCEFS_ASSIGN_OR_RETURN(auto source, upstream_->OpenData(record));
+    if (!record.size || *record.size == 0) return source;
+    return cache_->Wrap(record, std::move(source));
+  }
+
+ private:
+  Catalog* const upstream_;
+  BlockCache* const cache_;
+  Prefetcher* const prefetcher_;
+  std::shared_ptr<const CatalogSnapshot> last_;  // only the refresher thread calls Refresh
+};
+
+std::string Num(uint64_t v) { return std::to_string(v); }
+
+// A Prometheus label value: backslash, quote and newline escaped.
+std::string Label(const std::string& v) {
+  std::string out;
+  for (char c : v) {
+    if (c == '\\' || c == '"') out.push_back('\\');
+    out.push_back(c == '\n' ? 'n' : c);
+  }
+  return out;
+}
+
+}  // namespace
+
+CacheService::CacheService(Catalog* upstream, std::unique_ptr<BlockCache> cache,
+                           ServiceOptions options)
+    : upstream_(upstream), options_(std::move(options)), cache_(std::move(cache)) {}
+
+CacheService::~CacheService() {
+  prefetcher_.reset();
+  cache_.reset();
+}
+
+Result<std::unique_ptr<CacheService>> CacheService::Open(Catalog* upstream,
+                                                         ServiceOptions options) {
+  if (::mkdir(options.dir.c_str(), 0700) != 0 && errno != EEXIST) {
+    return Status::FromErrno(errno, "cache directory " + options.dir);
+  }
+  if (!options.cache.free_bytes) {
+    options.cache.free_bytes = [dir = options.dir]() -> uint64_t {
+      struct statvfs st;
+      if (::statvfs(dir.c_str(), &st) != 0) return UINT64_MAX;
+      return static_cast<uint64_t>(st.f_bavail) * st.f_frsize;
+    };
+  }
+  RocksOptions rocks;
+  rocks.write_buffer_bytes = options.write_buffer_bytes;
+  for (int attempt = 0;; ++attempt) {
+    auto store = OpenRocksBlockStore(options.dir, rocks);
+    if (!store.ok()) {
+      return store.status().WithContext("cannot open the cache (another glancefs may use it; "
+                                        "give each mount its own -o cache_dir=)");
+    }
+    auto service = OpenWithStore(upstream, std::move(store).value(), options);
+    if (service.ok() || attempt > 0 || !service.status().IsCorruption()) return service;
+    // The store opened but its records cannot be read: it is a cache, start it again.
+    LOG_ERROR("cache %s is damaged (%s): starting it again empty", options.dir.c_str(),
+              service.status().ToString().c_str());
+    GLANCEFS_RETURN_IF_ERROR(DestroyRocksBlockStore(options.dir));
+  }
+}
+
+Result<std::unique_ptr<CacheService>> CacheService::OpenWithStore(
+    Catalog* upstream, std::unique_ptr<BlockStore> store, ServiceOptions options) {
+  if (!options.cache.now) options.cache.now = [] { return static_cast<int64_t>(::time(nullptr)); };
+  GLANCEFS_ASSIGN_OR_RETURN(auto cache, BlockCache::Open(std::move(store), options.cache));
+  std::unique_ptr<CacheService> service(
+      new CacheService(upstream, std::move(cache), std::move(options)));
+  service->prefetcher_ = std::make_unique<Prefetcher>(
+      service->cache_.get(), service->cache_->store(), upstream, service->options_.prefetch,
+      service->options_.cache.now);
+  GLANCEFS_RETURN_IF_ERROR(service->prefetcher_->Start());
+  return service;
+}
+
+std::unique_ptr<Catalog> CacheService::WrapCatalog() {
+  return std::make_unique<CachingCatalog>(upstream_, cache_.get(), prefetcher_.get());
+}
+
+CacheEntry CacheService::EntryOf(const CachedImageInfo& info,
+                                 const std::optional<QueueItem>& queued) const {
+  CacheEntry e;
+  e.id = info.id;
+  e.size = info.size;
+  e.cached_bytes = info.cached_bytes;
+  e.state = CacheStateName(info.state);
+  e.last_access = info.last_access;
+  e.xattrs.emplace_back("cached_bytes", Num(info.cached_bytes));
+  e.xattrs.emplace_back("size", Num(info.size));
+  e.xattrs.emplace_back("state", e.state);
+  if (!info.reason.empty()) e.xattrs.emplace_back("error", info.reason);
+  e.xattrs.emplace_back("pinned", info.pinned ? "1" : "0");
+  if (queued) {
+    e.queued = true;
+    e.queued_at = queued->queued_at;
+    e.xattrs.emplace_back("queue_state", queued->state);
+    if (!queued->error.empty()) e.xattrs.emplace_back("queue_error", queued->error);
+  }
+  for (const auto& [name, value] : info.counters) e.xattrs.emplace_back(name, Num(value));
+  return e;
+}
+
+std::vector<CacheEntry> CacheService::Cached() {
+  std::vector<CacheEntry> out;
+  for (const auto& info : cache_->List()) out.push_back(EntryOf(info, prefetcher_->Find(info.id)));
+  return out;
+}
+
+std::vector<CacheEntry> CacheService::Queued() {
+  std::vector<CacheEntry> out;
+  for (const auto& item : prefetcher_->List()) {
+    auto info = cache_->Find(item.id);
+    CachedImageInfo none;
+    none.id = item.id;
+    out.push_back(EntryOf(info ? *info : none, item));
+  }
+  return out;
+}
+
+std::optional<CacheEntry> CacheService::Find(const std::string& id) {
+  auto info = cache_->Find(id);
+  auto queued = prefetcher_->Find(id);
+  if (!info && !queued) return std::nullopt;
+  CachedImageInfo none;
+  none.id = id;
+  return EntryOf(info ? *info : none, queued);
+}
+
+Status CacheService::Queue(const ImageRecord& image) { return prefetcher_->Queue(image); }
+Status CacheService::Dequeue(const std::string& id) { return prefetcher_->Dequeue(id); }
+Status CacheService::Evict(const std::string& id) {
+  auto info = cache_->Find(id);
+  if (!info || (info->cached_bytes == 0 && info->state != CacheState::kCorrupt)) {
+    return Status::NotFound("image " + id + " has no cached data");
+  }
+  return cache_->Evict(id);
+}
+
+std::vector<std::pair<std::string, std::string>> CacheService::Stats() {
+  CacheTotals t = cache_->Totals();
+  std::vector<std::pair<std::string, std::string>> out;
+  out.emplace_back("dir", cache_->Describe());
+  out.emplace_back("images", Num(t.images));
+  out.emplace_back("cached_bytes", Num(t.cached_bytes));
+  out.emplace_back("disk_bytes", Num(t.disk_bytes));
+  out.emplace_back("memory_bytes", Num(t.memory_bytes));
+  out.emplace_back("max_bytes", Num(options_.cache.max_bytes));
+  out.emplace_back("evictions", Num(t.evictions));
+  out.emplace_back("evicted_bytes", Num(t.evicted_bytes));
+  out.emplace_back("verified", Num(t.verified));
+  out.emplace_back("verify_failures", Num(t.verify_failures));
+  out.emplace_back("queued", Num(prefetcher_->List().size()));
+  for (const auto& [name, value] : t.counters) out.emplace_back(name, Num(value));
+  return out;
+}
+
+std::string CacheService::Prometheus() {
+  CacheTotals t = cache_->Totals();
+  std::string out;
+  auto metric = [&](const char* name, const char* type, const char* help, const std::string& v) {
+    out += std::string("# HELP ") + name + " " + help + "\n# TYPE " + name + " " + type + "\n" +
+           name + " " + v + "\n";
+  };
+  auto counter = [&](const std::string& key) {
+    for (const auto& [name, value] : t.counters) {
+      if (name == key) return Num(value);
+    }
+    return std::string("0");
+  };
+  out += "# HELP glancefs_cache_hits_total Blocks served from the cache, by tier.\n"
+         "# TYPE glancefs_cache_hits_total counter\n";
+  out += "glancefs_cache_hits_total{tier=\"memory\"} " + counter("hits_memory") + "\n";
+  out += "glancefs_cache_hits_total{tier=\"disk\"} " + counter("hits_disk") + "\n";
+  metric("glancefs_cache_misses_total", "counter",
+         "Blocks readers waited for the backend for.", counter("misses"));
+  metric("glancefs_cache_readahead_blocks_total", "counter", "Blocks fetched by read-ahead.",
+         counter("readahead_blocks"));
+  metric("glancefs_cache_prefetch_blocks_total", "counter",
+         "Blocks fetched by the pre-fetch queue.", counter("prefetch_blocks"));
+  metric("glancefs_fetch_bytes_total", "counter", "Bytes fetched from the backend.",
+         counter("bytes_fetched"));
+  metric("glancefs_fetch_errors_total", "counter", "Failed backend requests.",
+         counter("fetch_errors"));
+  metric("glancefs_cache_corrupt_blocks_total", "counter",
+         "Stored blocks that failed their checksum (refetched, never served).",
+         counter("corrupt_blocks"));
+  metric("glancefs_cache_store_errors_total", "counter", "Block writes the store refused.",
+         counter("store_errors"));
+  out += "# HELP glancefs_fetch_seconds Backend request latency.\n"
+         "# TYPE glancefs_fetch_seconds histogram\n";
+  for (const auto& [bound, count] : t.latency_buckets) {
+    char le[32];
+    std::snprintf(le, sizeof le, "%g", bound);
+    out += std::string("glancefs_fetch_seconds_bucket{le=\"") + le + "\"} " + Num(count) + "\n";
+  }
+  out += "glancefs_fetch_seconds_bucket{le=\"+Inf\"} " + Num(t.latency_count) + "\n";
+  char sum[32];
+  std::snprintf(sum, sizeof sum, "%.6f", t.latency_sum_s);
+  out += std::string("glancefs_fetch_seconds_sum ") + sum + "\n";
+  out += "glancefs_fetch_seconds_count " + Num(t.latency_count) + "\n";
+  metric("glancefs_cache_bytes", "gauge", "Image bytes in the cache.", Num(t.cached_bytes));
+  metric("glancefs_cache_disk_bytes", "gauge", "Bytes the cache's store occupies on disk.",
+         Num(t.disk_bytes));
+  metric("glancefs_cache_memory_bytes", "gauge", "Bytes in the in-memory tier.",
+         Num(t.memory_bytes));
+  metric("glancefs_cache_images", "gauge", "Images with cached data.", Num(t.images));
+  metric("glancefs_cache_evictions_total", "counter", "Images evicted.", Num(t.evictions));
+  metric("glancefs_cache_evicted_bytes_total", "counter", "Bytes evicted.", Num(t.evicted_bytes));
+  metric("glancefs_cache_verified_total", "counter", "Images verified against their hash.",
+         Num(t.verified));
+  metric("glancefs_cache_verify_failures_total", "counter",
+         "Images whose data did not match their hash.", Num(t.verify_failures));
+  metric("glancefs_queue_images", "gauge", "Images in the pre-fetch queue.",
+         Num(prefetcher_->List().size()));
+  // Per image.
+  auto infos = cache_->List();
+  out += "# HELP glancefs_image_cached_bytes Bytes of the image in the cache.\n"
+         "# TYPE glancefs_image_cached_bytes gauge\n";
+  for (const auto& i : infos) {
+    out += "glancefs_image_cached_bytes{image=\"" + Label(i.id) + "\"} " + Num(i.cached_bytes) +
+           "\n";
+  }
+  for (const char* name : {"hits_memory", "hits_disk", "misses", "bytes_fetched"}) {
+    std::string metric_name = std::string("glancefs_image_") + name + "_total";
+    out += "# HELP " + metric_name + " Per image: " + name + ".\n# TYPE " + metric_name +
+           " counter\n";
+    for (const auto& i : infos) {
+      for (const auto& [k, v] : i.counters) {
+        if (k == name) {
+          out += metric_name + "{image=\"" + Label(i.id) + "\"} " + Num(v) + "\n";
+        }
+      }
+    }
+  }
+  return out;
+}
+
+}  // namespace glancefs::cache

@@ -1,0 +1,59 @@
+// CacheService: the block cache and the pre-fetch queue behind one object, as the rest of
+// glancefs sees them:
+//  - WrapCatalog: a Catalog decorator whose OpenData reads through the cache, and whose Refresh
+//    tells the cache and the queue what the catalog now holds;
+//  - the CacheAdmin interface (fs/base/cache_admin.h) behind queue/, cache/ and the metrics.
+// tools/glancefs builds it over the backend's Catalog and hands both to the file system.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "cache/block_cache.h"
+#include "cache/prefetcher.h"
+#include "fs/base/cache_admin.h"
+#include "fs/base/catalog.h"
+
+namespace glancefs::cache {
+
+struct ServiceOptions {
+  std::string dir;  // the RocksDB directory (created if missing)
+  CacheOptions cache;
+  PrefetchOptions prefetch;
+  uint64_t write_buffer_bytes = 32ULL << 20;
+};
+
+class CacheService final : public CacheAdmin {
+ public:
+  // Opens the cache in options.dir over `upstream` (which must outlive the service).
+  static Result<std::unique_ptr<CacheService>> Open(Catalog* upstream, ServiceOptions options);
+  // Same, over a given store (tests).
+  static Result<std::unique_ptr<CacheService>> OpenWithStore(Catalog* upstream,
+                                                             std::unique_ptr<BlockStore> store,
+                                                             ServiceOptions options);
+  ~CacheService() override;
+
+  // The catalog the file system should read: `upstream` through the cache.
+  std::unique_ptr<Catalog> WrapCatalog();
+  BlockCache& block_cache() { return *cache_; }
+
+  std::vector<CacheEntry> Cached() override;
+  std::vector<CacheEntry> Queued() override;
+  std::optional<CacheEntry> Find(const std::string& id) override;
+  Status Queue(const ImageRecord& image) override;
+  Status Dequeue(const std::string& id) override;
+  Status Evict(const std::string& id) override;
+  std::vector<std::pair<std::string, std::string>> Stats() override;
+  std::string Prometheus() override;
+
+ private:
+  CacheService(Catalog* upstream, std::unique_ptr<BlockCache> cache, ServiceOptions options);
+  CacheEntry EntryOf(const CachedImageInfo& info, const std::optional<QueueItem>& queued) const;
+
+  Catalog* const upstream_;
+  const ServiceOptions options_;
+  std::unique_ptr<BlockCache> cache_;
+  std::unique_ptr<Prefetcher> prefetcher_;  // destroyed first: it uses cache_
+};
+
+}  // namespace glancefs::cache

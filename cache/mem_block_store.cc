@@ -1,0 +1,82 @@
+// The in-memory twin of RocksBlockStore (tests only; never persistent).
+#include <map>
+#include <mutex>
+#include <utility>
+
+#include "cache/block_store.h"
+
+namespace glancefs::cache {
+namespace {
+
+class MemBlockStore final : public BlockStore {
+ public:
+  explicit MemBlockStore(const MemStoreFaults* faults) : faults_(faults) {}
+
+  std::string Describe() const override { return "memory"; }
+
+  Status GetBlock(BlockKey key, std::string* value) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = blocks_.find({key.image_no, key.index});
+    if (it == blocks_.end()) return Status::NotFound("no block");
+    *value = it->second;
+    if (faults_ && faults_->corrupt_gets && !value->empty()) (*value)[value->size() / 2] ^= 0x55;
+    return Status::Ok();
+  }
+  Status PutBlock(BlockKey key, std::string_view value) override {
+    if (faults_ && faults_->fail_puts) return Status::IOError("No space left on device (injected)");
+    std::lock_guard<std::mutex> lock(mu_);
+    blocks_[{key.image_no, key.index}] = std::string(value);
+    return Status::Ok();
+  }
+  Status DeleteImage(uint64_t image_no) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    blocks_.erase(blocks_.lower_bound({image_no, 0}), blocks_.lower_bound({image_no + 1, 0}));
+    return Status::Ok();
+  }
+  Status ScanBlocks(const std::function<void(BlockKey, uint64_t)>& fn) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (const auto& [k, v] : blocks_) fn(BlockKey{k.first, k.second}, v.size());
+    return Status::Ok();
+  }
+  Result<std::optional<std::string>> GetMeta(std::string_view key) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = meta_.find(std::string(key));
+    if (it == meta_.end()) return std::optional<std::string>();
+    return std::optional<std::string>(it->second);
+  }
+  Status PutMeta(std::string_view key, std::string_view value) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    meta_[std::string(key)] = std::string(value);
+    return Status::Ok();
+  }
+  Status DeleteMeta(std::string_view key) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    meta_.erase(std::string(key));
+    return Status::Ok();
+  }
+  Status ScanMeta(std::string_view prefix,
+                  const std::function<void(std::string_view, std::string_view)>& fn) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (auto it = meta_.lower_bound(std::string(prefix));
+         it != meta_.end() && it->first.compare(0, prefix.size(), prefix) == 0; ++it) {
+      fn(it->first, it->second);
+    }
+    return Status::Ok();
+  }
+  Status Sync() override { return Status::Ok(); }
+  uint64_t DiskBytes() override { return 0; }
+
+ private:
+  const MemStoreFaults* const faults_;
+  std::mutex mu_;
+  std::map<std::pair<uint64_t, uint64_t>, std::string> blocks_;  // GUARDED_BY(mu_)
+  std::map<std::string, std::string> meta_;                       // GUARDED_BY(mu_)
+};
+
+}  // namespace
+
+std::unique_ptr<BlockStore> NewMemBlockStore(const MemStoreFaults* faults) {
+  return std::make_unique<MemBlockStore>(faults);
+}
+
+}  // namespace glancefs::cache

@@ -1,0 +1,192 @@
+#include "cache/prefetcher.h"
+
+#include <chrono>
+
+#include "fs/base/log.h"
+
+namespace glancefs::cache {
+
+Prefetcher::Prefetcher(BlockCache* cache, BlockStore* store, Catalog* upstream,
+                       PrefetchOptions options, std::function<int64_t()> now)
+    : cache_(cache),
+      store_(store),
+      upstream_(upstream),
+      options_(options),
+      now_(std::move(now)) {}
+
+Prefetcher::~Prefetcher() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stopping_ = true;
+    for (auto& [id, item] : queue_) item.cancel = true;
+  }
+  cv_.notify_all();
+  for (auto& t : workers_) t.join();
+}
+
+Status Prefetcher::Start() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    GLANCEFS_RETURN_IF_ERROR(store_->ScanMeta("q/", [&](std::string_view key, std::string_view v) {
+      Item item;
+      item.queued_at = std::strtoll(std::string(v).c_str(), nullptr, 10);
+      queue_[std::string(key.substr(2))] = item;
+    }));
+    if (!queue_.empty()) LOG_INFO("pre-fetch queue: %zu images to resume", queue_.size());
+  }
+  for (int i = 0; i < std::max(1, options_.workers); ++i) workers_.emplace_back([this] { Work(); });
+  return Status::Ok();
+}
+
+Status Prefetcher::Queue(const ImageRecord& record) {
+  if (!record.size || record.status != "active") {
+    return Status::InvalidArgument("image " + record.id + " is " + record.status +
+                                   " with no data to pre-fetch");
+  }
+  std::lock_guard<std::mutex> lock(mu_);
+  if (queue_.count(record.id)) return Status::Ok();
+  Item item;
+  item.queued_at = now_();
+  GLANCEFS_RETURN_IF_ERROR(store_->PutMeta("q/" + record.id, std::to_string(item.queued_at)));
+  queue_[record.id] = item;
+  cache_->Pin(record, true);
+  LOG_INFO("pre-fetch queue: image %s queued", record.id.c_str());
+  cv_.notify_all();
+  return Status::Ok();
+}
+
+void Prefetcher::Remove(const std::string& id) {
+  if (Status s = store_->DeleteMeta("q/" + id); !s.ok()) {
+    LOG_WARNING("pre-fetch queue: cannot remove %s: %s", id.c_str(), s.ToString().c_str());
+  }
+  queue_.erase(id);
+}
+
+Status Prefetcher::Dequeue(const std::string& id) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = queue_.find(id);
+  if (it == queue_.end()) return Status::NotFound("image " + id + " is not queued");
+  if (it->second.running) it->second.cancel = true;  // its worker stops at the next request
+  Remove(id);
+  cache_->Unpin(id);
+  LOG_INFO("pre-fetch queue: image %s dequeued", id.c_str());
+  return Status::Ok();
+}
+
+std::vector<QueueItem> Prefetcher::List() {
+  std::lock_guard<std::mutex> lock(mu_);
+  std::vector<QueueItem> out;
+  for (const auto& [id, item] : queue_) {
+    out.push_back({id, item.queued_at,
+                   item.running ? "fetching" : item.error.empty() ? "waiting" : "retrying",
+                   item.error});
+  }
+  return out;
+}
+
+std::optional<QueueItem> Prefetcher::Find(const std::string& id) {
+  for (auto& item : List()) {
+    if (item.id == id) return item;
+  }
+  return std::nullopt;
+}
+
+void Prefetcher::Observe(std::shared_ptr<const CatalogSnapshot> snapshot) {
+  std::lock_guard<std::mutex> lock(mu_);
+  snapshot_ = std::move(snapshot);
+  for (auto it = queue_.begin(); it != queue_.end();) {
+    auto record = snapshot_->Find(it->first);
+    if (record && record->status == "active" && record->size) {
+      ++it;
+      continue;
+    }
+    LOG_WARNING("pre-fetch queue: image %s is %s; dequeued", it->first.c_str(),
+                record ? record->status.c_str() : "gone from the catalog");
+    it->second.cancel = true;
+    std::string id = it->first;
+    ++it;
+    Remove(id);
+  }
+  cv_.notify_all();
+}
+
+void Prefetcher::Work() {
+  std::unique_lock<std::mutex> lock(mu_);
+  int64_t next_tick = 0;
+  while (!stopping_) {
+    int64_t now = now_();
+    // The oldest queued image that is due and known to the catalog.
+    std::string pick;
+    int64_t wake = now + 3600;
+    if (options_.interval_s > 0 && now < next_tick) {
+      wake = next_tick;
+    } else {
+      int64_t oldest = 0;
+      for (auto& [id, item] : queue_) {
+        if (item.running || !snapshot_ || !snapshot_->Find(id)) continue;
+        if (item.next_try > now) {
+          wake = std::min(wake, item.next_try);
+          continue;
+        }
+        if (pick.empty() || item.queued_at < oldest) {
+          pick = id;
+          oldest = item.queued_at;
+        }
+      }
+      if (pick.empty() && options_.interval_s > 0) {
+        next_tick = now + options_.interval_s;
+        wake = std::min(wake, next_tick);
+      }
+    }
+    if (pick.empty()) {
+      cv_.wait_for(lock, std::chrono::seconds(std::max<int64_t>(1, wake - now)));
+      continue;
+    }
+    auto record = snapshot_->Find(pick);
+    Item& item = queue_[pick];
+    item.running = true;
+    item.cancel = false;
+    lock.unlock();
+
+    Status s;
+    auto source = upstream_->OpenData(*record);
+    if (!source.ok()) {
+      s = source.status();
+    } else {
+      LOG_INFO("pre-fetch: image %s (%llu bytes)", pick.c_str(),
+               static_cast<unsigned long long>(*record->size));
+      s = cache_->FetchAll(
+          *record, *source,
+          [&] {
+            std::lock_guard<std::mutex> l(mu_);
+            auto it = queue_.find(pick);
+            return stopping_ || it == queue_.end() || it->second.cancel;
+          },
+          options_.bytes_per_s);
+    }
+
+    lock.lock();
+    auto it = queue_.find(pick);
+    if (it == queue_.end() || it->second.cancel) {
+      if (it != queue_.end()) it->second.running = false;
+      continue;  // dequeued or stopping meanwhile
+    }
+    it->second.running = false;
+    if (s.ok()) {
+      LOG_INFO("pre-fetch: image %s cached", pick.c_str());
+      Remove(pick);
+    } else if (s.IsCorruption() || s.IsNotFound()) {
+      LOG_ERROR("pre-fetch: image %s: %s; dequeued", pick.c_str(), s.ToString().c_str());
+      Remove(pick);
+    } else {
+      if (it->second.error.empty()) {
+        LOG_WARNING("pre-fetch: image %s: %s; retrying every %d s", pick.c_str(),
+                    s.ToString().c_str(), options_.retry_s);
+      }
+      it->second.error = s.message();
+      it->second.next_try = now_() + options_.retry_s;
+    }
+  }
+}
+
+}  // namespace glancefs::cache

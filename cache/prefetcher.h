@@ -1,0 +1,84 @@
+// Prefetcher: the pre-fetch queue (queue/ in the mount) and the workers that download queued
+// images whole into the BlockCache, as glance-cache-prefetcher does on a Glance API node.
+//
+// The queue is persisted in the cache's meta records ("q/<id>"), so it survives restarts and
+// kill -9; a restarted worker skips the blocks already stored. An image leaves the queue when it
+// is complete and verified (or fails verification: it is then marked corrupt), when it is
+// dequeued, or when the catalog no longer has it. A failed download (Glance down) is retried
+// every retry_s seconds, so queued work resumes when Glance comes back. Queued images are pinned:
+// evicted last. Thread-safe.
+#pragma once
+
+#include <condition_variable>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "cache/block_cache.h"
+#include "cache/block_store.h"
+#include "fs/base/catalog.h"
+
+namespace glancefs::cache {
+
+struct PrefetchOptions {
+  int workers = 2;           // images downloaded at once
+  uint64_t bytes_per_s = 0;  // per worker; 0: no cap
+  // Like Glance's cache_prefetcher_interval: queued images start at the next tick. 0: at once.
+  int interval_s = 0;
+  int retry_s = 10;  // after a failed download
+};
+
+struct QueueItem {
+  std::string id;
+  int64_t queued_at = 0;
+  std::string state;  // "waiting", "fetching" or "retrying"
+  std::string error;  // the last failure
+};
+
+class Prefetcher {
+ public:
+  // `cache` and `store` (the cache's store, for the queue records) and `upstream` (where image
+  // bytes come from) must outlive the Prefetcher.
+  Prefetcher(BlockCache* cache, BlockStore* store, Catalog* upstream, PrefetchOptions options,
+             std::function<int64_t()> now);
+  ~Prefetcher();  // stops the workers; the queue stays persisted
+
+  // Reads the persisted queue and starts the workers.
+  Status Start();
+  Status Queue(const ImageRecord& record);
+  Status Dequeue(const std::string& id);
+  std::vector<QueueItem> List();
+  std::optional<QueueItem> Find(const std::string& id);
+  // The catalog as it is now: records for queued ids, and ids that are gone.
+  void Observe(std::shared_ptr<const CatalogSnapshot> snapshot);
+
+ private:
+  struct Item {
+    int64_t queued_at = 0;
+    int64_t next_try = 0;
+    bool running = false;
+    bool cancel = false;
+    std::string error;
+  };
+  void Work();
+  void Remove(const std::string& id);  // REQUIRES: mu_ held
+
+  BlockCache* const cache_;
+  BlockStore* const store_;
+  Catalog* const upstream_;
+  const PrefetchOptions options_;
+  const std::function<int64_t()> now_;
+
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::map<std::string, Item> queue_;                  // GUARDED_BY(mu_)
+  std::shared_ptr<const CatalogSnapshot> snapshot_;    // GUARDED_BY(mu_)
+  bool stopping_ = false;                              // GUARDED_BY(mu_)
+  std::vector<std::thread> workers_;
+};
+
+}  // namespace glancefs::cache

@@ -1,0 +1,428 @@
+// BlockCache, CacheService and RocksBlockStore against in-memory upstreams: every byte read
+// through the cache equals the upstream's, whatever the store does.
+#include "cache/block_cache.h"
+
+#include <gtest/gtest.h>
+#include <openssl/evp.h>
+
+#include <atomic>
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <random>
+#include <thread>
+
+#include "cache/cache_service.h"
+#include "cache/rocks_block_store.h"
+#include "tests/fakes/fakes.h"
+
+namespace glancefs::cache {
+namespace {
+
+using testing::FakeCatalog;
+
+constexpr uint32_t kBlock = 64 << 10;
+
+std::string Pattern(size_t n, uint32_t seed) {
+  std::string s(n, '\0');
+  std::mt19937 rng(seed);
+  for (size_t i = 0; i < n; i += 4) {
+    uint32_t v = rng();
+    std::memcpy(&s[i], &v, std::min<size_t>(4, n - i));
+  }
+  return s;
+}
+
+std::string Sha256Hex(const std::string& data) {
+  unsigned char md[EVP_MAX_MD_SIZE];
+  unsigned len = 0;
+  EVP_Digest(data.data(), data.size(), md, &len, EVP_sha256(), nullptr);
+  static const char* hex = "0123456789abcdef";
+  std::string out;
+  for (unsigned i = 0; i < len; ++i) {
+    out += hex[md[i] >> 4];
+    out += hex[md[i] & 15];
+  }
+  return out;
+}
+
+// An upstream that counts requests and can be slowed, failed or made to lie.
+class CountingSource : public ByteSource {
+ public:
+  explicit CountingSource(std::string data) : data_(std::move(data)) {}
+  uint64_t size() const override { return data_.size(); }
+  Status ReadAt(uint64_t off, size_t n, char* dst) override {
+    ++requests;
+    if (delay_ms) std::this_thread::sleep_for(std::chrono::milliseconds(delay_ms));
+    if (fail) return Status::Unavailable("injected: Glance is down");
+    if (off > data_.size() || n > data_.size() - off) return Status::OutOfRange("past end");
+    std::memcpy(dst, data_.data() + off, n);
+    if (lie) dst[0] ^= 1;
+    return Status::Ok();
+  }
+  std::atomic<int> requests{0};
+  std::atomic<int> delay_ms{0};
+  std::atomic<bool> fail{false};
+  std::atomic<bool> lie{false};
+
+ private:
+  std::string data_;
+};
+
+ImageRecord Record(const std::string& id, const std::string& data, const std::string& version,
+                   bool with_hash = true) {
+  ImageRecord r;
+  r.id = id;
+  r.status = "active";
+  r.size = data.size();
+  r.data_version = version;
+  if (with_hash) {
+    r.properties["os_hash_algo"] = "sha256";
+    r.properties["os_hash_value"] = Sha256Hex(data);
+  }
+  return r;
+}
+
+CacheOptions SmallOptions() {
+  CacheOptions o;
+  o.block_size = kBlock;
+  o.request_bytes = 4 * kBlock;
+  o.readahead_initial = 4 * kBlock;
+  o.readahead_max = 16 * kBlock;
+  o.memory_bytes = 64 * kBlock;
+  o.fetch_threads = 4;
+  return o;
+}
+
+std::string ReadAll(ByteSource& s, size_t chunk) {
+  std::string out(s.size(), '\0');
+  for (uint64_t off = 0; off < s.size(); off += chunk) {
+    size_t n = static_cast<size_t>(std::min<uint64_t>(chunk, s.size() - off));
+    Status st = s.ReadAt(off, n, &out[off]);
+    if (!st.ok()) return "error: " + st.ToString();
+  }
+  return out;
+}
+
+template <typename F>
+bool WaitFor(F done, int seconds = 20) {
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(seconds);
+  while (!done()) {
+    if (std::chrono::steady_clock::now() > deadline) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  return true;
+}
+
+TEST(BlockCacheTest, ReadsMatchUpstreamAndRepeatReadsNeverFetch) {
+  std::string data = Pattern(3 * kBlock * 10 + 123, 1);  // not a block multiple
+  auto cache = BlockCache::Open(NewMemBlockStore(), SmallOptions()).value();
+  auto upstream = std::make_shared<CountingSource>(data);
+  auto source = cache->Wrap(Record("a", data, "v1"), upstream);
+  ASSERT_EQ(source->size(), data.size());
+  EXPECT_EQ(ReadAll(*source, 10000), data);
+  // Random reads, some across block boundaries, after the whole image is cached.
+  ASSERT_TRUE(WaitFor([&] { return cache->Find("a")->cached_bytes == data.size(); }));
+  int before = upstream->requests;
+  std::mt19937 rng(7);
+  for (int i = 0; i < 500; ++i) {
+    uint64_t off = rng() % data.size();
+    size_t n = std::min<size_t>(1 + rng() % (3 * kBlock), data.size() - off);
+    std::string got(n, '\0');
+    ASSERT_TRUE(source->ReadAt(off, n, got.data()).ok());
+    ASSERT_EQ(got, data.substr(off, n)) << off << "+" << n;
+  }
+  EXPECT_EQ(upstream->requests, before);
+  ASSERT_TRUE(WaitFor([&] { return cache->Find("a")->state == CacheState::kVerified; }));
+}
+
+TEST(BlockCacheTest, ConcurrentMissesOnOneBlockMakeOneFetch) {
+  std::string data = Pattern(4 * kBlock, 2);
+  CacheOptions o = SmallOptions();
+  o.readahead_max = 0;
+  auto cache = BlockCache::Open(NewMemBlockStore(), o).value();
+  auto upstream = std::make_shared<CountingSource>(data);
+  upstream->delay_ms = 100;
+  auto source = cache->Wrap(Record("a", data, "v1"), upstream);
+  std::vector<std::thread> readers;
+  std::atomic<int> good{0};
+  for (int i = 0; i < 8; ++i) {
+    readers.emplace_back([&] {
+      std::string got(100, '\0');
+      if (source->ReadAt(kBlock + 10, 100, got.data()).ok() && got == data.substr(kBlock + 10, 100))
+        ++good;
+    });
+  }
+  for (auto& t : readers) t.join();
+  EXPECT_EQ(good, 8);
+  EXPECT_EQ(upstream->requests, 1);
+}
+
+TEST(BlockCacheTest, SequentialReaderIsServedByLargeReadaheadRequests) {
+  std::string data = Pattern(64 * kBlock, 3);
+  auto cache = BlockCache::Open(NewMemBlockStore(), SmallOptions()).value();
+  auto upstream = std::make_shared<CountingSource>(data);
+  auto source = cache->Wrap(Record("a", data, "v1"), upstream);
+  EXPECT_EQ(ReadAll(*source, 16 << 10), data);  // 256 reads of 16 KiB
+  // Requests of up to 4 blocks: at least 16, far fewer than the 256 reads (demand reads that
+  // race the read-ahead split a few runs).
+  EXPECT_LE(upstream->requests, 64);
+  auto totals = cache->Totals();
+  uint64_t readahead = 0;
+  for (auto& [k, v] : totals.counters) {
+    if (k == "readahead_blocks") readahead = v;
+  }
+  EXPECT_GT(readahead, 32u);
+}
+
+TEST(BlockCacheTest, DamagedStoredBlockIsRefetchedNeverServed) {
+  MemStoreFaults faults;
+  std::string data = Pattern(8 * kBlock, 4);
+  CacheOptions o = SmallOptions();
+  o.memory_bytes = 0;  // every hit goes to the store
+  o.readahead_max = 0;
+  auto cache = BlockCache::Open(NewMemBlockStore(&faults), o).value();
+  auto upstream = std::make_shared<CountingSource>(data);
+  auto source = cache->Wrap(Record("a", data, "v1"), upstream);
+  ASSERT_EQ(ReadAll(*source, kBlock), data);
+  faults.corrupt_gets = true;
+  int before = upstream->requests;
+  EXPECT_EQ(ReadAll(*source, kBlock), data);
+  EXPECT_GT(upstream->requests, before);
+  EXPECT_GT(cache->Find("a")->counters[9].second, 0u);  // corrupt_blocks
+  EXPECT_EQ(cache->Find("a")->counters[9].first, "corrupt_blocks");
+}
+
+TEST(BlockCacheTest, FullDiskServesUncached) {
+  MemStoreFaults faults;
+  faults.fail_puts = true;
+  std::string data = Pattern(8 * kBlock, 5);
+  auto cache = BlockCache::Open(NewMemBlockStore(&faults), SmallOptions()).value();
+  auto source = cache->Wrap(Record("a", data, "v1"), std::make_shared<CountingSource>(data));
+  EXPECT_EQ(ReadAll(*source, 50000), data);
+  EXPECT_EQ(cache->Find("a")->cached_bytes, 0u);
+  faults.fail_puts = false;
+  EXPECT_EQ(ReadAll(*source, 50000), data);
+}
+
+TEST(BlockCacheTest, UpstreamErrorIsReturnedAndNotRemembered) {
+  std::string data = Pattern(8 * kBlock, 6);
+  auto cache = BlockCache::Open(NewMemBlockStore(), SmallOptions()).value();
+  auto upstream = std::make_shared<CountingSource>(data);
+  auto source = cache->Wrap(Record("a", data, "v1"), upstream);
+  upstream->fail = true;
+  std::string got(100, '\0');
+  Status s = source->ReadAt(5 * kBlock, 100, got.data());
+  EXPECT_EQ(s.code(), Status::Code::kUnavailable) << s.ToString();
+  upstream->fail = false;
+  ASSERT_TRUE(source->ReadAt(5 * kBlock, 100, got.data()).ok());
+  EXPECT_EQ(got, data.substr(5 * kBlock, 100));
+}
+
+TEST(BlockCacheTest, HashMismatchDropsTheDataAndRefusesReads) {
+  std::string data = Pattern(8 * kBlock, 7);
+  auto cache = BlockCache::Open(NewMemBlockStore(), SmallOptions()).value();
+  auto upstream = std::make_shared<CountingSource>(data);
+  upstream->lie = true;  // Glance serves bytes that do not match the record's hash
+  ImageRecord r = Record("a", data, "v1");
+  Status s = cache->FetchAll(r, upstream, [] { return false; }, 0);
+  EXPECT_TRUE(s.IsCorruption()) << s.ToString();
+  auto info = cache->Find("a");
+  EXPECT_EQ(info->state, CacheState::kCorrupt);
+  EXPECT_EQ(info->cached_bytes, 0u);
+  EXPECT_NE(info->reason.find("sha256"), std::string::npos);
+  auto source = cache->Wrap(r, upstream);
+  std::string got(10, '\0');
+  EXPECT_TRUE(source->ReadAt(0, 10, got.data()).IsCorruption());
+  // rm cache/<id> clears the mark; honest bytes then verify.
+  ASSERT_TRUE(cache->Evict("a").ok());
+  upstream->lie = false;
+  EXPECT_TRUE(cache->FetchAll(r, upstream, [] { return false; }, 0).ok());
+  EXPECT_EQ(cache->Find("a")->state, CacheState::kVerified);
+}
+
+TEST(BlockCacheTest, NewVersionIsNeverServedStale) {
+  std::string v1 = Pattern(4 * kBlock, 8), v2 = Pattern(4 * kBlock, 9);
+  auto cache = BlockCache::Open(NewMemBlockStore(), SmallOptions()).value();
+  auto s1 = cache->Wrap(Record("a", v1, "v1"), std::make_shared<CountingSource>(v1));
+  ASSERT_EQ(ReadAll(*s1, kBlock), v1);
+  auto s2 = cache->Wrap(Record("a", v2, "v2"), std::make_shared<CountingSource>(v2));
+  EXPECT_EQ(ReadAll(*s2, kBlock), v2);
+  EXPECT_EQ(ReadAll(*s1, kBlock), v1);  // an old open file still reads its own version
+}
+
+TEST(BlockCacheTest, EvictsLeastRecentlyUsedUnpinnedImagesFirst) {
+  int64_t clock = 1000;
+  CacheOptions o = SmallOptions();
+  o.max_bytes = 20 * kBlock;
+  o.readahead_max = 0;
+  o.now = [&] { return clock; };
+  auto cache = BlockCache::Open(NewMemBlockStore(), o).value();
+  std::map<std::string, std::string> data;
+  for (std::string id : {"a", "b", "c"}) data[id] = Pattern(8 * kBlock, id[0]);
+  cache->Pin(Record("a", data["a"], "v"), true);  // queued: evicted last
+  for (std::string id : {"a", "b", "c"}) {
+    ++clock;
+    auto s = cache->Wrap(Record(id, data[id], "v"), std::make_shared<CountingSource>(data[id]));
+    ASSERT_EQ(ReadAll(*s, kBlock), data[id]);
+  }
+  // 24 blocks > 20: b (oldest unpinned) goes; a (older, pinned) stays.
+  EXPECT_GT(cache->Find("a")->cached_bytes, 0u);
+  EXPECT_EQ(cache->Find("b")->cached_bytes, 0u);
+  EXPECT_GT(cache->Find("c")->cached_bytes, 0u);
+  EXPECT_EQ(cache->Totals().evictions, 1u);
+}
+
+class RocksCacheTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = std::filesystem::temp_directory_path() /
+           ("glancefs-rocks-" + std::to_string(::getpid()) + "-" +
+            ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    std::filesystem::remove_all(dir_);
+  }
+  void TearDown() override {
+    service_.reset();
+    std::filesystem::remove_all(dir_);
+  }
+  // The cache as glancefs opens it: a damaged store is started again empty.
+  BlockCache* OpenCache() {
+    service_.reset();
+    ServiceOptions o;
+    o.dir = dir_.string();
+    o.cache = SmallOptions();
+    auto service = CacheService::Open(&catalog_, o);
+    EXPECT_TRUE(service.ok()) << service.status().ToString();
+    if (!service.ok()) return nullptr;
+    service_ = std::move(service).value();
+    return &service_->block_cache();
+  }
+  std::filesystem::path dir_;
+  FakeCatalog catalog_;
+  std::unique_ptr<CacheService> service_;
+};
+
+TEST_F(RocksCacheTest, CachedAndVerifiedImagesSurviveARestart) {
+  std::string data = Pattern(40 * kBlock + 7, 10);
+  ImageRecord r = Record("a", data, "v1");
+  {
+    auto cache = OpenCache();
+    auto upstream = std::make_shared<CountingSource>(data);
+    ASSERT_TRUE(cache->FetchAll(r, upstream, [] { return false; }, 0).ok());
+    EXPECT_EQ(cache->Find("a")->state, CacheState::kVerified);
+  }
+  service_.reset();  // closed, as by an unmount
+  auto cache = OpenCache();
+  auto info = cache->Find("a");
+  ASSERT_TRUE(info);
+  EXPECT_EQ(info->state, CacheState::kVerified);
+  EXPECT_EQ(info->cached_bytes, data.size());
+  auto upstream = std::make_shared<CountingSource>(data);
+  upstream->fail = true;  // offline: everything must come from the store
+  auto source = cache->Wrap(r, upstream);
+  EXPECT_EQ(ReadAll(*source, 100000), data);
+  EXPECT_EQ(upstream->requests, 0);
+}
+
+TEST_F(RocksCacheTest, FlippedBytesInTheStoreNeverYieldWrongData) {
+  std::string data = Pattern(40 * kBlock, 11);
+  ImageRecord r = Record("a", data, "v1");
+  ASSERT_TRUE(OpenCache()
+                  ->FetchAll(r, std::make_shared<CountingSource>(data), [] { return false; }, 0)
+                  .ok());
+  service_.reset();
+  std::mt19937 rng(12);
+  for (int round = 0; round < 6; ++round) {
+    service_.reset();  // closed, as after a crash or an unmount
+    // Even rounds: bytes in the blob files only, so the store opens and the damage is met
+    // block by block. Odd rounds: any file (tables, manifest, WAL, CURRENT).
+    for (const auto& f : std::filesystem::directory_iterator(dir_)) {
+      if (!f.is_regular_file() || f.path().filename() == "LOCK") continue;
+      std::string ext = f.path().extension().string();
+      if (round % 2 == 0 && ext != ".blob") continue;
+      auto size = f.file_size();
+      if (size == 0) continue;
+      std::fstream io(f.path(), std::ios::in | std::ios::out | std::ios::binary);
+      for (int k = 0; k < 8; ++k) {
+        uint64_t pos = rng() % size;
+        io.seekg(pos);
+        char c;
+        io.read(&c, 1);
+        c ^= static_cast<char>(1 + rng() % 255);
+        io.seekp(pos);
+        io.write(&c, 1);
+      }
+    }
+    auto cache = OpenCache();  // may find the store damaged and start it empty
+    ASSERT_TRUE(cache);
+    auto source = cache->Wrap(r, std::make_shared<CountingSource>(data));
+    ASSERT_EQ(ReadAll(*source, 3 * kBlock / 2), data) << "round " << round;
+    if (round % 2 == 0) {
+      uint64_t corrupt = 0;
+      for (auto& [k, v] : cache->Totals().counters) corrupt += k == "corrupt_blocks" ? v : 0;
+      EXPECT_GT(corrupt, 0u) << "round " << round << ": the damage was never met";
+    }
+  }
+}
+
+TEST(CacheServiceTest, QueuedImagesAreFetchedVerifiedAndLeaveTheQueue) {
+  FakeCatalog catalog;
+  std::string d1 = Pattern(10 * kBlock, 13), d2 = Pattern(7 * kBlock + 5, 14);
+  auto& r1 = catalog.Add("img1", "one", "raw", d1);
+  r1.properties["checksum"] = "";  // md5 unknown: sha256 below
+  r1.properties["os_hash_algo"] = "sha256";
+  r1.properties["os_hash_value"] = Sha256Hex(d1);
+  catalog.Add("img2", "two", "raw", d2);  // no hash: complete, not verified
+  ServiceOptions o;
+  o.cache = SmallOptions();
+  auto service = CacheService::OpenWithStore(&catalog, NewMemBlockStore(), o).value();
+  auto wrapped = service->WrapCatalog();
+  ASSERT_TRUE(wrapped->Refresh().ok());
+  auto snap = wrapped->Refresh().value();
+  ASSERT_TRUE(service->Queue(*snap->Find("img1")).ok());
+  ASSERT_TRUE(service->Queue(*snap->Find("img2")).ok());
+  ASSERT_TRUE(WaitFor([&] { return service->Queued().empty(); }));
+  auto cached = service->Cached();
+  ASSERT_EQ(cached.size(), 2u);
+  EXPECT_EQ(cached[0].state, "verified");
+  EXPECT_EQ(cached[0].cached_bytes, d1.size());
+  EXPECT_EQ(cached[1].state, "complete");
+  EXPECT_NE(service->Prometheus().find("glancefs_image_cached_bytes{image=\"img1\"} " +
+                                       std::to_string(d1.size())),
+            std::string::npos);
+  // Reads through the wrapped catalog come from the cache.
+  auto source = wrapped->OpenData(*snap->Find("img2")).value();
+  EXPECT_EQ(ReadAll(*source, 4096), d2);
+  ASSERT_TRUE(service->Evict("img1").ok());
+  EXPECT_EQ(service->Cached().size(), 1u);
+  EXPECT_TRUE(service->Evict("img1").IsNotFound());
+  EXPECT_TRUE(service->Dequeue("img1").IsNotFound());
+}
+
+TEST(CacheServiceTest, QueueRetriesWhileTheBackendIsDown) {
+  FakeCatalog catalog;
+  catalog.Add("img", "x", "raw", Pattern(4 * kBlock, 15));
+  ServiceOptions o;
+  o.cache = SmallOptions();
+  o.prefetch.retry_s = 1;
+  auto service = CacheService::OpenWithStore(&catalog, NewMemBlockStore(), o).value();
+  auto wrapped = service->WrapCatalog();
+  auto snap = wrapped->Refresh().value();
+  std::string saved = catalog.data["img"];
+  catalog.data.erase("img");  // OpenData fails: Glance unreachable
+  ASSERT_TRUE(service->Queue(*snap->Find("img")).ok());
+  ASSERT_TRUE(WaitFor([&] {
+    auto q = service->Queued();
+    return !q.empty() && std::any_of(q[0].xattrs.begin(), q[0].xattrs.end(),
+                                     [](auto& kv) { return kv.first == "queue_error"; });
+  }));
+  {
+    std::lock_guard<std::mutex> lock(catalog.mu);
+    catalog.data["img"] = saved;
+  }
+  ASSERT_TRUE(WaitFor([&] { return service->Queued().empty(); }));
+  EXPECT_EQ(service->Cached().at(0).cached_bytes, saved.size());
+}
+
+}  // namespace
+}  // namespace glancefs::cache
