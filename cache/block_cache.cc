@@ -124,6 +124,12 @@ struct BlockCache::Image {
   bool verifying = false;
   int readahead_tasks = 0;
   std::atomic<bool> retired{false};  // replaced by a newer version: read around the cache
+  std::atomic<bool> state_corrupt{false};  // state == kCorrupt, readable without mu_
+
+  void SetState(CacheState s) {
+    state = s;
+    state_corrupt.store(s == CacheState::kCorrupt, std::memory_order_release);
+  }
 
   std::atomic<int64_t> last_access{0};
   CacheCounters counters;
@@ -266,10 +272,10 @@ Status BlockCache::Load() {
     image->pinned = Field(text, "pinned") == "1";
     image->last_access = static_cast<int64_t>(ToU64(Field(text, "last_access")));
     std::string state = Field(text, "state");
-    image->state = state == "verified"   ? CacheState::kVerified
+    image->SetState(state == "verified"   ? CacheState::kVerified
                    : state == "complete" ? CacheState::kComplete
                    : state == "corrupt"  ? CacheState::kCorrupt
-                                         : CacheState::kPartial;
+                                         : CacheState::kPartial);
     if (image->no == 0 || by_no.count(image->no)) return;  // damaged record: ignore it
     image->nblocks = (image->size + block_size_ - 1) / block_size_;
     image->present.assign(image->nblocks, false);
@@ -302,7 +308,7 @@ Status BlockCache::Load() {
         image->state != CacheState::kPartial) {
       LOG_WARNING("cache: image %s lost blocks since it was verified; fetching them again",
                   id.c_str());
-      image->state = CacheState::kPartial;
+      image->SetState(CacheState::kPartial);
       PersistLocked(*image);
     }
   }
@@ -362,7 +368,7 @@ std::shared_ptr<BlockCache::Image> BlockCache::ImageFor(const ImageRecord& recor
   }
   std::transform(image->hash_value.begin(), image->hash_value.end(), image->hash_value.begin(),
                  [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
-  if (image->nblocks == 0) image->state = CacheState::kComplete;
+  if (image->nblocks == 0) image->SetState(CacheState::kComplete);
   slot = image;
   return image;
 }
@@ -383,6 +389,10 @@ Result<BlockData> BlockCache::LoadBlock(Image& image, BlockKey key) {
 
 Result<BlockData> BlockCache::GetBlock(const std::shared_ptr<Image>& image, uint64_t index,
                                        uint64_t want_last, ByteSource& upstream) {
+  if (image->state_corrupt.load(std::memory_order_acquire)) {
+    std::lock_guard<std::mutex> lock(mu_);
+    return Status::Corruption("image " + image->id + " failed verification: " + image->reason);
+  }
   BlockKey key{image->no.load(), index};
   if (BlockData b = memory_.Lookup(key)) {
     image->counters.hits_memory.fetch_add(1, std::memory_order_relaxed);
@@ -448,6 +458,7 @@ Result<BlockData> BlockCache::GetBlock(const std::shared_ptr<Image>& image, uint
 std::vector<std::pair<uint64_t, uint64_t>> BlockCache::ClaimLocked(Image& image, uint64_t first,
                                                                    uint64_t last) {
   std::vector<std::pair<uint64_t, uint64_t>> runs;
+  if (image.state == CacheState::kCorrupt) return runs;  // never fetched again until evicted
   const uint64_t per_request = std::max<uint64_t>(1, options_.request_bytes / block_size_);
   const uint64_t no = image.no;
   for (uint64_t i = first; i <= last && i < image.nblocks; ++i) {
@@ -592,7 +603,7 @@ void BlockCache::DropBlockLocked(Image& image, uint64_t index) {
   image.cached_bytes -= blen;
   cached_bytes_ -= blen;
   if (image.state == CacheState::kVerified || image.state == CacheState::kComplete) {
-    image.state = CacheState::kPartial;
+    image.SetState(CacheState::kPartial);
     PersistLocked(image);
   }
 }
@@ -611,7 +622,7 @@ void BlockCache::EvictLocked(Image& image) {
   image.present.assign(image.nblocks, false);
   image.no = next_no_++;  // in-flight fetches of the old number land nowhere
   if (image.state != CacheState::kCorrupt) {
-    image.state = image.nblocks == 0 ? CacheState::kComplete : CacheState::kPartial;
+    image.SetState(image.nblocks == 0 ? CacheState::kComplete : CacheState::kPartial);
   }
   image.meta_written = false;
 }
@@ -675,7 +686,7 @@ Status BlockCache::Verify(const std::shared_ptr<Image>& image) {
   if (image->hash_algo.empty()) {
     std::lock_guard<std::mutex> lock(mu_);
     if (image->no == no && image->present_blocks == image->nblocks) {
-      image->state = CacheState::kComplete;
+      image->SetState(CacheState::kComplete);
       PersistLocked(*image);
     }
     return Status::Ok();
@@ -686,7 +697,7 @@ Status BlockCache::Verify(const std::shared_ptr<Image>& image) {
                 image->hash_algo.c_str());
     std::lock_guard<std::mutex> lock(mu_);
     if (image->no == no) {
-      image->state = CacheState::kComplete;
+      image->SetState(CacheState::kComplete);
       PersistLocked(*image);
     }
     return Status::Ok();
@@ -713,7 +724,7 @@ Status BlockCache::Verify(const std::shared_ptr<Image>& image) {
   std::lock_guard<std::mutex> lock(mu_);
   if (image->no != no) return Status::Unavailable("image " + image->id + " was evicted");
   if (got == image->hash_value) {
-    image->state = CacheState::kVerified;
+    image->SetState(CacheState::kVerified);
     PersistLocked(*image);
     verified_.fetch_add(1, std::memory_order_relaxed);
     LOG_INFO("cache: image %s complete and verified (%s)", image->id.c_str(),
@@ -726,7 +737,7 @@ Status BlockCache::Verify(const std::shared_ptr<Image>& image) {
   LOG_ERROR("cache: image %s failed verification: %s; its data is dropped and not served",
             image->id.c_str(), reason.c_str());
   EvictLocked(*image);
-  image->state = CacheState::kCorrupt;
+  image->SetState(CacheState::kCorrupt);
   image->reason = reason;
   PersistLocked(*image);
   return Status::Corruption("image " + image->id + " failed verification: " + reason);
@@ -818,7 +829,7 @@ Status BlockCache::Evict(const std::string& id) {
   if (it == images_.end()) return Status::NotFound("image " + id + " is not cached");
   Image& image = *it->second;
   EvictLocked(image);
-  image.state = image.nblocks == 0 ? CacheState::kComplete : CacheState::kPartial;
+  image.SetState(image.nblocks == 0 ? CacheState::kComplete : CacheState::kPartial);
   image.reason.clear();
   image.pinned = false;
   store_->DeleteMeta("img/" + id);

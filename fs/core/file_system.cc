@@ -456,9 +456,13 @@ uint64_t FileSystem::PeekIno(uint64_t dir_ino, const DirItem& item) const {
 Result<std::unique_ptr<OpenFile>> FileSystem::Open(uint64_t ino, int flags) {
   GLANCEFS_ASSIGN_OR_RETURN(NodeKey key, KeyOf(ino));
   if (key.kind == NodeKind::kQueueEntry || key.kind == NodeKind::kCacheEntry) {
-    GLANCEFS_RETURN_IF_ERROR(StatOf(key, *ns()).status());
+    GLANCEFS_ASSIGN_OR_RETURN(struct stat st, StatOf(key, *ns()));
     auto file = std::make_unique<OpenFile>();
-    file->synthetic = true;  // touch opens it for writing; it reads as empty
+    // touch opens it for writing. It reads as a hole as long as its size (the bytes cached),
+    // so tools that copy the whole mount see a consistent file.
+    file->synthetic = true;
+    file->zeros = true;
+    file->size = static_cast<uint64_t>(st.st_size);
     return file;
   }
   if ((flags & O_ACCMODE) != O_RDONLY || (flags & O_TRUNC)) {
@@ -491,6 +495,10 @@ Result<std::unique_ptr<OpenFile>> FileSystem::Open(uint64_t ino, int flags) {
 Result<std::string_view> FileSystem::Read(OpenFile& file, uint64_t off, size_t n, char* scratch) {
   if (off >= file.size) return std::string_view();
   n = static_cast<size_t>(std::min<uint64_t>(n, file.size - off));
+  if (file.zeros) {
+    std::memset(scratch, 0, n);
+    return std::string_view(scratch, n);
+  }
   if (file.synthetic) return std::string_view(file.text).substr(off, n);
   if (!file.source) return std::string_view(file.record->record_json).substr(off, n);
   GLANCEFS_RETURN_IF_ERROR(file.source->ReadAt(off, n, scratch));
@@ -499,6 +507,10 @@ Result<std::string_view> FileSystem::Read(OpenFile& file, uint64_t off, size_t n
 
 Result<uint64_t> FileSystem::Seek(OpenFile& file, uint64_t off, bool want_data) {
   if (off >= file.size) return Status::OutOfRange("seek past the end");
+  if (file.zeros) {
+    if (want_data) return Status::OutOfRange("all hole");
+    return off;
+  }
   if (!file.source) return want_data ? off : file.size;  // metadata and synthetic files
   while (off < file.size) {
     GLANCEFS_ASSIGN_OR_RETURN(Extent extent, file.source->MapExtent(off));

@@ -58,6 +58,7 @@ struct OpenFile {
   // Files whose content is made at open (metrics.prom; empty for queue/ and cache/ entries).
   bool synthetic = false;
   std::string text;
+  bool zeros = false;  // queue/ and cache/ entries: `size` bytes of hole
   uint64_t size = 0;
 };
 

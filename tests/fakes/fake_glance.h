@@ -2,6 +2,8 @@
 // one, data with or without Range support, token checks, and a hook to inject faults.
 #pragma once
 
+#include <openssl/evp.h>
+
 #include <cstdio>
 #include <functional>
 #include <map>
@@ -22,6 +24,8 @@ struct FakeGlance {
   // Per request: return true and fill *answer to inject a fault.
   std::function<bool(const HttpRequest&, HttpAnswer*)> fault;
   std::string required_token;
+  // Real MD5 checksums (what a glancefs with a cache verifies), instead of "c<i>".
+  bool md5_checksums = false;
 
   FakeGlance() {
     std::mt19937 rng(7);
@@ -43,8 +47,21 @@ struct FakeGlance {
     return "{\"id\": \"" + Id(i) + "\", \"name\": \"img" + std::to_string(i) +
            "\", \"status\": \"active\", \"disk_format\": \"" + format +
            "\", \"os_hidden\": " + (hidden ? "true" : "false") +
-           ", \"size\": " + std::to_string(Bytes(Id(i)).size()) + ", \"checksum\": \"c" +
-           std::to_string(i) + "\", \"updated_at\": \"2024-01-01T00:00:00Z\"}";
+           ", \"size\": " + std::to_string(Bytes(Id(i)).size()) + ", \"checksum\": \"" +
+           Checksum(i) + "\", \"updated_at\": \"2024-01-01T00:00:00Z\"}";
+  }
+  std::string Checksum(int i) const {
+    if (!md5_checksums) return "c" + std::to_string(i);
+    const std::string& bytes = Bytes(Id(i));
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned len = 0;
+    EVP_Digest(bytes.data(), bytes.size(), md, &len, EVP_md5(), nullptr);
+    std::string hex;
+    for (unsigned k = 0; k < len; ++k) {
+      hex += "0123456789abcdef"[md[k] >> 4];
+      hex += "0123456789abcdef"[md[k] & 15];
+    }
+    return hex;
   }
   HttpAnswer Handle(const HttpRequest& req) {
     HttpAnswer a;

@@ -2,11 +2,15 @@
 // by the project's fixture (tests/fixtures/glance). Installs the packages when missing.
 #include <gtest/gtest.h>
 
+#include <csignal>
+
 #include <filesystem>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <set>
 #include <sstream>
+#include <thread>
+#include <vector>
 
 #include "backends/glance/http_client.h"
 #include "tests/fakes/http_server.h"
@@ -233,6 +237,121 @@ TEST_F(RealGlanceTest, GlanceDownGivesEioInBoundedTimeAndTheCatalogStays) {
                   .status == 0);
   EXPECT_NE(MustSh("ls " + m.path() + "/images").find(id), std::string::npos);
   // Back up: the same read now gives the data.
+  ASSERT_EQ(Sh(kFixture + "/glance-up.sh " + *state_ + " >/dev/null 2>&1", 300).status, 0);
+  MustSh("cmp " + m.path() + "/images/" + id + "/disk.raw " + file);
+  EXPECT_EQ(m.Unmount(), 0) << m.Log();
+}
+
+// The value of xattr `name` of `path`, or "" if absent.
+std::string Xattr(const std::string& path, const std::string& name) {
+  CmdResult r = Sh("getfattr --absolute-names --only-values -n " + name + " " + Quote(path) +
+                   " 2>/dev/null");
+  return r.status == 0 ? r.out : "";
+}
+
+// Issue 5: touch queue/ for 8 images; kill -9 in the middle; a restart resumes without
+// refetching what was complete; then every image reads correctly with Glance stopped.
+TEST_F(RealGlanceTest, PrefetchQueueSurvivesKillNineAndServesOffline) {
+  const int kImages = 8;
+  std::vector<std::string> ids, files;
+  for (int i = 0; i < kImages; ++i) {
+    files.push_back(work_ + "/p" + std::to_string(i) + ".raw");
+    MustSh("head -c 24M /dev/urandom > " + files.back());
+    ids.push_back(Upload(files.back(), "rg-pf-" + std::to_string(i), "raw"));
+  }
+  const std::string cache = work_ + "/cache";
+  std::set<std::string> done_before;
+  {
+    // 2 workers at 6 MB/s each: about 16 s for all, so the kill lands in the middle.
+    Mount m(Env("GLANCE_URL"),
+            "-o refresh=1,cache_dir=" + cache + ",prefetch_workers=2,prefetch_rate=6M");
+    ASSERT_TRUE(m.mounted());
+    for (int i = 0; i < kImages; ++i) {
+      // By id, and for one of them by name (by-name/ resolves it).
+      std::string entry = i == 3 ? "rg-pf-3" : ids[i];
+      MustSh("touch " + Quote(m.path() + "/queue/" + entry));
+    }
+    EXPECT_EQ(Ls(m.path() + "/queue").size(), static_cast<size_t>(kImages));
+    for (int tick = 0; tick < 600 && done_before.size() < 2; ++tick) {
+      for (const auto& id : ids) {
+        if (Xattr(m.path() + "/cache/" + id, "user.glancefs.state") == "verified") {
+          done_before.insert(id);
+        }
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+    ASSERT_GE(done_before.size(), 2u) << m.Log();
+    ASSERT_LT(done_before.size(), static_cast<size_t>(kImages)) << "too fast to interrupt";
+    m.Signal(SIGKILL);
+  }
+  Mount m(Env("GLANCE_URL"), "-o refresh=1,cache_dir=" + cache + ",prefetch_workers=4");
+  ASSERT_TRUE(m.mounted());
+  bool all = false;
+  for (int tick = 0; tick < 1200 && !all; ++tick) {
+    all = Ls(m.path() + "/queue").empty();
+    for (const auto& id : ids) {
+      all = all && Xattr(m.path() + "/cache/" + id, "user.glancefs.state") == "verified";
+    }
+    if (!all) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  ASSERT_TRUE(all) << MustSh("ls -l " + m.path() + "/queue " + m.path() + "/cache") << m.Log();
+  for (const auto& id : done_before) {
+    EXPECT_EQ(Xattr(m.path() + "/cache/" + id, "user.glancefs.bytes_fetched"), "0")
+        << id << " was complete before the kill and was fetched again";
+  }
+  EXPECT_EQ(MustSh("stat -c %s " + m.path() + "/cache/" + ids[0]), "25165824\n");
+  EXPECT_NE(MustSh("cat " + m.path() + "/metrics.prom").find("glancefs_cache_verified_total"),
+            std::string::npos);
+
+  MustSh(kFixture + "/glance-down.sh " + *state_, 120);  // stopped, data kept
+  for (int i = 0; i < kImages; ++i) {
+    EXPECT_EQ(Sh("cmp " + m.path() + "/images/" + ids[i] + "/disk.raw " + files[i]).status, 0)
+        << ids[i];
+  }
+  EXPECT_EQ(Ls(m.path() + "/cache").size(), static_cast<size_t>(kImages));
+  // rm cache/<id> evicts: offline, the data is then gone (EIO), never wrong.
+  MustSh("rm " + m.path() + "/cache/" + ids[0]);
+  EXPECT_EQ(Ls(m.path() + "/cache").size(), static_cast<size_t>(kImages - 1));
+  MustSh("sync; echo 3 > /proc/sys/vm/drop_caches");  // the kernel's copy too
+  CmdResult r = Sh("cmp " + m.path() + "/images/" + ids[0] + "/disk.raw " + files[0], 60);
+  EXPECT_NE(r.status, 0);
+  ASSERT_EQ(Sh(kFixture + "/glance-up.sh " + *state_ + " >/dev/null 2>&1", 300).status, 0);
+  EXPECT_EQ(m.Unmount(), 0) << m.Log();
+}
+
+// Issue 3: killing glance-api during a read gives the reader EIO within the timeouts, never a
+// hang, and the mount keeps listing from the last good catalog.
+TEST_F(RealGlanceTest, KillingGlanceDuringAReadGivesEio) {
+  std::string file = work_ + "/k.raw";
+  MustSh("head -c 512M /dev/urandom > " + file);
+  std::string id = Upload(file, "rg-kill", "raw");
+  Mount m(Env("GLANCE_URL"), "-o refresh=1");
+  ASSERT_TRUE(m.mounted());
+  // A reader at about 50 MB/s: 10 s for the image; Glance dies after 1 s.
+  std::string reader = work_ + "/reader.sh";
+  WriteFile(reader,
+            "python3 -c '\n"
+            "import sys, time\n"
+            "f = open(sys.argv[1], \"rb\", buffering=0)\n"
+            "while True:\n"
+            "    b = f.read(1 << 20)\n"
+            "    if not b: break\n"
+            "    time.sleep(0.02)\n"
+            "' \"$1\" 2>&1\n");
+  // Every fd redirected: Sh waits for its pipe to close.
+  MustSh("bash " + reader + " " + m.path() + "/images/" + id + "/disk.raw > " + work_ +
+         "/reader.out 2>&1 </dev/null & echo $! > " + work_ + "/reader.pid");
+  std::this_thread::sleep_for(std::chrono::seconds(1));
+  auto t0 = std::chrono::steady_clock::now();
+  MustSh(kFixture + "/glance-down.sh --kill " + *state_, 120);  // kill -9, not a clean stop
+  CmdResult waited = Sh("pid=$(cat " + work_ + "/reader.pid); for i in $(seq 600); do kill -0 "
+                        "$pid 2>/dev/null || exit 0; sleep 0.1; done; exit 1");
+  double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  EXPECT_EQ(waited.status, 0) << "the reader hung";
+  EXPECT_LT(secs, 60.0);
+  EXPECT_NE(ReadFile(work_ + "/reader.out").find("Input/output error"), std::string::npos)
+      << "reader said: [" << ReadFile(work_ + "/reader.out") << "]" << m.Log();
+  EXPECT_NE(MustSh("ls " + m.path() + "/images").find(id), std::string::npos);
   ASSERT_EQ(Sh(kFixture + "/glance-up.sh " + *state_ + " >/dev/null 2>&1", 300).status, 0);
   MustSh("cmp " + m.path() + "/images/" + id + "/disk.raw " + file);
   EXPECT_EQ(m.Unmount(), 0) << m.Log();

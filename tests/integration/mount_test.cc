@@ -75,7 +75,7 @@ TEST_F(MountTest, LayoutToolsAndData) {
   EXPECT_NE(ls.find(qcow), std::string::npos);
   EXPECT_EQ(ls.find(hidden), std::string::npos);
   EXPECT_EQ(MustSh("ls " + mnt + "/images/" + hidden), "disk.raw\nmetadata.json\n");
-  EXPECT_EQ(MustSh("ls " + mnt), "by-name\nimages\n");
+  EXPECT_EQ(MustSh("ls " + mnt), "by-name\ncache\nimages\nmetrics.prom\nqueue\n");
   EXPECT_EQ(MustSh("ls " + mnt + "/images/" + qcow), "disk.qcow2\ndisk.raw\nmetadata.json\n");
 
   // by-name: symlinks into images/, with '/' escaped.
@@ -134,8 +134,9 @@ TEST_F(MountTest, LayoutToolsAndData) {
   MustSh("rsync -a " + mnt + "/ " + work_ + "/rsync/");
   MustSh("cmp " + work_ + "/rsync/images/" + qcow + "/disk.qcow2 " + qcow_file);
   EXPECT_EQ(MustSh("readlink " + work_ + "/rsync/by-name/cirros"), "../images/" + raw + "\n");
-  std::string found = MustSh("find " + mnt + " | wc -l");
-  EXPECT_EQ(std::stoi(found), 1 + 2 + 3 + 4 + 2);  // root, 2 dirs, raw dir+2, qcow2 dir+3, 2 links
+  std::string found = MustSh("find " + mnt + " -path '" + mnt + "/cache/*' -prune -o -print | wc -l");
+  // root, 4 dirs, metrics.prom, raw dir+2, qcow2 dir+3, 2 links
+  EXPECT_EQ(std::stoi(found), 1 + 4 + 1 + 3 + 4 + 2);
 
   EXPECT_EQ(m.Unmount(), 0) << m.Log();
 }
@@ -156,6 +157,70 @@ TEST_F(MountTest, EverythingIsReadOnly) {
     EXPECT_NE(r.out.find("Read-only file system"), std::string::npos) << cmd << ": " << r.out;
   }
   EXPECT_EQ(m.Unmount(), 0);
+}
+
+// queue/ and cache/: glance-cache-manage's operations as touch, ls and rm.
+TEST_F(MountTest, QueueAndCacheDirectories) {
+  std::string raw_file = MakeRaw("a.raw"), qcow_file = MakeQcow2("b.qcow2");
+  std::string a = AddImage(catalog_, raw_file, "--name q-a");
+  std::string b = AddImage(catalog_, qcow_file, "--name q-b --disk-format qcow2");
+  const std::string cache = work_ + "/cache";
+  {
+    // Slow pre-fetch: the queue entry is there long enough to dequeue it.
+    Mount m("dir:" + catalog_, "-o refresh=1,prefetch_rate=1M,cache_dir=" + cache);
+    ASSERT_TRUE(m.mounted());
+    MustSh("touch " + m.path() + "/queue/" + a);
+    EXPECT_EQ(MustSh("ls " + m.path() + "/queue"), a + "\n");
+    EXPECT_EQ(MustSh("getfattr --absolute-names --only-values -n user.glancefs.size " + m.path() +
+                     "/queue/" + a),
+              "25165824");
+    MustSh("rm " + m.path() + "/queue/" + a);
+    EXPECT_EQ(MustSh("ls " + m.path() + "/queue"), "");
+    EXPECT_EQ(m.Unmount(), 0) << m.Log();
+  }
+  Mount m("dir:" + catalog_, "-o refresh=1,cache_dir=" + cache);
+  ASSERT_TRUE(m.mounted());
+  const std::string q = m.path() + "/queue/", c = m.path() + "/cache/";
+  MustSh("touch " + q + a + " " + q + "q-b");  // by id and by name
+  ASSERT_EQ(Sh("for i in $(seq 300); do [ -z \"$(ls " + q + ")\" ] && exit 0; sleep 0.1; done; "
+               "exit 1")
+                .status,
+            0)
+      << m.Log();
+  EXPECT_EQ(MustSh("ls " + c), (a < b ? a + "\n" + b : b + "\n" + a) + "\n");
+  EXPECT_EQ(MustSh("stat -c %s " + c + a), "25165824\n");
+  EXPECT_EQ(MustSh("stat -c %s " + c + b), MustSh("stat -c %s " + qcow_file));
+  for (const auto& id : {a, b}) {
+    EXPECT_EQ(MustSh("getfattr --absolute-names --only-values -n user.glancefs.state " + c + id),
+              "verified");
+  }
+  MustSh("cmp " + m.path() + "/images/" + a + "/disk.raw " + raw_file);
+  MustSh("qemu-img compare -q -f raw -F qcow2 " + m.path() + "/images/" + b + "/disk.raw " +
+         qcow_file);
+  std::string metrics = MustSh("cat " + m.path() + "/metrics.prom");
+  EXPECT_NE(metrics.find("glancefs_cache_images 2\n"), std::string::npos) << metrics;
+  EXPECT_NE(metrics.find("glancefs_cache_verified_total 2\n"), std::string::npos) << metrics;
+
+  // Errors: each with its errno.
+  CmdResult r = Sh("touch " + q + "no-such-image");
+  EXPECT_NE(r.out.find("No such file or directory"), std::string::npos) << r.out;
+  r = Sh("touch " + c + "x");
+  EXPECT_NE(r.out.find("Read-only file system"), std::string::npos) << r.out;
+  r = Sh("rm " + q + a);
+  EXPECT_NE(r.out.find("No such file or directory"), std::string::npos) << r.out;
+  r = Sh("mkdir " + q + "d");
+  EXPECT_NE(r.out.find("Read-only file system"), std::string::npos) << r.out;
+
+  // rm cache/<id> evicts; rm cache/* clears all.
+  MustSh("rm " + c + a);
+  EXPECT_EQ(MustSh("ls " + c), b + "\n");
+  EXPECT_EQ(MustSh("getfattr --absolute-names --only-values -n user.glancefs.cache.evictions " +
+                   m.path()),
+            "1");
+  MustSh("cmp " + m.path() + "/images/" + a + "/disk.raw " + raw_file);  // fetched again
+  MustSh("rm " + c + "*");
+  EXPECT_EQ(MustSh("ls " + c), "");
+  EXPECT_EQ(m.Unmount(), 0) << m.Log();
 }
 
 TEST_F(MountTest, CatalogChangesShowUpWithoutRemount) {
@@ -404,6 +469,7 @@ TEST_F(MountTest, GlanceSourceOverHttp) {
   FakeGlance glance;
   glance.count = 3;
   glance.required_token = "s3cret";
+  glance.md5_checksums = true;  // the cache verifies complete images against them
   std::string qcow_file = MakeQcow2("g.qcow2");
   glance.files[FakeGlance::Id(1)] = {"qcow2", ReadFile(qcow_file)};
   glancefs::testing::TestHttpServer server(
@@ -432,7 +498,7 @@ TEST_F(MountTest, GlanceSourceOverHttp) {
   MustSh("cmp " + images + FakeGlance::Id(1) + "/disk.raw " + work_ + "/expected1.raw");
   EXPECT_EQ(MustSh("getfattr --absolute-names --only-values -n user.glance.checksum " + images +
                    FakeGlance::Id(2)),
-            "c2");
+            glance.Checksum(2));
   EXPECT_EQ(MustSh("readlink " + m.path() + "/by-name/img1"),
             "../images/" + FakeGlance::Id(1) + "\n");
   // A store that refuses Range is read as one stream.

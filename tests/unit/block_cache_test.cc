@@ -233,7 +233,8 @@ TEST(BlockCacheTest, HashMismatchDropsTheDataAndRefusesReads) {
   EXPECT_NE(info->reason.find("sha256"), std::string::npos);
   auto source = cache->Wrap(r, upstream);
   std::string got(10, '\0');
-  EXPECT_TRUE(source->ReadAt(0, 10, got.data()).IsCorruption());
+  Status rs = source->ReadAt(0, 10, got.data());
+  EXPECT_TRUE(rs.IsCorruption()) << rs.ToString() << " state " << CacheStateName(cache->Find("a")->state);
   // rm cache/<id> clears the mark; honest bytes then verify.
   ASSERT_TRUE(cache->Evict("a").ok());
   upstream->lie = false;

@@ -1,0 +1,130 @@
+#!/usr/bin/env bash
+# The block cache (issue 5) over a real Glance on loopback (tests/fixtures/glance, file store,
+# WORKERS glance-api workers, default 2), side by side in one run:
+#   curl -o /dev/null of /v2/images/<id>/file          one stream, Glance's best case
+#   glancefs disk.raw cold   rm cache/<id>, page cache dropped: parallel ranged GETs
+#   glancefs disk.raw warm   a fresh mount (empty memory tier), page cache dropped: RocksDB
+#   glancefs disk.raw hot    the second read: the kernel's page cache
+#   qemu-storage-daemon --export type=fuse of the same qcow2 on local disk, page cache dropped
+#   qemu-img convert -O raw of the local qcow2 into /dev/shm
+#   fio randread 4 KiB, O_DIRECT, qd1 and qd16, on the warm raw view and on the qsd export
+#   pre-fetch of 8 images at once (touch queue/) against curl of the same 8 one after another
+# Usage: bench/cache.sh [BUILD_DIR]   (root). Prints a Markdown report.
+source "$(dirname "$0")/lib.sh"
+FIXTURE=tests/fixtures/glance
+PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+eval "$($FIXTURE/glance-up.sh --port "$PORT" --workers "${WORKERS:-2}" "$W/glance" 2>"$W/up.log")"
+trap '$FIXTURE/glance-down.sh --purge "$W/glance" >/dev/null 2>&1; bench_cleanup' EXIT
+
+upload() {  # upload FILE NAME FORMAT → id
+  local id
+  id=$(curl -sS -X POST -H 'Content-Type: application/json' \
+    -d "{\"name\": \"$2\", \"disk_format\": \"$3\", \"container_format\": \"bare\"}" \
+    "$GLANCE_URL/v2/images" | python3 -c 'import json, sys; print(json.load(sys.stdin)["id"])')
+  curl -sS -X PUT -H 'Content-Type: application/octet-stream' -T "$1" \
+    "$GLANCE_URL/v2/images/$id/file"
+  echo "$id"
+}
+SIZE=$((1 << 30))
+head -c $SIZE /dev/urandom > "$W/src.raw"
+qemu-img convert -f raw -O qcow2 "$W/src.raw" "$W/src.qcow2"
+RAW=$(upload "$W/src.raw" bench-raw raw)
+QCOW=$(upload "$W/src.qcow2" bench-qcow2 qcow2)
+PF_SIZE=$((128 << 20))
+PF=()
+for i in $(seq 8); do
+  head -c $PF_SIZE /dev/urandom > "$W/pf$i.raw"
+  PF+=("$(upload "$W/pf$i.raw" "bench-pf$i" raw)")
+  rm "$W/pf$i.raw"
+done
+
+M=$W/mnt
+mkdir -p "$M"
+OPTS="refresh=0,cache_dir=$W/cache"
+mount_glancefs() { $BIN "$GLANCE_URL" "$M" -o "$OPTS"; }
+remount() { fusermount3 -u "$M"; mount_glancefs; }
+mount_glancefs
+
+curl_get() { curl -sS --fail -o /dev/null "$GLANCE_URL/v2/images/$1/file"; }
+c=$(best_of "" curl_get "$RAW")
+cold_read() { rm -f "$M/cache/$1"; dd_read "$M/images/$1/disk.raw"; }
+g_cold=$(best_of "" cold_read "$RAW")
+cmp "$M/images/$RAW/disk.raw" "$W/src.raw"
+g_hot=$(RUNS=1 best_of "$M/images/$RAW/disk.raw" dd_read "$M/images/$RAW/disk.raw")
+
+# Warm: the qcow2 image in RocksDB; a fresh mount each run, so neither the memory tier nor the
+# page cache holds it.
+dd_read "$M/images/$QCOW/disk.raw"
+for _ in $(seq 50); do
+  [[ $(getfattr --absolute-names --only-values -n user.glancefs.state "$M/cache/$QCOW" 2>/dev/null) == verified ]] && break
+  sleep 0.2
+done
+g_warm=$(BEST_PRE=remount best_of "" dd_read "$M/images/$QCOW/disk.raw")
+convert_to_shm() {
+  local out; out=$(mktemp /dev/shm/glancefs-bench-XXXXXX)
+  qemu-img convert -f qcow2 -O raw "$1" "$out"
+  rm -f "$out"
+}
+conv=$(best_of "" convert_to_shm "$W/src.qcow2")
+touch "$W/qsd.raw"
+qemu-storage-daemon --blockdev driver=file,node-name=f,filename="$W/src.qcow2",aio=threads \
+  --blockdev driver=qcow2,node-name=q,file=f \
+  --export type=fuse,id=e,node-name=q,mountpoint="$W/qsd.raw" &
+CLEANUP_PIDS+=($!)
+wait_mounted "$W/qsd.raw"
+qsd=$(best_of "" dd_read "$W/qsd.raw")
+cmp "$W/qsd.raw" "$M/images/$QCOW/disk.raw"
+
+fio_iops() {  # fio_iops FILE DEPTH
+  fio --name=r --filename="$1" --rw=randread --bs=4k --direct=1 --ioengine=libaio \
+    --iodepth="$2" --runtime=10 --time_based --output-format=json 2>/dev/null |
+    python3 -c 'import json, sys; print(round(json.load(sys.stdin)["jobs"][0]["read"]["iops"]))'
+}
+remount
+sync; echo 3 > /proc/sys/vm/drop_caches
+f1=$(fio_iops "$M/images/$QCOW/disk.raw" 1); f16=$(fio_iops "$M/images/$QCOW/disk.raw" 16)
+q1=$(fio_iops "$W/qsd.raw" 1); q16=$(fio_iops "$W/qsd.raw" 16)
+
+# Pre-fetch 8 images at once, against curl of the same 8 one after another.
+curl_all() { for id in "${PF[@]}"; do curl_get "$id"; done; }
+c8=$(best_of "" curl_all)
+prefetch_all() {
+  for id in "${PF[@]}"; do rm -f "$M/cache/$id"; done
+  for id in "${PF[@]}"; do touch "$M/queue/$id"; done
+  while [[ -n $(ls "$M/queue") ]]; do sleep 0.05; done
+}
+fusermount3 -u "$M"
+OPTS="$OPTS,prefetch_workers=8"
+mount_glancefs
+p8=$(best_of "" prefetch_all)
+states=$(for id in "${PF[@]}"; do getfattr --absolute-names --only-values -n user.glancefs.state "$M/cache/$id"; echo; done | sort | uniq -c | xargs)
+PF_TOTAL=$((8 * PF_SIZE))
+
+cat <<REPORT
+# glancefs block cache over a real Glance
+
+$(machine_lines)
+- Glance $(dpkg-query -W -f='${Version}' glance-api) (noauth fixture, file store, ${WORKERS:-2} workers) on 127.0.0.1; best of $RUNS; 1 GiB of random data
+- glancefs defaults: 256 KiB blocks, 8 MiB requests, read-ahead to 64 MiB, 8 fetch threads, 256 MiB memory tier
+
+| whole-image read (1 GiB) | seconds | MB/s | ratio |
+| --- | --- | --- | --- |
+| curl -o /dev/null (raw image) | $c | $(mb_per_s $SIZE "$c") | 1.00× curl |
+| glancefs disk.raw, cold (rm cache/<id>, page cache dropped) | $g_cold | $(mb_per_s $SIZE "$g_cold") | $(ratio "$c" "$g_cold") curl |
+| glancefs disk.raw, hot (page cache) | $g_hot | $(mb_per_s $SIZE "$g_hot") | $(ratio "$c" "$g_hot") curl |
+| glancefs qcow2 image's disk.raw, warm (RocksDB; fresh mount, page cache dropped) | $g_warm | $(mb_per_s $SIZE "$g_warm") | $(ratio "$qsd" "$g_warm") qsd |
+| qemu-storage-daemon FUSE export of the local qcow2 (page cache dropped) | $qsd | $(mb_per_s $SIZE "$qsd") | 1.00× qsd |
+| qemu-img convert -O raw of the local qcow2 into /dev/shm | $conv | $(mb_per_s $SIZE "$conv") | $(ratio "$conv" "$g_warm") glancefs warm / convert |
+
+| fio randread 4 KiB, O_DIRECT, 10 s | glancefs (warm qcow2 raw view) | qsd export | ratio |
+| --- | --- | --- | --- |
+| iodepth 1 | $f1 IOPS | $q1 IOPS | $(awk -v a="$f1" -v b="$q1" 'BEGIN { printf "%.2f×", a / b }') |
+| iodepth 16 | $f16 IOPS | $q16 IOPS | $(awk -v a="$f16" -v b="$q16" 'BEGIN { printf "%.2f×", a / b }') |
+
+| pre-fetch of 8 × 128 MiB | seconds | MB/s | vs curl |
+| --- | --- | --- | --- |
+| curl of the 8, one after another | $c8 | $(mb_per_s $PF_TOTAL "$c8") | 1.00× |
+| touch queue/<id> × 8, until the queue is empty (8 workers) | $p8 | $(mb_per_s $PF_TOTAL "$p8") | $(ratio "$c8" "$p8") |
+
+Cache states after the pre-fetch: $states.
+REPORT
