@@ -15,7 +15,8 @@ bench_cleanup() {
   awk -v w="$W/" 'index($2, w) == 1 { print $2 }' /proc/self/mounts | while read -r m; do
     fusermount3 -u "$m" 2>/dev/null || true
   done
-  rm -rf "$W"
+  # A daemon closes its cache (RocksDB) after the unmount: give it a moment.
+  for _ in $(seq 50); do rm -rf "$W" 2>/dev/null && break; sleep 0.2; done
 }
 trap bench_cleanup EXIT
 

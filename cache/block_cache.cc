@@ -521,7 +521,35 @@ Status BlockCache::FetchClaimed(const std::shared_ptr<Image>& image, uint64_t no
       PutU32(p + 4, static_cast<uint32_t>(blen));
       PutU64(p + 8, BlockHash(key, data, blen));
       std::memcpy(p + kHeader, data, blen);
-      Status put = store_->PutBlock(key, *value);
+      if (why != Why::kPrefetch) memory_.Insert(key, value);
+      blocks.push_back(std::move(value));
+    }
+  } else {
+    LOG_DEBUG("cache: fetch of image %s blocks %llu+%llu failed: %s", image->id.c_str(),
+              static_cast<unsigned long long>(first), static_cast<unsigned long long>(count),
+              status.ToString().c_str());
+  }
+  // Readers first: their flights complete now, with the data. A successful flight stays in
+  // the map (done) until its block is stored, so a reader arriving meanwhile takes its data
+  // instead of fetching it again.
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (uint64_t k = 0; k < count; ++k) {
+      auto it = flights_.find({no, first + k});
+      if (it == flights_.end()) continue;
+      it->second->done = true;
+      it->second->status = status;
+      if (status.ok()) {
+        it->second->data = blocks[k];
+      } else {
+        flights_.erase(it);
+      }
+    }
+  }
+  flight_cv_.notify_all();
+  if (status.ok()) {
+    for (uint64_t k = 0; k < count; ++k) {
+      Status put = store_->PutBlock({no, first + k}, *blocks[k]);
       if (put.ok()) {
         stored[k] = true;
       } else {
@@ -531,25 +559,14 @@ Status BlockCache::FetchClaimed(const std::shared_ptr<Image>& image, uint64_t no
                     put.ToString().c_str());
         }
       }
-      if (why != Why::kPrefetch) memory_.Insert(key, value);
-      blocks.push_back(std::move(value));
     }
-  } else {
-    LOG_DEBUG("cache: fetch of image %s blocks %llu+%llu failed: %s", image->id.c_str(),
-              static_cast<unsigned long long>(first), static_cast<unsigned long long>(count),
-              status.ToString().c_str());
   }
   bool added = false;
   {
     std::lock_guard<std::mutex> lock(mu_);
-    for (uint64_t k = 0; k < count; ++k) {
+    for (uint64_t k = 0; k < count && status.ok(); ++k) {
       auto it = flights_.find({no, first + k});
-      if (it != flights_.end()) {
-        it->second->done = true;
-        it->second->status = status;
-        if (status.ok()) it->second->data = blocks[k];
-        flights_.erase(it);
-      }
+      if (it != flights_.end() && it->second->done) flights_.erase(it);
       if (stored[k] && image->no == no && !image->present[first + k]) {
         image->present[first + k] = true;
         ++image->present_blocks;

@@ -5,6 +5,7 @@
 
 #include <chrono>
 #include <filesystem>
+#include <sstream>
 #include <nlohmann/json.hpp>
 #include <thread>
 
@@ -220,6 +221,40 @@ TEST_F(MountTest, QueueAndCacheDirectories) {
   MustSh("cmp " + m.path() + "/images/" + a + "/disk.raw " + raw_file);  // fetched again
   MustSh("rm " + c + "*");
   EXPECT_EQ(MustSh("ls " + c), "");
+  EXPECT_EQ(m.Unmount(), 0) << m.Log();
+}
+
+// RSS stays under the memory budget plus the fixed overhead docs/CACHE.md documents (160 MiB
+// with the default fetch threads and sizes) while 8 readers stream different images.
+TEST_F(MountTest, MemoryStaysWithinTheBudgetUnderEightReaders) {
+  std::vector<std::string> ids;
+  for (int i = 0; i < 8; ++i) {
+    std::string f = work_ + "/r" + std::to_string(i) + ".raw";
+    MustSh("head -c 128M /dev/urandom > " + f);
+    ids.push_back(AddImage(catalog_, f, "--name rss" + std::to_string(i) + " --link"));
+  }
+  Mount m("dir:" + catalog_, "-o refresh=1,cache_memory=64M");
+  ASSERT_TRUE(m.mounted());
+  std::string readers = "pids=; ";
+  for (const auto& id : ids) {
+    readers += "cat " + m.path() + "/images/" + id + "/disk.raw >/dev/null & pids=\"$pids $!\"; ";
+  }
+  std::string rss_log = work_ + "/rss";
+  // Sample VmRSS every 50 ms while any reader runs.
+  MustSh(readers + "while :; do alive=; for p in $pids; do kill -0 $p 2>/dev/null && alive=1; "
+                   "done; [ -n \"$alive\" ] || break; grep VmRSS /proc/" +
+             std::to_string(m.pid()) + "/status >> " + rss_log + "; sleep 0.05; done; wait",
+         300);
+  uint64_t max_kb = 0;
+  std::istringstream in(ReadFile(rss_log));
+  for (std::string line; std::getline(in, line);) {
+    max_kb = std::max<uint64_t>(max_kb, std::stoull(line.substr(line.find_first_of("0123456789"))));
+  }
+  EXPECT_GT(max_kb, 0u);
+  EXPECT_LT(max_kb, (64 + 160) * 1024) << "peak RSS " << max_kb << " KiB";
+  RecordProperty("peak_rss_kib", std::to_string(max_kb));
+  std::printf("peak RSS with 8 readers and a 64 MiB memory budget: %llu KiB\n",
+              static_cast<unsigned long long>(max_kb));
   EXPECT_EQ(m.Unmount(), 0) << m.Log();
 }
 
