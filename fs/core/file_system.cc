@@ -499,8 +499,13 @@ Result<std::string_view> FileSystem::Read(OpenFile& file, uint64_t off, size_t n
     std::memset(scratch, 0, n);
     return std::string_view(scratch, n);
   }
-  if (file.synthetic) return std::string_view(file.text).substr(off, n);
-  if (!file.source) return std::string_view(file.record->record_json).substr(off, n);
+  // Text is copied out: the reply may still be in flight when another thread releases the
+  // file (found by ASan with direct_io reads of metrics.prom).
+  if (file.synthetic || !file.source) {
+    std::string_view text = file.synthetic ? file.text : file.record->record_json;
+    std::memcpy(scratch, text.data() + off, n);
+    return std::string_view(scratch, n);
+  }
   GLANCEFS_RETURN_IF_ERROR(file.source->ReadAt(off, n, scratch));
   return std::string_view(scratch, n);
 }

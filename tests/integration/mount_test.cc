@@ -227,6 +227,10 @@ TEST_F(MountTest, QueueAndCacheDirectories) {
 // RSS stays under the memory budget plus the fixed overhead docs/CACHE.md documents (300 MiB
 // with the default fetch threads and sizes) while 8 readers stream different images.
 TEST_F(MountTest, MemoryStaysWithinTheBudgetUnderEightReaders) {
+#if defined(__SANITIZE_ADDRESS__)
+  GTEST_SKIP() << "RSS under AddressSanitizer (shadow memory, quarantine) says nothing about "
+                  "glancefs's: this test runs in the normal build";
+#endif
   std::vector<std::string> ids;
   for (int i = 0; i < 8; ++i) {
     std::string f = work_ + "/r" + std::to_string(i) + ".raw";
