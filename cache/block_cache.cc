@@ -10,6 +10,7 @@
 #include <sstream>
 #include <thread>
 
+#include "fs/base/hash.h"
 #include "fs/base/log.h"
 
 namespace glancefs::cache {
@@ -67,16 +68,6 @@ std::string OneLine(std::string s) {
 }
 
 uint64_t ToU64(const std::string& s) { return std::strtoull(s.c_str(), nullptr, 10); }
-
-std::string HexOf(const unsigned char* p, unsigned n) {
-  static const char kHex[] = "0123456789abcdef";
-  std::string out;
-  for (unsigned i = 0; i < n; ++i) {
-    out.push_back(kHex[p[i] >> 4]);
-    out.push_back(kHex[p[i] & 15]);
-  }
-  return out;
-}
 
 std::vector<std::pair<std::string, uint64_t>> CounterValues(const CacheCounters& c) {
   return {{"hits_memory", c.hits_memory},         {"hits_disk", c.hits_disk},
@@ -285,7 +276,7 @@ Status BlockCache::Load() {
     images_[image->id] = std::move(image);
   }));
   std::vector<uint64_t> orphans;
-  GLANCEFS_RETURN_IF_ERROR(store_->ScanBlocks([&](BlockKey key, uint64_t) {
+  GLANCEFS_RETURN_IF_ERROR(store_->ScanBlocks([&](BlockKey key) {
     next_no_ = std::max(next_no_, key.image_no + 1);
     auto it = by_no.find(key.image_no);
     if (it == by_no.end() || key.index >= it->second->nblocks) {

@@ -41,8 +41,8 @@ class BlockStore {
   virtual Status PutBlock(BlockKey key, std::string_view value) = 0;
   // Deletes every block of `image_no`, durably.
   virtual Status DeleteImage(uint64_t image_no) = 0;
-  // Calls fn(key, value size) for every block, in key order.
-  virtual Status ScanBlocks(const std::function<void(BlockKey, uint64_t)>& fn) = 0;
+  // Calls fn(key) for every block, in key order.
+  virtual Status ScanBlocks(const std::function<void(BlockKey)>& fn) = 0;
 
   virtual Result<std::optional<std::string>> GetMeta(std::string_view key) = 0;
   virtual Status PutMeta(std::string_view key, std::string_view value) = 0;

@@ -6,6 +6,7 @@
 #include <cerrno>
 #include <cstdio>
 #include <ctime>
+#include <filesystem>
 
 #include "cache/rocks_block_store.h"
 #include "fs/base/log.h"
@@ -69,6 +70,9 @@ CacheService::~CacheService() {
 
 Result<std::unique_ptr<CacheService>> CacheService::Open(Catalog* upstream,
                                                          ServiceOptions options) {
+  // Parents (/var/cache/glancefs) as any directory; the cache itself private.
+  std::error_code ec;
+  std::filesystem::create_directories(std::filesystem::path(options.dir).parent_path(), ec);
   if (::mkdir(options.dir.c_str(), 0700) != 0 && errno != EEXIST) {
     return Status::FromErrno(errno, "cache directory " + options.dir);
   }
@@ -185,7 +189,7 @@ std::vector<std::pair<std::string, std::string>> CacheService::Stats() {
   out.emplace_back("evicted_bytes", Num(t.evicted_bytes));
   out.emplace_back("verified", Num(t.verified));
   out.emplace_back("verify_failures", Num(t.verify_failures));
-  out.emplace_back("queued", Num(prefetcher_->List().size()));
+  out.emplace_back("queued", Num(prefetcher_->size()));
   for (const auto& [name, value] : t.counters) out.emplace_back(name, Num(value));
   return out;
 }
@@ -247,7 +251,7 @@ std::string CacheService::Prometheus() {
   metric("glancefs_cache_verify_failures_total", "counter",
          "Images whose data did not match their hash.", Num(t.verify_failures));
   metric("glancefs_queue_images", "gauge", "Images in the pre-fetch queue.",
-         Num(prefetcher_->List().size()));
+         Num(prefetcher_->size()));
   // Per image.
   auto infos = cache_->List();
   out += "# HELP glancefs_image_cached_bytes Bytes of the image in the cache.\n"

@@ -25,7 +25,8 @@ struct ServiceOptions {
 
 class CacheService final : public CacheAdmin {
  public:
-  // Opens the cache in options.dir over `upstream` (which must outlive the service).
+  // Opens the cache in options.dir (created with its parents) over `upstream` (which must
+  // outlive the service).
   static Result<std::unique_ptr<CacheService>> Open(Catalog* upstream, ServiceOptions options);
   // Same, over a given store (tests).
   static Result<std::unique_ptr<CacheService>> OpenWithStore(Catalog* upstream,

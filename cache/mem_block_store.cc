@@ -33,9 +33,9 @@ class MemBlockStore final : public BlockStore {
     blocks_.erase(blocks_.lower_bound({image_no, 0}), blocks_.lower_bound({image_no + 1, 0}));
     return Status::Ok();
   }
-  Status ScanBlocks(const std::function<void(BlockKey, uint64_t)>& fn) override {
+  Status ScanBlocks(const std::function<void(BlockKey)>& fn) override {
     std::lock_guard<std::mutex> lock(mu_);
-    for (const auto& [k, v] : blocks_) fn(BlockKey{k.first, k.second}, v.size());
+    for (const auto& [k, v] : blocks_) fn(BlockKey{k.first, k.second});
     return Status::Ok();
   }
   Result<std::optional<std::string>> GetMeta(std::string_view key) override {

@@ -73,22 +73,28 @@ Status Prefetcher::Dequeue(const std::string& id) {
   return Status::Ok();
 }
 
+QueueItem Prefetcher::ItemOf(const std::string& id, const Item& item) {
+  return {id, item.queued_at,
+          item.running ? "fetching" : item.error.empty() ? "waiting" : "retrying", item.error};
+}
+
 std::vector<QueueItem> Prefetcher::List() {
   std::lock_guard<std::mutex> lock(mu_);
   std::vector<QueueItem> out;
-  for (const auto& [id, item] : queue_) {
-    out.push_back({id, item.queued_at,
-                   item.running ? "fetching" : item.error.empty() ? "waiting" : "retrying",
-                   item.error});
-  }
+  for (const auto& [id, item] : queue_) out.push_back(ItemOf(id, item));
   return out;
 }
 
 std::optional<QueueItem> Prefetcher::Find(const std::string& id) {
-  for (auto& item : List()) {
-    if (item.id == id) return item;
-  }
-  return std::nullopt;
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = queue_.find(id);
+  if (it == queue_.end()) return std::nullopt;
+  return ItemOf(id, it->second);
+}
+
+size_t Prefetcher::size() {
+  std::lock_guard<std::mutex> lock(mu_);
+  return queue_.size();
 }
 
 void Prefetcher::Observe(std::shared_ptr<const CatalogSnapshot> snapshot) {

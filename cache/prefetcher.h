@@ -14,6 +14,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -53,6 +54,7 @@ class Prefetcher {
   Status Dequeue(const std::string& id);
   std::vector<QueueItem> List();
   std::optional<QueueItem> Find(const std::string& id);
+  size_t size();  // images queued
   // The catalog as it is now: records for queued ids, and ids that are gone.
   void Observe(std::shared_ptr<const CatalogSnapshot> snapshot);
 
@@ -64,6 +66,7 @@ class Prefetcher {
     bool cancel = false;
     std::string error;
   };
+  static QueueItem ItemOf(const std::string& id, const Item& item);
   void Work();
   void Remove(const std::string& id);  // REQUIRES: mu_ held
 

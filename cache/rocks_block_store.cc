@@ -83,14 +83,14 @@ class RocksBlockStore final : public BlockStore {
     rocksdb::WriteOptions w;  // with the WAL: a deletion must not come back after a crash
     return FromRocks(db_->Write(w, &batch), "cache eviction");
   }
-  Status ScanBlocks(const std::function<void(BlockKey, uint64_t)>& fn) override {
+  Status ScanBlocks(const std::function<void(BlockKey)>& fn) override {
     rocksdb::ReadOptions r;
     r.fill_cache = false;
     std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(r, index()));
     for (it->SeekToFirst(); it->Valid(); it->Next()) {
       BlockKey key;
       if (!DecodeKey(it->key(), &key)) continue;
-      fn(key, 0);
+      fn(key);
     }
     return FromRocks(it->status(), "cache scan");
   }

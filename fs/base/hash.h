@@ -3,7 +3,9 @@
 // Not for security: collisions can be made on purpose, so callers must tolerate them.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
+#include <string>
 #include <string_view>
 
 namespace glancefs {
@@ -12,6 +14,18 @@ inline uint64_t StableHash64(std::string_view bytes) {
   uint64_t h = 0xcbf29ce484222325ULL;
   for (unsigned char c : bytes) h = (h ^ c) * 0x100000001b3ULL;
   return h;
+}
+
+// Lowercase hex of n bytes, as Glance writes checksum and os_hash_value.
+inline std::string HexOf(const unsigned char* bytes, size_t n) {
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string out;
+  out.reserve(2 * n);
+  for (size_t i = 0; i < n; ++i) {
+    out.push_back(kHex[bytes[i] >> 4]);
+    out.push_back(kHex[bytes[i] & 15]);
+  }
+  return out;
 }
 
 }  // namespace glancefs

@@ -683,9 +683,9 @@ Result<struct stat> FileSystem::SetAttr(uint64_t ino) {
 }
 
 bool FileSystem::IsVolatile(uint64_t ino) const {
-  auto key = inodes_.Get(ino);
-  if (!key) return false;
-  switch (key->kind) {
+  auto kind = inodes_.KindOf(ino);
+  if (!kind) return false;
+  switch (*kind) {
     case NodeKind::kQueueDir:
     case NodeKind::kCacheDir:
     case NodeKind::kQueueEntry:

@@ -59,6 +59,13 @@ void InodeTable::Forget(uint64_t ino, uint64_t n) {
   nodes_.erase(it);
 }
 
+std::optional<NodeKind> InodeTable::KindOf(uint64_t ino) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = nodes_.find(ino);
+  if (it == nodes_.end()) return std::nullopt;
+  return it->second.key.kind;
+}
+
 std::optional<NodeKey> InodeTable::Get(uint64_t ino) const {
   std::lock_guard<std::mutex> lock(mu_);
   auto it = nodes_.find(ino);

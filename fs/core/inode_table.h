@@ -67,6 +67,8 @@ class InodeTable {
   void Forget(uint64_t ino, uint64_t n);
 
   std::optional<NodeKey> Get(uint64_t ino) const;
+  // The node's kind alone (no copy of its key): for checks on every reply.
+  std::optional<NodeKind> KindOf(uint64_t ino) const;
   std::optional<uint64_t> Find(const NodeKey& key) const;
   // Inodes alive now, the three fixed ones included.
   size_t size() const;

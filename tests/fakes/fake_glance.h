@@ -10,6 +10,7 @@
 #include <random>
 #include <string>
 
+#include "fs/base/hash.h"
 #include "tests/fakes/http_server.h"
 
 namespace glancefs::testing {
@@ -56,12 +57,7 @@ struct FakeGlance {
     unsigned char md[EVP_MAX_MD_SIZE];
     unsigned len = 0;
     EVP_Digest(bytes.data(), bytes.size(), md, &len, EVP_md5(), nullptr);
-    std::string hex;
-    for (unsigned k = 0; k < len; ++k) {
-      hex += "0123456789abcdef"[md[k] >> 4];
-      hex += "0123456789abcdef"[md[k] & 15];
-    }
-    return hex;
+    return HexOf(md, len);
   }
   HttpAnswer Handle(const HttpRequest& req) {
     HttpAnswer a;

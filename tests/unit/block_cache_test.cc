@@ -14,6 +14,7 @@
 
 #include "cache/cache_service.h"
 #include "cache/rocks_block_store.h"
+#include "fs/base/hash.h"
 #include "tests/fakes/fakes.h"
 
 namespace glancefs::cache {
@@ -37,13 +38,7 @@ std::string Sha256Hex(const std::string& data) {
   unsigned char md[EVP_MAX_MD_SIZE];
   unsigned len = 0;
   EVP_Digest(data.data(), data.size(), md, &len, EVP_sha256(), nullptr);
-  static const char* hex = "0123456789abcdef";
-  std::string out;
-  for (unsigned i = 0; i < len; ++i) {
-    out += hex[md[i] >> 4];
-    out += hex[md[i] & 15];
-  }
-  return out;
+  return HexOf(md, len);
 }
 
 // An upstream that counts requests and can be slowed, failed or made to lie.

@@ -26,6 +26,7 @@
 
 #include "backends/common/image_record_json.h"
 #include "backends/dir/file_byte_source.h"
+#include "fs/base/hash.h"
 #include "fs/base/time_util.h"
 #include "fs/format/inspect.h"
 #include "fs/format/probe.h"
@@ -87,13 +88,7 @@ class Hasher {
     unsigned char d[EVP_MAX_MD_SIZE];
     unsigned int n = 0;
     EVP_DigestFinal_ex(ctx_, d, &n);
-    std::string hex;
-    char two[3];
-    for (unsigned int i = 0; i < n; ++i) {
-      std::snprintf(two, sizeof two, "%02x", d[i]);
-      hex += two;
-    }
-    return hex;
+    return glancefs::HexOf(d, n);
   }
 
  private:

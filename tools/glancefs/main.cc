@@ -161,12 +161,6 @@ glancefs::cache::ServiceOptions CacheOptionsOf(const glancefs::fuse::CommandLine
   return o;
 }
 
-// Creates the parents of a default cache directory (/var/cache/glancefs/...).
-void MakeParents(const std::string& dir) {
-  for (size_t pos = dir.find('/', 1); pos != std::string::npos; pos = dir.find('/', pos + 1)) {
-    ::mkdir(dir.substr(0, pos).c_str(), 0755);
-  }
-}
 
 }  // namespace
 
@@ -191,9 +185,7 @@ int main(int argc, char** argv) {
   std::unique_ptr<glancefs::cache::CacheService> cache;
   std::unique_ptr<Catalog> cached_catalog;
   if (cl->cache) {
-    auto options = CacheOptionsOf(*cl);
-    MakeParents(options.dir);
-    auto service = glancefs::cache::CacheService::Open(catalog->get(), options);
+    auto service = glancefs::cache::CacheService::Open(catalog->get(), CacheOptionsOf(*cl));
     if (!service.ok()) return Fail(service.status());
     cache = std::move(service).value();
     cached_catalog = cache->WrapCatalog();
