@@ -658,9 +658,15 @@ Result<struct stat> FileSystem::Create(uint64_t parent, std::string_view name) {
   auto image = ResolveImage(name, *ns());
   if (!image) return Status::NotFound("no image " + std::string(name) + " to queue");
   GLANCEFS_RETURN_IF_ERROR(options_.cache->Queue(*image));
-  return AcquireStable([&](const Namespace&) -> Result<NodeKey> {
-    return EntryKey(NodeKind::kQueueEntry, image->id);
-  });
+  NodeKey key = EntryKey(NodeKind::kQueueEntry, image->id);
+  auto st = AcquireStable([&](const Namespace&) -> Result<NodeKey> { return key; });
+  if (st.ok() || !st.status().IsNotFound()) return st;
+  // Already done: a pre-fetch of what was nearly cached can leave the queue before this reply.
+  // The file did exist; the kernel forgets it at its next lookup (queue/ is never cached).
+  GLANCEFS_ASSIGN_OR_RETURN(struct stat done,
+                            StatOf(EntryKey(NodeKind::kCacheEntry, image->id), *ns()));
+  done.st_ino = inodes_.Acquire(key);
+  return done;
 }
 
 Status FileSystem::Unlink(uint64_t parent, std::string_view name) {
