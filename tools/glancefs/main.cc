@@ -1,6 +1,7 @@
 // glancefs: mounts an image catalog. The composition root: it alone names concrete classes
 // (the catalog for SOURCE, the FileSystem, the FUSE session) and wires them together.
 #include <fcntl.h>
+#include <malloc.h>
 #include <sys/stat.h>
 #include <systemd/sd-daemon.h>
 #include <unistd.h>
@@ -165,6 +166,11 @@ glancefs::cache::ServiceOptions CacheOptionsOf(const glancefs::fuse::CommandLine
 }  // namespace
 
 int main(int argc, char** argv) {
+  // Cache blocks (256 KiB) and fetch buffers come from mmap and go back to the kernel when
+  // freed. With glibc's sliding threshold they land in per-thread arenas, which keep what 20
+  // threads once held: 370-400 MiB peak RSS against 260-275 MiB (mount_test
+  // MemoryStaysWithinTheBudgetUnderEightReaders).
+  ::mallopt(M_MMAP_THRESHOLD, 128 << 10);
   auto cl = glancefs::fuse::ParseCommandLine(argc, argv);
   if (!cl.ok()) return Fail(cl.status());
   if (cl->show_help) {
