@@ -12,16 +12,27 @@ namespace {
 std::once_flag g_curl_init;
 
 struct Transfer {
+  CURL* handle = nullptr;
   const BodySink* sink = nullptr;
   size_t max_body = 0;
   HttpResponse* response = nullptr;
   bool overflow = false;
 };
 
+// Bodies of answers that are not 2xx are kept for diagnostics, up to this much.
+constexpr size_t kMaxErrorBody = 64 << 10;
+
 size_t OnBody(char* data, size_t size, size_t nmemb, void* user) {
   auto* t = static_cast<Transfer*>(user);
   size_t n = size * nmemb;
-  if (t->sink) return (*t->sink)(data, n) ? n : 0;
+  if (t->sink) {
+    // Only a 2xx body is data: an error page (Glance's are HTML) must never reach the sink.
+    curl_easy_getinfo(t->handle, CURLINFO_RESPONSE_CODE, &t->response->status);
+    long status = t->response->status;
+    if (status >= 200 && status < 300) return (*t->sink)(*t->response, data, n) ? n : 0;
+    if (t->response->body.size() + n <= kMaxErrorBody) t->response->body.append(data, n);
+    return n;
+  }
   if (t->response->body.size() + n > t->max_body) {
     t->overflow = true;
     return 0;
@@ -79,7 +90,7 @@ class CurlHttpClient final : public HttpClient {
     CURL* h = Take();
     if (h == nullptr) return Status::IOError("curl: cannot create a handle");
     HttpResponse response;
-    Transfer t{sink, max_body, &response, false};
+    Transfer t{h, sink, max_body, &response, false};
     struct curl_slist* list = nullptr;
     for (const auto& header : headers) list = curl_slist_append(list, header.c_str());
     // "Expect:" off, and no compression: bodies are image bytes.

@@ -184,21 +184,64 @@ GlanceByteSource::~GlanceByteSource() {
 }
 
 Status GlanceByteSource::ReadAt(uint64_t off, size_t n, char* dst) {
+  return ReadScattered(off, {IoSlice{dst, n}});
+}
+
+Status GlanceByteSource::ReadScattered(uint64_t off, const std::vector<IoSlice>& slices,
+                                       const SliceDone& done) {
+  size_t n = 0;
+  for (const IoSlice& slice : slices) n += slice.size;
   if (off > size_ || n > size_ - off) return Status::OutOfRange("image " + id_ + ": read past end");
   if (n == 0) return Status::Ok();
   if (!range_refused_) {
-    Status s = ReadRange(off, n, dst);
+    Status s = ReadRange(off, n, slices, done);
     if (s.ok() || !range_refused_) return s;
   }
-  return ReadStreamed(off, n, dst);
+  for (size_t i = 0; i < slices.size(); ++i) {
+    GLANCEFS_RETURN_IF_ERROR(ReadStreamed(off, slices[i].size, slices[i].data));
+    off += slices[i].size;
+    if (done) done(i);
+  }
+  return Status::Ok();
 }
 
-Status GlanceByteSource::ReadRange(uint64_t off, size_t n, char* dst) {
-  size_t got = 0;
-  BodySink sink = [&](const char* data, size_t len) {
+Status GlanceByteSource::ReadRange(uint64_t off, size_t n, const std::vector<IoSlice>& slices,
+                                   const SliceDone& done) {
+  size_t got = 0;        // bytes of this attempt's body
+  size_t delivered = 0;  // bytes placed into the slices, by any attempt
+  size_t slice = 0;      // the slice being filled, and how much of it is
+  size_t filled = 0;
+  BodySink sink = [&](const HttpResponse& head, const char* data, size_t len) {
+    // Only the exact range is data: a 200 (Range ignored: the image from its start) or another
+    // range is refused before a byte of it is placed, and judged below.
+    if (got == 0) {
+      uint64_t a, b, total;
+      if (head.status != 206 || !ParseContentRange(head.content_range, &a, &b, &total) ||
+          a != off || b != off + n - 1 || (total != 0 && total != size_)) {
+        return false;
+      }
+    }
     if (len > n - got) return false;  // more than asked for: never returned as data
-    std::memcpy(dst + got, data, len);
     got += len;
+    // A retry starts the range over: bytes an earlier attempt placed are skipped, so a slice
+    // already reported is never written again.
+    if (got <= delivered) return true;
+    size_t fresh = got - delivered;
+    data += len - fresh;
+    len = fresh;
+    delivered += len;
+    while (len > 0) {
+      size_t take = std::min(len, slices[slice].size - filled);
+      std::memcpy(slices[slice].data + filled, data, take);
+      data += take;
+      len -= take;
+      filled += take;
+      if (filled == slices[slice].size) {
+        if (done) done(slice);
+        ++slice;
+        filled = 0;
+      }
+    }
     return true;
   };
   char range[80];
@@ -210,10 +253,13 @@ Status GlanceByteSource::ReadRange(uint64_t off, size_t n, char* dst) {
   auto what = [&] {
     return "image " + id_ + ": GET bytes " + std::to_string(off) + "+" + std::to_string(n);
   };
-  if (r.status == 206) {
-    uint64_t a, b, total;
-    if (!ParseContentRange(r.content_range, &a, &b, &total) || a != off || b != off + n - 1 ||
-        (total != 0 && total != size_)) {
+  uint64_t a = 0, b = 0, total = 0;
+  bool ranged = ParseContentRange(r.content_range, &a, &b, &total);
+  // A 206 without a Content-Range, or with the whole image when a part was asked for: the
+  // server ignored Range, as a 200 would say.
+  bool whole = r.status == 206 && (!ranged || (a == 0 && b + 1 == size_ && n != size_));
+  if (r.status == 206 && !whole) {
+    if (!ranged || a != off || b != off + n - 1 || (total != 0 && total != size_)) {
       return Status::Corruption(what() + ": answered Content-Range '" + r.content_range + "'");
     }
     if (r.aborted) return Status::Corruption(what() + ": body longer than its Content-Range");
@@ -222,8 +268,9 @@ Status GlanceByteSource::ReadRange(uint64_t off, size_t n, char* dst) {
     }
     return Status::Ok();
   }
-  if (r.status == 400 || r.status == 200) {
-    // The store cannot seek (400), or the server ignored Range (200): stream instead.
+  if (r.status == 400 || r.status == 200 || whole) {
+    // The store cannot seek (400), or the server ignored Range (200, or a 206 of the whole
+    // image): stream instead.
     if (!range_refused_.exchange(true)) {
       LOG_WARNING("image %s: Glance answered a Range with HTTP %ld; reading it as one stream",
                   id_.c_str(), r.status);
@@ -271,7 +318,8 @@ Status GlanceByteSource::ReadStreamed(uint64_t off, size_t n, char* dst) {
 
 void GlanceByteSource::Stream() {
   uint64_t written = 0;
-  BodySink sink = [&](const char* data, size_t len) {
+  BodySink sink = [&](const HttpResponse& head, const char* data, size_t len) {
+    if (head.status != 200) return false;     // not the whole image
     if (len > size_ - written) return false;  // longer than the record says
     for (size_t done = 0; done < len;) {
       ssize_t w = ::pwrite(spool_fd_, data + done, len - done, static_cast<off_t>(written + done));

@@ -22,7 +22,7 @@ namespace glancefs::backends {
 
 struct HttpResponse {
   long status = 0;
-  std::string body;  // collected only when the request had no sink
+  std::string body;  // collected when the request had no sink, or the answer was not 2xx
   std::string content_range;
   std::optional<uint64_t> content_length;
   std::string retry_after;
@@ -30,8 +30,11 @@ struct HttpResponse {
   bool aborted = false;       // the sink refused more of the body (the status is still valid)
 };
 
-// Receives the body as it arrives. Returns false to abort the transfer (the Get then fails).
-using BodySink = std::function<bool(const char* data, size_t n)>;
+// Receives a 2xx answer's body as it arrives, with the answer's status and headers so far in
+// `head` (any other answer's body goes to HttpResponse::body, truncated), so a sink can refuse
+// an answer before it takes a byte of it. Returns false to abort the transfer (the Get then
+// returns the response with `aborted` set).
+using BodySink = std::function<bool(const HttpResponse& head, const char* data, size_t n)>;
 
 struct HttpOptions {
   long connect_timeout_ms = 5000;

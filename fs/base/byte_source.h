@@ -9,6 +9,8 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
+#include <vector>
 
 #include "fs/base/status.h"
 
@@ -24,6 +26,12 @@ struct Extent {
   Kind kind = Kind::kData;
 };
 
+// One piece of a scattered read's destination.
+struct IoSlice {
+  char* data;
+  size_t size;
+};
+
 class ByteSource {
  public:
   virtual ~ByteSource() = default;
@@ -34,6 +42,24 @@ class ByteSource {
   // Reads exactly n bytes at off into dst. REQUIRES: off + n <= size().
   // A source that cannot deliver all n bytes returns an error, never a short read.
   virtual Status ReadAt(uint64_t off, size_t n, char* dst) = 0;
+
+  // Reads the bytes at off, as many as the slices hold together, into the slices in order,
+  // calling done(i) (if given) as soon as slice i holds its bytes -- before later slices, for a
+  // source that streams. A slice once reported is never written again. For sources where one
+  // large request costs much less than several (HTTP): the block cache fetches a run of blocks
+  // straight into their buffers and hands each to its readers as it arrives.
+  // Default: one ReadAt per slice.
+  using SliceDone = std::function<void(size_t index)>;
+  virtual Status ReadScattered(uint64_t off, const std::vector<IoSlice>& slices,
+                               const SliceDone& done = nullptr) {
+    for (size_t i = 0; i < slices.size(); ++i) {
+      Status s = ReadAt(off, slices[i].size, slices[i].data);
+      if (!s.ok()) return s;
+      off += slices[i].size;
+      if (done) done(i);
+    }
+    return Status::Ok();
+  }
 
   // Returns the largest extent that starts at `off` and has one kind.
   // REQUIRES: off < size(). Default: everything is data.

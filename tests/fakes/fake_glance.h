@@ -17,7 +17,8 @@ namespace glancefs::testing {
 
 // A Glance with `count` images (and one hidden), paging, and a data file per image.
 struct FakeGlance {
-  enum class RangeMode { kHonour, kRefuse400, kIgnore200 };
+  // kIgnore206: the whole image under 206, with a Content-Range saying so.
+  enum class RangeMode { kHonour, kRefuse400, kIgnore200, kIgnore206 };
   int count = 5;
   std::string data;  // every image's bytes, unless `files` has its own
   std::map<std::string, std::pair<std::string, std::string>> files;  // id -> (disk_format, bytes)
@@ -108,6 +109,7 @@ struct FakeGlance {
       }
       unsigned long long x, y;
       std::sscanf(range->second.c_str(), "bytes=%llu-%llu", &x, &y);
+      if (range_mode == RangeMode::kIgnore206) x = 0, y = data.size() - 1;
       a.status = 206;
       a.body = data.substr(x, y - x + 1);
       a.headers.push_back({"Content-Range", "bytes " + std::to_string(x) + "-" + std::to_string(y) +

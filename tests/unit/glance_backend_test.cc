@@ -76,7 +76,8 @@ TEST_F(GlanceBackendTest, RangeReadsAreExact) {
 }
 
 TEST_F(GlanceBackendTest, StoresThatRefuseRangeAreStreamed) {
-  for (auto mode : {FakeGlance::RangeMode::kRefuse400, FakeGlance::RangeMode::kIgnore200}) {
+  for (auto mode : {FakeGlance::RangeMode::kRefuse400, FakeGlance::RangeMode::kIgnore200,
+                    FakeGlance::RangeMode::kIgnore206}) {
     glance_.range_mode = mode;
     auto c = Catalog();
     auto src = Open(*c);
@@ -88,6 +89,20 @@ TEST_F(GlanceBackendTest, StoresThatRefuseRangeAreStreamed) {
     int before = server_.requests();
     ASSERT_TRUE(Read(*src, 100, 5000, &got).ok());  // from the spool: no new request
     EXPECT_EQ(server_.requests(), before);
+    // A scattered read (the block cache's) from a fresh source: no slice is reported before
+    // it holds the right bytes, whatever the first answer was.
+    auto fresh = Open(*Catalog());
+    std::string a(70000, '\0'), b(5000, '\0');
+    std::vector<size_t> reported;
+    Status st = fresh->ReadScattered(1 << 20, {IoSlice{a.data(), a.size()}, {b.data(), b.size()}},
+                                     [&](size_t i) {
+                                       reported.push_back(i);
+                                       const std::string& slice = i == 0 ? a : b;
+                                       uint64_t at = (1 << 20) + (i == 0 ? 0 : a.size());
+                                       EXPECT_TRUE(slice == glance_.data.substr(at, slice.size()));
+                                     });
+    ASSERT_TRUE(st.ok()) << st.ToString();
+    EXPECT_EQ(reported, (std::vector<size_t>{0, 1}));
   }
 }
 
