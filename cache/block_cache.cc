@@ -16,41 +16,18 @@
 namespace glancefs::cache {
 namespace {
 
-// Block value: [u32 magic][u32 data length][u64 XXH3 of the data, seeded with the key][data].
-constexpr uint32_t kMagic = 0x31424647;  // "GFB1"
-constexpr size_t kHeader = 16;
 constexpr double kLatencyBounds[] = {0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5};
 
+// The check value stored with each block: XXH3 of its bytes seeded with its key, so bytes
+// stored under another key (a misplaced write) fail as surely as damaged ones.
 uint64_t BlockHash(BlockKey key, const char* data, size_t n) {
   return XXH3_64bits_withSeed(data, n, key.image_no * 0x9E3779B97F4A7C15ULL + key.index);
 }
 
-void PutU32(char* p, uint32_t v) { std::memcpy(p, &v, 4); }
-void PutU64(char* p, uint64_t v) { std::memcpy(p, &v, 8); }
-uint32_t GetU32(const char* p) {
-  uint32_t v;
-  std::memcpy(&v, p, 4);
-  return v;
-}
-uint64_t GetU64(const char* p) {
-  uint64_t v;
-  std::memcpy(&v, p, 8);
-  return v;
-}
-
-// Why a stored value is not the block `key` of `expected_len` bytes, or empty if it is.
-std::string CheckBlock(BlockKey key, const std::string& value, size_t expected_len) {
-  if (value.size() != kHeader + expected_len) {
-    return "length " + std::to_string(value.size()) + ", expected " +
-           std::to_string(kHeader + expected_len);
-  }
-  if (GetU32(value.data()) != kMagic) return "bad magic";
-  if (GetU32(value.data() + 4) != expected_len) return "bad length field";
-  if (GetU64(value.data() + 8) != BlockHash(key, value.data() + kHeader, expected_len)) {
-    return "checksum mismatch";
-  }
-  return "";
-}
+// Spare block buffers kept for reuse (block.h).
+constexpr size_t kIdleBuffers = 64;
+// Arrived blocks are stored in runs of this many while a request streams on.
+constexpr uint64_t kStoreRunBlocks = 8;
 
 // Meta records: "img/<id>" → key=value lines.
 std::string Field(const std::string& text, const std::string& name) {
@@ -163,8 +140,8 @@ class BlockCache::Source final : public ByteSource {
       GLANCEFS_ASSIGN_OR_RETURN(BlockData block, cache_->GetBlock(image_, index, last, *upstream_));
       uint64_t block_start = index * bs;
       uint64_t from = off + done - block_start;
-      size_t len = static_cast<size_t>(std::min<uint64_t>(n - done, block->size() - kHeader - from));
-      std::memcpy(dst + done, block->data() + kHeader + from, len);
+      size_t len = static_cast<size_t>(std::min<uint64_t>(n - done, block->size() - from));
+      std::memcpy(dst + done, block->data() + from, len);
       done += len;
     }
     return Status::Ok();
@@ -189,9 +166,14 @@ class BlockCache::Source final : public ByteSource {
     }
     window_ = next_ == 0 ? o.readahead_initial : std::min(window_ * 2, o.readahead_max);
     next_ = std::max<uint64_t>(next_, off + n);
-    uint64_t target = std::min(image_->size, next_ + window_);
-    uint64_t start = std::max(ahead_, next_);
-    if (start >= target) return;
+    // Top up only when less than half the window is still ahead, and in whole requests: a
+    // few large requests, not one small request per read.
+    if (ahead_ > next_ && ahead_ - next_ >= window_ / 2) return;
+    uint64_t start = std::max(ahead_, next_) / bs * bs;
+    if (start >= image_->size) return;
+    uint64_t want = next_ + window_ - start;
+    uint64_t target = std::min(image_->size, start + (want + o.request_bytes - 1) /
+                                                         o.request_bytes * o.request_bytes);
     uint64_t end_block =
         cache_->ScheduleReadahead(image_, upstream_, start / bs, (target - 1) / bs);
     ahead_ = std::max(ahead_, std::min(image_->size, end_block * bs));
@@ -213,10 +195,22 @@ BlockCache::BlockCache(std::unique_ptr<BlockStore> store, CacheOptions options,
       options_(std::move(options)),
       block_size_(block_size),
       memory_(options_.memory_bytes),
+      buffers_(block_size, kIdleBuffers),
       latency_counts_(std::size(kLatencyBounds) + 1, 0) {}
 
 BlockCache::~BlockCache() {
   if (pool_) pool_->Shutdown();  // joins the fetch threads; no task runs after this
+  {
+    // Read-ahead claimed by tasks the pool dropped: fail them, so no waiter is left behind.
+    std::lock_guard<std::mutex> lock(mu_);
+    for (auto& [key, flight] : flights_) {
+      if (flight->done) continue;
+      flight->done = true;
+      flight->status = Status::Unavailable("the cache is shutting down");
+    }
+    flights_.clear();
+  }
+  flight_cv_.notify_all();
   if (Status s = store_->Sync(); !s.ok()) LOG_WARNING("cache: final flush: %s", s.ToString().c_str());
 }
 
@@ -238,6 +232,7 @@ Result<std::unique_ptr<BlockCache>> BlockCache::Open(std::unique_ptr<BlockStore>
   } else {
     GLANCEFS_RETURN_IF_ERROR(store->PutMeta("cfg/block_size", std::to_string(block_size)));
   }
+  store->SetBlockSize(block_size);
   std::unique_ptr<BlockCache> cache(new BlockCache(std::move(store), options, block_size));
   GLANCEFS_RETURN_IF_ERROR(cache->Load());
   cache->pool_ = std::make_unique<WorkPool>(std::max(1, options.fetch_threads));
@@ -370,12 +365,13 @@ std::shared_ptr<ByteSource> BlockCache::Wrap(const ImageRecord& record,
 }
 
 Result<BlockData> BlockCache::LoadBlock(Image& image, BlockKey key) {
-  auto value = std::make_shared<std::string>();
-  Status s = store_->GetBlock(key, value.get());
-  if (!s.ok()) return s;
-  std::string why = CheckBlock(key, *value, image.BlockLen(key.index, block_size_));
-  if (!why.empty()) return Status::Corruption(why);
-  return BlockData(std::move(value));
+  const size_t len = image.BlockLen(key.index, block_size_);
+  std::shared_ptr<Block> block = buffers_.Allocate(len);
+  if (!block) return Status::IOError("out of memory for a cache block");
+  uint64_t check = 0;
+  GLANCEFS_RETURN_IF_ERROR(store_->GetBlock(key, block->mutable_data(), len, &check));
+  if (check != BlockHash(key, block->data(), len)) return Status::Corruption("checksum mismatch");
+  return BlockData(std::move(block));
 }
 
 Result<BlockData> BlockCache::GetBlock(const std::shared_ptr<Image>& image, uint64_t index,
@@ -475,13 +471,88 @@ Status BlockCache::FetchClaimed(const std::shared_ptr<Image>& image, uint64_t no
     std::lock_guard<std::mutex> lock(mu_);
     EnsureMetaLocked(*image);
   }
-  thread_local std::vector<char> buffer;
-  if (buffer.size() < len) buffer.resize(len);
+  std::vector<BlockData> blocks(count);
+  std::vector<IoSlice> slices;
+  slices.reserve(count);
+  Status status;
+  for (uint64_t k = 0; k < count; ++k) {
+    std::shared_ptr<Block> block = buffers_.Allocate(image->BlockLen(first + k, bs));
+    if (!block) {
+      status = Status::IOError("out of memory for cache blocks");
+      break;
+    }
+    slices.push_back({block->mutable_data(), block->size()});
+    blocks[k] = std::move(block);
+  }
+
+  // Blocks [stored, arrived) have arrived but are not stored yet. They are stored in runs
+  // while the rest of the request streams in, so disk writes overlap the network.
+  uint64_t arrived = 0, stored = 0;
+  bool added = false;
+  auto store_run = [&] {
+    if (stored == arrived) return;
+    const uint64_t a = stored, b = arrived;
+    stored = arrived;
+    Status put = Status::Unavailable("evicted");
+    if (image->no.load() == no) {
+      std::vector<BlockPut> run;
+      run.reserve(b - a);
+      for (uint64_t k = a; k < b; ++k) {
+        const Block& block = *blocks[k];
+        run.push_back({std::string_view(block.data(), block.size()),
+                       BlockHash({no, first + k}, block.data(), block.size())});
+      }
+      put = store_->PutBlocks({no, first + a}, run);
+      if (!put.ok()) {
+        image->counters.store_errors.fetch_add(b - a, std::memory_order_relaxed);
+        uint64_t before = totals_.store_errors.fetch_add(b - a, std::memory_order_relaxed);
+        if (before == 0 || before / 1000 != (before + b - a) / 1000) {  // now and then
+          LOG_ERROR("cache: cannot store blocks (%s); serving them uncached",
+                    put.ToString().c_str());
+        }
+      }
+    }
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      for (uint64_t k = a; k < b; ++k) {
+        auto it = flights_.find({no, first + k});
+        if (it != flights_.end() && it->second->done) flights_.erase(it);
+        if (put.ok() && image->no == no && !image->present[first + k]) {
+          image->present[first + k] = true;
+          ++image->present_blocks;
+          uint64_t blen = image->BlockLen(first + k, bs);
+          image->cached_bytes += blen;
+          cached_bytes_ += blen;
+          added = true;
+        }
+      }
+    }
+    flight_cv_.notify_all();
+  };
+  // Readers first: each block's flight completes as soon as its bytes are in, so a reader
+  // follows the head of the stream instead of waiting for the whole request. A flight stays in
+  // the map (done) until its block is stored, so a reader arriving meanwhile takes its data
+  // instead of fetching it again.
+  auto on_block = [&](size_t k) {
+    arrived = k + 1;  // slices complete in order
+    if (why != Why::kPrefetch) memory_.Insert({no, first + k}, blocks[k]);
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (auto it = flights_.find({no, first + k}); it != flights_.end()) {
+        it->second->done = true;
+        it->second->status = Status::Ok();
+        it->second->data = blocks[k];
+      }
+    }
+    flight_cv_.notify_all();
+    if (arrived - stored >= kStoreRunBlocks) store_run();
+  };
   auto t0 = std::chrono::steady_clock::now();
-  Status status = upstream.ReadAt(off, len, buffer.data());
+  if (status.ok()) status = upstream.ReadScattered(off, slices, on_block);
   uint64_t us = std::chrono::duration_cast<std::chrono::microseconds>(
                     std::chrono::steady_clock::now() - t0)
                     .count();
+  store_run();  // what arrived last (or before a failure)
   CacheCounters* counters[] = {&image->counters, &totals_};
   for (CacheCounters* c : counters) {
     c->fetch_requests.fetch_add(1, std::memory_order_relaxed);
@@ -497,74 +568,19 @@ Status BlockCache::FetchClaimed(const std::shared_ptr<Image>& image, uint64_t no
     kind.fetch_add(count, std::memory_order_relaxed);
   }
   RecordLatency(us);
-
-  std::vector<BlockData> blocks;
-  std::vector<bool> stored(count, false);
-  if (status.ok()) {
-    blocks.reserve(count);
-    for (uint64_t k = 0; k < count; ++k) {
-      BlockKey key{no, first + k};
-      size_t blen = image->BlockLen(first + k, bs);
-      auto value = std::make_shared<std::string>(kHeader + blen, '\0');
-      char* p = value->data();
-      const char* data = buffer.data() + k * bs;
-      PutU32(p, kMagic);
-      PutU32(p + 4, static_cast<uint32_t>(blen));
-      PutU64(p + 8, BlockHash(key, data, blen));
-      std::memcpy(p + kHeader, data, blen);
-      if (why != Why::kPrefetch) memory_.Insert(key, value);
-      blocks.push_back(std::move(value));
-    }
-  } else {
-    LOG_DEBUG("cache: fetch of image %s blocks %llu+%llu failed: %s", image->id.c_str(),
-              static_cast<unsigned long long>(first), static_cast<unsigned long long>(count),
-              status.ToString().c_str());
-  }
-  // Readers first: their flights complete now, with the data. A successful flight stays in
-  // the map (done) until its block is stored, so a reader arriving meanwhile takes its data
-  // instead of fetching it again.
   {
     std::lock_guard<std::mutex> lock(mu_);
-    for (uint64_t k = 0; k < count; ++k) {
-      auto it = flights_.find({no, first + k});
-      if (it == flights_.end()) continue;
-      it->second->done = true;
-      it->second->status = status;
-      if (status.ok()) {
-        it->second->data = blocks[k];
-      } else {
+    if (!status.ok()) {
+      LOG_DEBUG("cache: fetch of image %s blocks %llu+%llu failed: %s", image->id.c_str(),
+                static_cast<unsigned long long>(first), static_cast<unsigned long long>(count),
+                status.ToString().c_str());
+      // The blocks that never arrived fail their waiters; those that did stay good.
+      for (uint64_t k = arrived; k < count; ++k) {
+        auto it = flights_.find({no, first + k});
+        if (it == flights_.end()) continue;
+        it->second->done = true;
+        it->second->status = status;
         flights_.erase(it);
-      }
-    }
-  }
-  flight_cv_.notify_all();
-  if (status.ok()) {
-    for (uint64_t k = 0; k < count; ++k) {
-      Status put = store_->PutBlock({no, first + k}, *blocks[k]);
-      if (put.ok()) {
-        stored[k] = true;
-      } else {
-        image->counters.store_errors.fetch_add(1, std::memory_order_relaxed);
-        if (totals_.store_errors.fetch_add(1, std::memory_order_relaxed) % 1000 == 0) {
-          LOG_ERROR("cache: cannot store blocks (%s); serving them uncached",
-                    put.ToString().c_str());
-        }
-      }
-    }
-  }
-  bool added = false;
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    for (uint64_t k = 0; k < count && status.ok(); ++k) {
-      auto it = flights_.find({no, first + k});
-      if (it != flights_.end() && it->second->done) flights_.erase(it);
-      if (stored[k] && image->no == no && !image->present[first + k]) {
-        image->present[first + k] = true;
-        ++image->present_blocks;
-        uint64_t blen = image->BlockLen(first + k, bs);
-        image->cached_bytes += blen;
-        cached_bytes_ += blen;
-        added = true;
       }
     }
     if (why != Why::kPrefetch) MaybeScheduleVerify(image);
@@ -580,25 +596,24 @@ uint64_t BlockCache::ScheduleReadahead(const std::shared_ptr<Image>& image,
                                        uint64_t first, uint64_t last) {
   const uint64_t per_request = std::max<uint64_t>(1, options_.request_bytes / block_size_);
   std::lock_guard<std::mutex> lock(mu_);
+  if (image->retired) return last + 1;
   uint64_t next = first;
   while (next <= last && next < image->nblocks) {
     if (image->readahead_tasks >= options_.readahead_requests) break;
     uint64_t end = std::min(last, next + per_request - 1);
+    // Claimed here, not in the task: a reader arriving before the task runs waits for these
+    // flights instead of fetching the same blocks in small demand requests.
+    auto runs = ClaimLocked(*image, next, end);
+    next = end + 1;
+    if (runs.empty()) continue;
     ++image->readahead_tasks;
-    uint64_t no = image->no;
-    pool_->Submit([this, image, upstream, no, from = next, to = end] {
-      std::vector<std::pair<uint64_t, uint64_t>> runs;
-      {
-        std::lock_guard<std::mutex> lock(mu_);
-        if (image->no == no && !image->retired) runs = ClaimLocked(*image, from, to);
-      }
+    pool_->Submit([this, image, upstream, no = image->no.load(), runs = std::move(runs)] {
       for (const auto& [a, count] : runs) {
         FetchClaimed(image, no, a, count, *upstream, Why::kReadahead, nullptr);
       }
       std::lock_guard<std::mutex> lock(mu_);
       --image->readahead_tasks;
     });
-    next = end + 1;
   }
   return next;
 }
@@ -723,7 +738,7 @@ Status BlockCache::Verify(const std::shared_ptr<Image>& image) {
       return Status::Unavailable("image " + image->id + ": block " + std::to_string(i) +
                                  " must be fetched again before verification");
     }
-    EVP_DigestUpdate(ctx.get(), (*block)->data() + kHeader, (*block)->size() - kHeader);
+    EVP_DigestUpdate(ctx.get(), (*block)->data(), (*block)->size());
   }
   unsigned char digest[EVP_MAX_MD_SIZE];
   unsigned len = 0;

@@ -5,14 +5,13 @@
 // its blocks are stored under (number, index). A changed image gets a new number and its old
 // blocks are deleted, so a changed image can never be served stale.
 //
-// Values. Each block carries a header (magic, length, XXH3 of the data seeded with its key),
+// Values. Each block is stored with a check value (XXH3 of the data seeded with its key),
 // checked on every read from the store: a block that fails is dropped, counted and fetched
-// again, never served. Blocks are written without RocksDB's WAL (a crash loses the last few
-// unflushed blocks, which are then misses); the per-image record (meta) is durable and written
-// before its first block.
+// again, never served. Block writes are not synced (a crash may lose the last ones, which are
+// then misses); the per-image record (meta) is durable and written before its first block.
 //
 // Fetching (CachedByteSource, block_cache.cc). A miss fetches the run of missing blocks the read
-// needs in one Range request. Concurrent misses on one block make one fetch (single flight).
+// needs in one Range request, received straight into pooled block buffers (block.h). Concurrent misses on one block make one fetch (single flight).
 // Sequential readers get read-ahead: a window that starts at readahead_initial, doubles on each
 // sequential read up to readahead_max and resets on a random one, fetched in requests of
 // request_bytes, at most readahead_requests per image in flight on a pool of fetch threads.
@@ -196,6 +195,7 @@ class BlockCache {
   const CacheOptions options_;
   const uint32_t block_size_;
   MemoryTier memory_;
+  BlockPool buffers_;
 
   std::mutex mu_;
   std::condition_variable flight_cv_;                           // a flight completed

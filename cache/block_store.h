@@ -1,10 +1,11 @@
 // BlockStore: the one seam between the block cache and its disk. Two kinds of records:
 //
-//  - blocks: opaque values addressed by (image number, block index), kept sorted by that key so
-//    an image's blocks are contiguous and DeleteImage is one range deletion. PutBlock is fast and
-//    NOT durable on its own: a crash may lose recent puts (never half of one); Sync makes every
-//    earlier put durable. The cache validates each value itself, so a lost or damaged block is a
-//    miss, never wrong data.
+//  - blocks: the bytes of block `index` of image number `image_no`, each with a 64-bit check
+//    value the cache computes and validates (the store keeps it beside the bytes). PutBlocks is
+//    fast and NOT durable on its own: a crash may lose recent puts or leave bytes without their
+//    check; Sync makes every earlier put durable. The cache validates every block it gets, so a
+//    lost or damaged block is a miss, never wrong data. DeleteImage drops all of an image's
+//    blocks at once; image numbers are never reused, and a put to a deleted number is dropped.
 //  - meta: small records under string keys (image versions, the pre-fetch queue), durable when
 //    PutMeta returns (they survive kill -9).
 //
@@ -19,6 +20,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "fs/base/status.h"
 
@@ -29,17 +31,29 @@ struct BlockKey {
   uint64_t index = 0;
 };
 
+// One block of a PutBlocks run.
+struct BlockPut {
+  std::string_view data;
+  uint64_t check = 0;
+};
+
 class BlockStore {
  public:
   virtual ~BlockStore() = default;
 
   virtual std::string Describe() const = 0;
 
-  // Reads a block into *value. NotFound when absent; Corruption when the store itself detects
-  // damage (the caller treats both as a miss).
-  virtual Status GetBlock(BlockKey key, std::string* value) = 0;
-  virtual Status PutBlock(BlockKey key, std::string_view value) = 0;
-  // Deletes every block of `image_no`, durably.
+  // Blocks of image numbers are laid out `block_size` apart. Called once, before any block
+  // call (the cache keeps the size in a meta record).
+  virtual void SetBlockSize(uint32_t block_size) = 0;
+  // Reads block `key`, which must be `len` bytes, into dst, and the check stored with it into
+  // *check. NotFound when absent; Corruption when the store itself sees damage (a wrong length,
+  // a short file); the caller treats both as a miss.
+  virtual Status GetBlock(BlockKey key, char* dst, size_t len, uint64_t* check) = 0;
+  // Stores a run of consecutive blocks: blocks[i] is block first.index + i. On an error none
+  // of them counts as stored (some may be, unindexed: misses).
+  virtual Status PutBlocks(BlockKey first, const std::vector<BlockPut>& blocks) = 0;
+  // Deletes every block of `image_no`, durably; later puts to it are dropped.
   virtual Status DeleteImage(uint64_t image_no) = 0;
   // Calls fn(key) for every block, in key order.
   virtual Status ScanBlocks(const std::function<void(BlockKey)>& fn) = 0;
@@ -51,7 +65,7 @@ class BlockStore {
   virtual Status ScanMeta(std::string_view prefix,
                           const std::function<void(std::string_view, std::string_view)>& fn) = 0;
 
-  // Makes every earlier PutBlock durable.
+  // Makes every earlier PutBlocks durable.
   virtual Status Sync() = 0;
   // Bytes the store occupies on disk (0 if it does not know).
   virtual uint64_t DiskBytes() = 0;
@@ -59,8 +73,8 @@ class BlockStore {
 
 // Faults the in-memory store can inject (tests).
 struct MemStoreFaults {
-  std::atomic<bool> fail_puts{false};     // PutBlock answers IOError (a full disk)
-  std::atomic<bool> corrupt_gets{false};  // GetBlock flips a byte of what it returns
+  std::atomic<bool> fail_puts{false};     // PutBlocks answers IOError (a full disk)
+  std::atomic<bool> corrupt_gets{false};  // GetBlock flips a byte of the data it returns
 };
 
 // An in-memory BlockStore. `faults`, if given, is read on every call and may be changed by the

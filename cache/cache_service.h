@@ -17,10 +17,10 @@
 namespace glancefs::cache {
 
 struct ServiceOptions {
-  std::string dir;  // the RocksDB directory (created if missing)
+  std::string dir;  // the cache directory: RocksDB and data/ (created if missing)
   CacheOptions cache;
   PrefetchOptions prefetch;
-  uint64_t write_buffer_bytes = 32ULL << 20;
+  uint64_t write_buffer_bytes = 8ULL << 20;  // RocksOptions::write_buffer_bytes
 };
 
 class CacheService final : public CacheAdmin {

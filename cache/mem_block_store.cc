@@ -1,6 +1,8 @@
 // The in-memory twin of RocksBlockStore (tests only; never persistent).
+#include <cstring>
 #include <map>
 #include <mutex>
+#include <set>
 #include <utility>
 
 #include "cache/block_store.h"
@@ -14,22 +16,30 @@ class MemBlockStore final : public BlockStore {
 
   std::string Describe() const override { return "memory"; }
 
-  Status GetBlock(BlockKey key, std::string* value) override {
+  void SetBlockSize(uint32_t) override {}
+  Status GetBlock(BlockKey key, char* dst, size_t len, uint64_t* check) override {
     std::lock_guard<std::mutex> lock(mu_);
     auto it = blocks_.find({key.image_no, key.index});
     if (it == blocks_.end()) return Status::NotFound("no block");
-    *value = it->second;
-    if (faults_ && faults_->corrupt_gets && !value->empty()) (*value)[value->size() / 2] ^= 0x55;
+    const std::string& data = it->second.first;
+    if (data.size() != len) return Status::Corruption("block of another length");
+    std::memcpy(dst, data.data(), len);
+    *check = it->second.second;
+    if (faults_ && faults_->corrupt_gets && len > 0) dst[len / 2] ^= 0x55;
     return Status::Ok();
   }
-  Status PutBlock(BlockKey key, std::string_view value) override {
+  Status PutBlocks(BlockKey first, const std::vector<BlockPut>& blocks) override {
     if (faults_ && faults_->fail_puts) return Status::IOError("No space left on device (injected)");
     std::lock_guard<std::mutex> lock(mu_);
-    blocks_[{key.image_no, key.index}] = std::string(value);
+    if (deleted_.count(first.image_no)) return Status::Ok();
+    for (size_t i = 0; i < blocks.size(); ++i) {
+      blocks_[{first.image_no, first.index + i}] = {std::string(blocks[i].data), blocks[i].check};
+    }
     return Status::Ok();
   }
   Status DeleteImage(uint64_t image_no) override {
     std::lock_guard<std::mutex> lock(mu_);
+    deleted_.insert(image_no);
     blocks_.erase(blocks_.lower_bound({image_no, 0}), blocks_.lower_bound({image_no + 1, 0}));
     return Status::Ok();
   }
@@ -69,7 +79,8 @@ class MemBlockStore final : public BlockStore {
  private:
   const MemStoreFaults* const faults_;
   std::mutex mu_;
-  std::map<std::pair<uint64_t, uint64_t>, std::string> blocks_;  // GUARDED_BY(mu_)
+  std::map<std::pair<uint64_t, uint64_t>, std::pair<std::string, uint64_t>> blocks_;  // GUARDED_BY(mu_)
+  std::set<uint64_t> deleted_;                                    // GUARDED_BY(mu_)
   std::map<std::string, std::string> meta_;                       // GUARDED_BY(mu_)
 };
 

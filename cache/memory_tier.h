@@ -13,12 +13,10 @@
 #include <string>
 #include <vector>
 
+#include "cache/block.h"
 #include "cache/block_store.h"
 
 namespace glancefs::cache {
-
-// A block as stored: the cache's header followed by the data.
-using BlockData = std::shared_ptr<const std::string>;
 
 class MemoryTier {
  public:

@@ -5,7 +5,20 @@
 #include <rocksdb/table.h>
 #include <rocksdb/write_batch.h>
 
+#include <fcntl.h>
+#include <limits.h>
+#include <sys/stat.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
 #include <cstring>
+#include <filesystem>
+#include <mutex>
+#include <set>
+#include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
 #include "fs/base/log.h"
@@ -13,11 +26,10 @@
 namespace glancefs::cache {
 namespace {
 
-constexpr const char* kBlocksFamily = "blocks";
 constexpr const char* kMetaFamily = "meta";
-// One empty-valued key per stored block, written in the same batch as the block: scanning it
-// at startup never reads the blob files (a RocksDB 7 iterator loads each value it passes).
+// One entry per stored block: its length and check value. The bytes are in data/<no>.blk.
 constexpr const char* kIndexFamily = "index";
+constexpr const char* kLegacyBlocksFamily = "blocks";
 
 // Block keys: [u64 image number][u64 block index], both big-endian, so they sort by image.
 std::string EncodeKey(BlockKey key) {
@@ -47,16 +59,55 @@ Status FromRocks(const rocksdb::Status& s, const std::string& what) {
   return Status::IOError(what + ": " + s.ToString());
 }
 
+// Index values: [u32 length][u64 check], little-endian.
+constexpr size_t kIndexValue = 12;
+
+std::string DataFileName(uint64_t image_no) {
+  char name[32];
+  std::snprintf(name, sizeof name, "%016llx.blk", static_cast<unsigned long long>(image_no));
+  return name;
+}
+
+// An open data file; closed when the last user lets go (a read may outlive an eviction).
+// Whole aligned blocks are written through `direct` (O_DIRECT): no copy into the page cache,
+// which on the reference machine is both faster (1.3 vs 0.46 GB/s at 256 KiB) and most of the
+// CPU a cold read spent in the kernel. Reads go through the page cache (`fd`), so the kernel's
+// read-ahead serves warm sequential readers.
+struct DataFile {
+  DataFile(int fd, int direct) : fd(fd), direct(direct) {}
+  ~DataFile() {
+    ::close(fd);
+    if (direct >= 0) ::close(direct);
+  }
+  const int fd;
+  const int direct;  // -1: the file system refuses O_DIRECT
+};
+
+constexpr size_t kDirectAlign = 4096;
+
+// 0, or the errno of the failed write.
+int WriteFully(int fd, const char* data, size_t n, uint64_t off) {
+  for (size_t done = 0; done < n;) {
+    ssize_t put = ::pwrite(fd, data + done, n - done, static_cast<off_t>(off + done));
+    if (put < 0 && errno == EINTR) continue;
+    if (put < 0) return errno;
+    done += static_cast<size_t>(put);
+  }
+  return 0;
+}
+
 class RocksBlockStore final : public BlockStore {
  public:
   RocksBlockStore(std::string dir, rocksdb::DB* db, std::vector<rocksdb::ColumnFamilyHandle*> cfs)
-      : dir_(std::move(dir)), db_(db), cfs_(std::move(cfs)) {
-    blocks_write_.disableWAL = true;  // values validate on read; Sync flushes (atomically)
-    meta_write_.sync = false;         // the WAL survives kill -9 (not power loss; a cache)
+      : dir_(std::move(dir)), data_dir_(dir_ + "/data"), db_(db), cfs_(std::move(cfs)) {
+    // Through the WAL but not synced: survives kill -9 (not power loss; a cache). Block bytes
+    // are written before their index entry, so an entry never outlives a crash without them
+    // being checked.
+    write_.sync = false;
   }
   ~RocksBlockStore() override {
     rocksdb::FlushOptions flush;
-    db_->Flush(flush, cfs_);  // blocks were written without the WAL
+    db_->Flush(flush, cfs_);
     for (auto* cf : cfs_) db_->DestroyColumnFamilyHandle(cf);
     db_->Close();
     delete db_;
@@ -64,25 +115,102 @@ class RocksBlockStore final : public BlockStore {
 
   std::string Describe() const override { return "rocksdb:" + dir_; }
 
-  Status GetBlock(BlockKey key, std::string* value) override {
-    return FromRocks(db_->Get(read_, blocks(), EncodeKey(key), value), "cache block");
+  void SetBlockSize(uint32_t block_size) override { block_size_ = block_size; }
+
+  Status GetBlock(BlockKey key, char* dst, size_t len, uint64_t* check) override {
+    std::string value;
+    GLANCEFS_RETURN_IF_ERROR(FromRocks(db_->Get(read_, index(), EncodeKey(key), &value),
+                                       "cache block"));
+    if (value.size() != kIndexValue) return Status::Corruption("cache index entry of bad size");
+    uint32_t stored_len;
+    std::memcpy(&stored_len, value.data(), 4);
+    std::memcpy(check, value.data() + 4, 8);
+    if (stored_len != len) return Status::Corruption("cache block of another length");
+    GLANCEFS_ASSIGN_OR_RETURN(auto file, File(key.image_no, false));
+    if (!file) return Status::Corruption("cache data file is missing");
+    const uint64_t off = key.index * block_size_;
+    for (size_t done = 0; done < len;) {
+      ssize_t got = ::pread(file->fd, dst + done, len - done, static_cast<off_t>(off + done));
+      if (got < 0 && errno == EINTR) continue;
+      if (got < 0) return Status::FromErrno(errno, "cache data file");
+      if (got == 0) return Status::Corruption("cache data file is short");
+      done += static_cast<size_t>(got);
+    }
+    return Status::Ok();
   }
-  Status PutBlock(BlockKey key, std::string_view value) override {
-    std::string k = EncodeKey(key);
+
+  Status PutBlocks(BlockKey first, const std::vector<BlockPut>& blocks) override {
+    if (blocks.empty()) return Status::Ok();
+    GLANCEFS_ASSIGN_OR_RETURN(auto file, File(first.image_no, true));
+    if (!file) return Status::Ok();  // the image was deleted meanwhile: dropped
+    // The run is contiguous in the file: its aligned prefix goes in one O_DIRECT pwritev, the
+    // rest (an image's short last block, or a file system without O_DIRECT) through the page
+    // cache.
+    const uint64_t off = first.index * block_size_;
+    size_t direct = 0;
+    if (file->direct >= 0 && direct_ok_.load(std::memory_order_relaxed) &&
+        off % kDirectAlign == 0) {
+      while (direct < blocks.size() && direct < IOV_MAX &&
+             reinterpret_cast<uintptr_t>(blocks[direct].data.data()) % kDirectAlign == 0 &&
+             blocks[direct].data.size() % kDirectAlign == 0) {
+        ++direct;
+      }
+    }
+    size_t done = 0;  // blocks written
+    uint64_t at = off;
+    if (direct > 0) {
+      std::vector<iovec> iov(direct);
+      size_t total = 0;
+      for (size_t i = 0; i < direct; ++i) {
+        iov[i] = {const_cast<char*>(blocks[i].data.data()), blocks[i].data.size()};
+        total += blocks[i].data.size();
+      }
+      ssize_t put = ::pwritev(file->direct, iov.data(), static_cast<int>(direct),
+                              static_cast<off_t>(off));
+      if (put == static_cast<ssize_t>(total)) {
+        done = direct;
+        at += total;
+      } else if (put < 0 && errno == EINVAL && direct_ok_.exchange(false)) {
+        LOG_WARNING("cache %s: O_DIRECT writes refused; writing through the page cache",
+                    dir_.c_str());
+      }
+      // Anything else (a short or failed write): rewritten below through the page cache,
+      // which reports the error if it is real (ENOSPC).
+    }
+    for (size_t i = done; i < blocks.size(); ++i) {
+      if (int err = WriteFully(file->fd, blocks[i].data.data(), blocks[i].data.size(), at)) {
+        return Status::FromErrno(err, "cache block write");
+      }
+      at += blocks[i].data.size();
+    }
     rocksdb::WriteBatch batch;
-    batch.Put(blocks(), k, rocksdb::Slice(value.data(), value.size()));
-    batch.Put(index(), k, rocksdb::Slice());
-    return FromRocks(db_->Write(blocks_write_, &batch), "cache block write");
+    for (size_t i = 0; i < blocks.size(); ++i) {
+      char value[kIndexValue];
+      uint32_t len = static_cast<uint32_t>(blocks[i].data.size());
+      std::memcpy(value, &len, 4);
+      std::memcpy(value + 4, &blocks[i].check, 8);
+      batch.Put(index(), EncodeKey({first.image_no, first.index + i}),
+                rocksdb::Slice(value, sizeof value));
+    }
+    return FromRocks(db_->Write(write_, &batch), "cache index write");
   }
+
   Status DeleteImage(uint64_t image_no) override {
-    std::string from = EncodeKey({image_no, 0});
-    std::string to = EncodeKey({image_no + 1, 0});
+    {
+      std::lock_guard<std::mutex> lock(files_mu_);
+      deleted_.insert(image_no);
+      files_.erase(image_no);
+    }
+    std::string path = data_dir_ + "/" + DataFileName(image_no);
+    if (::unlink(path.c_str()) != 0 && errno != ENOENT) {
+      return Status::FromErrno(errno, "cache eviction of " + path);
+    }
     rocksdb::WriteBatch batch;
-    batch.DeleteRange(blocks(), from, to);
-    batch.DeleteRange(index(), from, to);
+    batch.DeleteRange(index(), EncodeKey({image_no, 0}), EncodeKey({image_no + 1, 0}));
     rocksdb::WriteOptions w;  // with the WAL: a deletion must not come back after a crash
     return FromRocks(db_->Write(w, &batch), "cache eviction");
   }
+
   Status ScanBlocks(const std::function<void(BlockKey)>& fn) override {
     rocksdb::ReadOptions r;
     r.fill_cache = false;
@@ -102,12 +230,12 @@ class RocksBlockStore final : public BlockStore {
     return std::optional<std::string>(std::move(value));
   }
   Status PutMeta(std::string_view key, std::string_view value) override {
-    return FromRocks(db_->Put(meta_write_, meta(), rocksdb::Slice(key.data(), key.size()),
+    return FromRocks(db_->Put(write_, meta(), rocksdb::Slice(key.data(), key.size()),
                               rocksdb::Slice(value.data(), value.size())),
                      "cache record write");
   }
   Status DeleteMeta(std::string_view key) override {
-    return FromRocks(db_->Delete(meta_write_, meta(), rocksdb::Slice(key.data(), key.size())),
+    return FromRocks(db_->Delete(write_, meta(), rocksdb::Slice(key.data(), key.size())),
                      "cache record delete");
   }
   Status ScanMeta(std::string_view prefix,
@@ -120,65 +248,124 @@ class RocksBlockStore final : public BlockStore {
     }
     return FromRocks(it->status(), "cache record scan");
   }
+
   Status Sync() override {
-    rocksdb::FlushOptions flush;
-    Status s = FromRocks(db_->Flush(flush, {blocks(), index()}), "cache flush");
+    std::vector<std::shared_ptr<DataFile>> files;
+    {
+      std::lock_guard<std::mutex> lock(files_mu_);
+      for (const auto& [no, f] : files_) files.push_back(f);
+    }
+    for (const auto& f : files) {
+      if (::fdatasync(f->fd) != 0) return Status::FromErrno(errno, "cache flush");
+    }
+    Status s = FromRocks(db_->SyncWAL(), "cache flush");
     if (!s.ok()) TryResume();
     return s;
   }
+
   uint64_t DiskBytes() override {
-    uint64_t sst = 0, blob = 0;
-    db_->GetIntProperty(blocks(), rocksdb::DB::Properties::kLiveSstFilesSize, &sst);
-    db_->GetIntProperty(blocks(), rocksdb::DB::Properties::kTotalBlobFileSize, &blob);
-    return sst + blob;
+    uint64_t total = 0;
+    for (auto* cf : cfs_) {
+      uint64_t sst = 0;
+      db_->GetIntProperty(cf, rocksdb::DB::Properties::kLiveSstFilesSize, &sst);
+      total += sst;
+    }
+    std::error_code ec;
+    for (const auto& f : std::filesystem::directory_iterator(data_dir_, ec)) {
+      struct stat st;
+      if (::stat(f.path().c_str(), &st) == 0) total += static_cast<uint64_t>(st.st_blocks) * 512;
+    }
+    return total;
+  }
+
+  // Removes data files no index entry refers to (a crash between a file's first write and its
+  // first index entry, or a store started again empty). Called once, before any other use.
+  Status RemoveUnreferencedFiles() {
+    std::error_code ec;
+    std::filesystem::create_directories(data_dir_, ec);
+    if (ec) return Status::FromErrno(ec.value(), "cache data directory " + data_dir_);
+    std::set<uint64_t> live;
+    GLANCEFS_RETURN_IF_ERROR(ScanBlocks([&](BlockKey key) { live.insert(key.image_no); }));
+    for (const auto& f : std::filesystem::directory_iterator(data_dir_, ec)) {
+      std::string name = f.path().filename().string();
+      char* end = nullptr;
+      uint64_t no = std::strtoull(name.c_str(), &end, 16);
+      if (name == DataFileName(no) && live.count(no)) continue;
+      LOG_DEBUG("cache: removing unreferenced %s", f.path().c_str());
+      std::filesystem::remove_all(f.path(), ec);
+    }
+    return Status::Ok();
   }
 
  private:
-  rocksdb::ColumnFamilyHandle* blocks() const { return cfs_[1]; }
-  rocksdb::ColumnFamilyHandle* meta() const { return cfs_[2]; }
-  rocksdb::ColumnFamilyHandle* index() const { return cfs_[3]; }
+  rocksdb::ColumnFamilyHandle* meta() const { return cfs_[1]; }
+  rocksdb::ColumnFamilyHandle* index() const { return cfs_[2]; }
+
+  // The data file of `image_no`, opened (and with `create`, created) on first use. Null if it
+  // does not exist, or if the image was deleted.
+  Result<std::shared_ptr<DataFile>> File(uint64_t image_no, bool create) {
+    std::lock_guard<std::mutex> lock(files_mu_);
+    if (deleted_.count(image_no)) return std::shared_ptr<DataFile>();
+    if (auto it = files_.find(image_no); it != files_.end()) return it->second;
+    std::string path = data_dir_ + "/" + DataFileName(image_no);
+    int fd = ::open(path.c_str(), O_RDWR | O_CLOEXEC | O_NOFOLLOW | (create ? O_CREAT : 0), 0600);
+    if (fd < 0) {
+      if (errno == ENOENT && !create) return std::shared_ptr<DataFile>();
+      return Status::FromErrno(errno, "cache data file " + path);
+    }
+    int direct = ::open(path.c_str(), O_WRONLY | O_CLOEXEC | O_NOFOLLOW | O_DIRECT);
+    auto file = std::make_shared<DataFile>(fd, direct);
+    if (files_.size() >= kMaxOpenFiles) files_.clear();  // reopened on demand
+    files_[image_no] = file;
+    return file;
+  }
+
   // After a background error (a full disk during a flush) RocksDB refuses writes until resumed.
   void TryResume() {
     auto s = db_->Resume();
     if (!s.ok()) LOG_WARNING("cache %s: cannot resume writes: %s", dir_.c_str(), s.ToString().c_str());
   }
 
+  static constexpr size_t kMaxOpenFiles = 256;
   const std::string dir_;
+  const std::string data_dir_;
   rocksdb::DB* const db_;
-  const std::vector<rocksdb::ColumnFamilyHandle*> cfs_;  // default, blocks, meta, index
+  const std::vector<rocksdb::ColumnFamilyHandle*> cfs_;  // default, meta, index
   rocksdb::ReadOptions read_;
-  rocksdb::WriteOptions blocks_write_;
-  rocksdb::WriteOptions meta_write_;
+  rocksdb::WriteOptions write_;
+  uint32_t block_size_ = 256 << 10;
+  std::atomic<bool> direct_ok_{true};
+  std::mutex files_mu_;
+  std::unordered_map<uint64_t, std::shared_ptr<DataFile>> files_;  // GUARDED_BY(files_mu_)
+  std::unordered_set<uint64_t> deleted_;                           // GUARDED_BY(files_mu_)
 };
 
 std::vector<rocksdb::ColumnFamilyDescriptor> Families(const RocksOptions& options) {
-  rocksdb::ColumnFamilyOptions blocks;
-  blocks.enable_blob_files = true;  // integrated BlobDB: block values go to blob files
-  blocks.min_blob_size = 1024;
-  blocks.blob_file_size = 256ULL << 20;
-  blocks.blob_compression_type = rocksdb::kNoCompression;  // image data; qcow2 compresses itself
-  blocks.enable_blob_garbage_collection = true;
-  blocks.blob_garbage_collection_age_cutoff = 0.5;
-  blocks.write_buffer_size = options.write_buffer_bytes;
-  blocks.max_write_buffer_number = 2;
-  blocks.compression = rocksdb::kNoCompression;
   rocksdb::ColumnFamilyOptions meta;
   meta.write_buffer_size = 4ULL << 20;
   rocksdb::ColumnFamilyOptions index;
-  index.write_buffer_size = 4ULL << 20;
+  index.write_buffer_size = options.write_buffer_bytes;
   return {rocksdb::ColumnFamilyDescriptor(rocksdb::kDefaultColumnFamilyName,
                                           rocksdb::ColumnFamilyOptions()),
-          rocksdb::ColumnFamilyDescriptor(kBlocksFamily, blocks),
           rocksdb::ColumnFamilyDescriptor(kMetaFamily, meta),
           rocksdb::ColumnFamilyDescriptor(kIndexFamily, index)};
+}
+
+Status Destroy(const std::string& dir, const rocksdb::DBOptions& db_options,
+               const std::vector<rocksdb::ColumnFamilyDescriptor>& families) {
+  rocksdb::Options options(db_options, families[0].options);
+  GLANCEFS_RETURN_IF_ERROR(
+      FromRocks(rocksdb::DestroyDB(dir, options, families), "cannot clear the cache " + dir));
+  std::error_code ec;
+  std::filesystem::remove_all(dir + "/data", ec);
+  if (ec) return Status::FromErrno(ec.value(), "cannot clear the cache " + dir + "/data");
+  return Status::Ok();
 }
 
 }  // namespace
 
 Status DestroyRocksBlockStore(const std::string& dir) {
-  auto families = Families(RocksOptions());
-  rocksdb::Options options(rocksdb::DBOptions(), families[1].options);
-  return FromRocks(rocksdb::DestroyDB(dir, options, families), "cannot clear the cache " + dir);
+  return Destroy(dir, rocksdb::DBOptions(), Families(RocksOptions()));
 }
 
 Result<std::unique_ptr<BlockStore>> OpenRocksBlockStore(const std::string& dir,
@@ -191,24 +378,29 @@ Result<std::unique_ptr<BlockStore>> OpenRocksBlockStore(const std::string& dir,
   db_options.max_log_file_size = 1 << 20;
   db_options.info_log_level = rocksdb::WARN_LEVEL;
   db_options.max_total_wal_size = 64ULL << 20;
-  // blocks and index are written without the WAL: flush them together, so a crash never
-  // leaves an index entry without its block (or the reverse).
-  db_options.atomic_flush = true;
   auto families = Families(options);
+  std::vector<std::string> existing;
+  if (rocksdb::DB::ListColumnFamilies(db_options, dir, &existing).ok() &&
+      std::find(existing.begin(), existing.end(), kLegacyBlocksFamily) != existing.end()) {
+    // Written by glancefs 0.1, which kept block bytes in RocksDB: a cache, so start it again.
+    LOG_WARNING("cache %s has an older layout: starting it again empty", dir.c_str());
+    std::vector<rocksdb::ColumnFamilyDescriptor> old;
+    for (const auto& name : existing) old.emplace_back(name, rocksdb::ColumnFamilyOptions());
+    GLANCEFS_RETURN_IF_ERROR(Destroy(dir, db_options, old));
+  }
   for (int attempt = 0;; ++attempt) {
     std::vector<rocksdb::ColumnFamilyHandle*> handles;
     rocksdb::DB* db = nullptr;
     auto s = rocksdb::DB::Open(db_options, dir, families, &handles, &db);
     if (s.ok()) {
-      return std::unique_ptr<BlockStore>(std::make_unique<RocksBlockStore>(dir, db, handles));
+      auto store = std::make_unique<RocksBlockStore>(dir, db, handles);
+      GLANCEFS_RETURN_IF_ERROR(store->RemoveUnreferencedFiles());
+      return std::unique_ptr<BlockStore>(std::move(store));
     }
     if (attempt > 0 || !s.IsCorruption()) return FromRocks(s, "cache " + dir);
     LOG_ERROR("cache %s is damaged (%s): starting it again empty", dir.c_str(),
               s.ToString().c_str());
-    rocksdb::Options destroy(db_options, families[1].options);
-    if (auto d = rocksdb::DestroyDB(dir, destroy, families); !d.ok()) {
-      return FromRocks(d, "cannot clear the damaged cache " + dir);
-    }
+    GLANCEFS_RETURN_IF_ERROR(Destroy(dir, db_options, families));
   }
 }
 

@@ -1,4 +1,7 @@
-// RocksBlockStore: the BlockStore on RocksDB. The only file that includes rocksdb/* is
+// RocksBlockStore: the BlockStore on RocksDB and plain files. Block bytes go to one sparse file
+// per image number (DIR/data/<no>.blk, the block at index x block size): one copy into the page
+// cache, eviction is an unlink. RocksDB holds the index (length and check of each stored block)
+// and the meta records, both through its WAL. The only file that includes rocksdb/* is
 // rocks_block_store.cc (RocksDB's API moves between releases; docs/CACHE.md has the layout).
 #pragma once
 
@@ -11,9 +14,8 @@
 namespace glancefs::cache {
 
 struct RocksOptions {
-  // Memtable size of the blocks family; block values live here until flushed to a blob file,
-  // so it bounds both the RSS the store adds and what kill -9 can lose.
-  uint64_t write_buffer_bytes = 32ULL << 20;
+  // Memtable size of the index family (about 40 bytes per stored block).
+  uint64_t write_buffer_bytes = 8ULL << 20;
 };
 
 // Opens (creating if needed) the store in `dir`. A store that RocksDB finds damaged beyond

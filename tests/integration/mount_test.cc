@@ -224,7 +224,7 @@ TEST_F(MountTest, QueueAndCacheDirectories) {
   EXPECT_EQ(m.Unmount(), 0) << m.Log();
 }
 
-// RSS stays under the memory budget plus the fixed overhead docs/CACHE.md documents (300 MiB
+// RSS stays under the memory budget plus the fixed overhead docs/CACHE.md documents (200 MiB
 // with the default fetch threads and sizes) while 8 readers stream different images.
 TEST_F(MountTest, MemoryStaysWithinTheBudgetUnderEightReaders) {
 #if defined(__SANITIZE_ADDRESS__)
@@ -255,7 +255,7 @@ TEST_F(MountTest, MemoryStaysWithinTheBudgetUnderEightReaders) {
     max_kb = std::max<uint64_t>(max_kb, std::stoull(line.substr(line.find_first_of("0123456789"))));
   }
   EXPECT_GT(max_kb, 0u);
-  EXPECT_LT(max_kb, (64 + 300) * 1024) << "peak RSS " << max_kb << " KiB";
+  EXPECT_LT(max_kb, (64 + 200) * 1024) << "peak RSS " << max_kb << " KiB";
   RecordProperty("peak_rss_kib", std::to_string(max_kb));
   std::printf("peak RSS with 8 readers and a 64 MiB memory budget: %llu KiB\n",
               static_cast<unsigned long long>(max_kb));
