@@ -13,10 +13,12 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <cstring>
 #include <filesystem>
 #include <mutex>
 #include <set>
+#include <thread>
 #include <unordered_map>
 #include <unordered_set>
 #include <vector>
@@ -388,6 +390,10 @@ Result<std::unique_ptr<BlockStore>> OpenRocksBlockStore(const std::string& dir,
     for (const auto& name : existing) old.emplace_back(name, rocksdb::ColumnFamilyOptions());
     GLANCEFS_RETURN_IF_ERROR(Destroy(dir, db_options, old));
   }
+  // A glancefs that was just unmounted may still be flushing and holding the LOCK (a quick
+  // remount, a systemd restart): wait for it a while rather than fail.
+  const auto lock_deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  bool waited = false;
   for (int attempt = 0;; ++attempt) {
     std::vector<rocksdb::ColumnFamilyHandle*> handles;
     rocksdb::DB* db = nullptr;
@@ -396,6 +402,14 @@ Result<std::unique_ptr<BlockStore>> OpenRocksBlockStore(const std::string& dir,
       auto store = std::make_unique<RocksBlockStore>(dir, db, handles);
       GLANCEFS_RETURN_IF_ERROR(store->RemoveUnreferencedFiles());
       return std::unique_ptr<BlockStore>(std::move(store));
+    }
+    if (s.IsIOError() && s.ToString().find("lock") != std::string::npos &&
+        std::chrono::steady_clock::now() < lock_deadline) {
+      if (!waited) LOG_INFO("cache %s is in use; waiting up to 10 s for it", dir.c_str());
+      waited = true;
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+      --attempt;
+      continue;
     }
     if (attempt > 0 || !s.IsCorruption()) return FromRocks(s, "cache " + dir);
     LOG_ERROR("cache %s is damaged (%s): starting it again empty", dir.c_str(),
