@@ -23,6 +23,7 @@
 #include <unordered_set>
 #include <vector>
 
+#include "fs/base/file_io.h"
 #include "fs/base/log.h"
 
 namespace glancefs::cache {
@@ -87,17 +88,6 @@ struct DataFile {
 
 constexpr size_t kDirectAlign = 4096;
 
-// 0, or the errno of the failed write.
-int WriteFully(int fd, const char* data, size_t n, uint64_t off) {
-  for (size_t done = 0; done < n;) {
-    ssize_t put = ::pwrite(fd, data + done, n - done, static_cast<off_t>(off + done));
-    if (put < 0 && errno == EINTR) continue;
-    if (put < 0) return errno;
-    done += static_cast<size_t>(put);
-  }
-  return 0;
-}
-
 class RocksBlockStore final : public BlockStore {
  public:
   RocksBlockStore(std::string dir, rocksdb::DB* db, std::vector<rocksdb::ColumnFamilyHandle*> cfs)
@@ -131,13 +121,9 @@ class RocksBlockStore final : public BlockStore {
     GLANCEFS_ASSIGN_OR_RETURN(auto file, File(key.image_no, false));
     if (!file) return Status::Corruption("cache data file is missing");
     const uint64_t off = key.index * block_size_;
-    for (size_t done = 0; done < len;) {
-      ssize_t got = ::pread(file->fd, dst + done, len - done, static_cast<off_t>(off + done));
-      if (got < 0 && errno == EINTR) continue;
-      if (got < 0) return Status::FromErrno(errno, "cache data file");
-      if (got == 0) return Status::Corruption("cache data file is short");
-      done += static_cast<size_t>(got);
-    }
+    ssize_t got = ReadFullyAt(file->fd, dst, len, off);
+    if (got < 0) return Status::FromErrno(static_cast<int>(-got), "cache data file");
+    if (static_cast<size_t>(got) < len) return Status::Corruption("cache data file is short");
     return Status::Ok();
   }
 
@@ -180,7 +166,7 @@ class RocksBlockStore final : public BlockStore {
       // which reports the error if it is real (ENOSPC).
     }
     for (size_t i = done; i < blocks.size(); ++i) {
-      if (int err = WriteFully(file->fd, blocks[i].data.data(), blocks[i].data.size(), at)) {
+      if (int err = WriteFullyAt(file->fd, blocks[i].data.data(), blocks[i].data.size(), at)) {
         return Status::FromErrno(err, "cache block write");
       }
       at += blocks[i].data.size();
@@ -255,6 +241,7 @@ class RocksBlockStore final : public BlockStore {
     std::vector<std::shared_ptr<DataFile>> files;
     {
       std::lock_guard<std::mutex> lock(files_mu_);
+      files.swap(dropped_);
       for (const auto& [no, f] : files_) files.push_back(f);
     }
     for (const auto& f : files) {
@@ -317,7 +304,11 @@ class RocksBlockStore final : public BlockStore {
     }
     int direct = ::open(path.c_str(), O_WRONLY | O_CLOEXEC | O_NOFOLLOW | O_DIRECT);
     auto file = std::make_shared<DataFile>(fd, direct);
-    if (files_.size() >= kMaxOpenFiles) files_.clear();  // reopened on demand
+    if (files_.size() >= kMaxOpenFiles) {
+      // Reopened on demand; kept open until the next Sync, which must still reach them.
+      for (auto& [no, f] : files_) dropped_.push_back(std::move(f));
+      files_.clear();
+    }
     files_[image_no] = file;
     return file;
   }
@@ -340,6 +331,7 @@ class RocksBlockStore final : public BlockStore {
   std::mutex files_mu_;
   std::unordered_map<uint64_t, std::shared_ptr<DataFile>> files_;  // GUARDED_BY(files_mu_)
   std::unordered_set<uint64_t> deleted_;                           // GUARDED_BY(files_mu_)
+  std::vector<std::shared_ptr<DataFile>> dropped_;  // GUARDED_BY(files_mu_): out of files_, unsynced
 };
 
 std::vector<rocksdb::ColumnFamilyDescriptor> Families(const RocksOptions& options) {

@@ -7,6 +7,8 @@
 #include <cerrno>
 #include <optional>
 
+#include "fs/base/file_io.h"
+
 namespace glancefs::backends {
 
 FileByteSource::FileByteSource(int fd, uint64_t size, uint64_t allocated_bytes, std::string label)
@@ -44,19 +46,11 @@ Status FileByteSource::ReadAt(uint64_t off, size_t n, char* dst) {
   if (off > size_ || n > size_ - off) {
     return Status::OutOfRange(label_ + ": read past the end");
   }
-  while (n > 0) {
-    ssize_t got = ::pread(fd_, dst, n, static_cast<off_t>(off));
-    if (got < 0) {
-      if (errno == EINTR) continue;
-      return Status::FromErrno(errno, label_ + ": read at " + std::to_string(off));
-    }
-    if (got == 0) {
-      return Status::Corruption(label_ + ": data file ended at " + std::to_string(off) +
-                                ", before its recorded size " + std::to_string(size_));
-    }
-    dst += got;
-    off += static_cast<uint64_t>(got);
-    n -= static_cast<size_t>(got);
+  ssize_t got = ReadFullyAt(fd_, dst, n, off);
+  if (got < 0) return Status::FromErrno(static_cast<int>(-got), label_ + ": read at " + std::to_string(off));
+  if (static_cast<size_t>(got) < n) {
+    return Status::Corruption(label_ + ": data file ended at " + std::to_string(off + got) +
+                              ", before its recorded size " + std::to_string(size_));
   }
   return Status::Ok();
 }

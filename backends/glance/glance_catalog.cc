@@ -14,6 +14,7 @@
 #include <thread>
 
 #include "backends/common/image_record_json.h"
+#include "fs/base/file_io.h"
 #include "fs/base/log.h"
 
 namespace glancefs::backends {
@@ -306,12 +307,9 @@ Status GlanceByteSource::ReadStreamed(uint64_t off, size_t n, char* dst) {
   }
   int fd = spool_fd_;
   lock.unlock();
-  size_t done = 0;
-  while (done < n) {
-    ssize_t got = ::pread(fd, dst + done, n - done, static_cast<off_t>(off + done));
-    if (got < 0 && errno == EINTR) continue;
-    if (got <= 0) return Status::FromErrno(got < 0 ? errno : EIO, "spool of image " + id_);
-    done += static_cast<size_t>(got);
+  ssize_t got = ReadFullyAt(fd, dst, n, off);
+  if (got < 0 || static_cast<size_t>(got) < n) {
+    return Status::FromErrno(got < 0 ? static_cast<int>(-got) : EIO, "spool of image " + id_);
   }
   return Status::Ok();
 }
@@ -321,12 +319,7 @@ void GlanceByteSource::Stream() {
   BodySink sink = [&](const HttpResponse& head, const char* data, size_t len) {
     if (head.status != 200) return false;     // not the whole image
     if (len > size_ - written) return false;  // longer than the record says
-    for (size_t done = 0; done < len;) {
-      ssize_t w = ::pwrite(spool_fd_, data + done, len - done, static_cast<off_t>(written + done));
-      if (w < 0 && errno == EINTR) continue;
-      if (w <= 0) return false;
-      done += static_cast<size_t>(w);
-    }
+    if (WriteFullyAt(spool_fd_, data, len, written) != 0) return false;
     written += len;
     std::lock_guard<std::mutex> lock(mu_);
     streamed_ = written;

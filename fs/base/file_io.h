@@ -1,0 +1,19 @@
+// Whole-buffer positional I/O on file descriptors: pread/pwrite repeated until done, EINTR
+// retried. One copy for every layer (the dir backend, the Glance spool, the cache's data files).
+#pragma once
+
+#include <sys/types.h>
+
+#include <cstddef>
+#include <cstdint>
+
+namespace glancefs {
+
+// Reads up to n bytes at off into dst. Returns the bytes read (fewer than n only at end of
+// file), or -errno.
+ssize_t ReadFullyAt(int fd, char* dst, size_t n, uint64_t off);
+
+// Writes n bytes at off. Returns 0, or the errno of the failed write.
+int WriteFullyAt(int fd, const char* src, size_t n, uint64_t off);
+
+}  // namespace glancefs
