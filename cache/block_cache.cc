@@ -774,10 +774,18 @@ Status BlockCache::FetchAll(const ImageRecord& record, const std::shared_ptr<Byt
   std::condition_variable cv;
   int running = 0;
   Status first_error;
-  uint64_t fetched = 0;
+  // The rate cap paces requests as they are made: the next one starts once the bytes already
+  // requested fit the budget (counting completed ones instead let the first requests of an
+  // image, up to readahead_requests x request_bytes, go out uncapped).
+  uint64_t requested = 0;
   auto start = std::chrono::steady_clock::now();
   uint64_t cursor = 0;
   for (;;) {
+    if (bytes_per_s > 0) {
+      std::this_thread::sleep_until(start +
+                                    std::chrono::microseconds(requested * 1000000 / bytes_per_s));
+      if (stop()) break;
+    }
     std::vector<std::pair<uint64_t, uint64_t>> runs;
     uint64_t no;
     {
@@ -798,22 +806,17 @@ Status BlockCache::FetchAll(const ImageRecord& record, const std::shared_ptr<Byt
       cv.wait(lock, [&] { return running < std::max(1, options_.readahead_requests); });
       ++running;
       lock.unlock();
+      requested += count * block_size_;
       pool_->Submit([&, a = a, count = count, no] {
         Status s = FetchClaimed(image, no, a, count, *upstream, Why::kPrefetch, nullptr);
         std::lock_guard<std::mutex> l(mu);
         if (!s.ok() && first_error.ok()) first_error = s;
-        fetched += count * block_size_;
         --running;
         cv.notify_all();
       });
     }
-    std::unique_lock<std::mutex> lock(mu);
+    std::lock_guard<std::mutex> lock(mu);
     if (!first_error.ok() || stop()) break;
-    if (bytes_per_s > 0) {
-      auto due = start + std::chrono::microseconds(fetched * 1000000 / bytes_per_s);
-      lock.unlock();
-      std::this_thread::sleep_until(due);
-    }
   }
   {
     std::unique_lock<std::mutex> lock(mu);
