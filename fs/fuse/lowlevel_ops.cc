@@ -29,6 +29,22 @@ struct DirHandle {
 OpsContext* Ctx(fuse_req_t req) { return static_cast<OpsContext*>(fuse_req_userdata(req)); }
 core::FileSystem& Fs(fuse_req_t req) { return *Ctx(req)->fs; }
 
+// Open files: the handle is the OpenFile's address, the OpsContext owns it (see there).
+uint64_t Keep(OpsContext* ctx, std::unique_ptr<core::OpenFile> file) {
+  uint64_t fh = reinterpret_cast<uint64_t>(file.get());
+  std::lock_guard<std::mutex> lock(ctx->files_mu);
+  ctx->files.emplace(fh, std::move(file));
+  return fh;
+}
+void Drop(OpsContext* ctx, uint64_t fh) {
+  std::unique_ptr<core::OpenFile> file;  // destroyed outside the lock
+  std::lock_guard<std::mutex> lock(ctx->files_mu);
+  if (auto it = ctx->files.find(fh); it != ctx->files.end()) {
+    file = std::move(it->second);
+    ctx->files.erase(it);
+  }
+}
+
 void ReplyErr(fuse_req_t req, const char* op, fuse_ino_t ino, const Status& status) {
   fuse_reply_err(req, LogFailure(op, ino, status));
 }
@@ -221,7 +237,8 @@ void Open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info* fi) {
     fi->keep_cache = 1;  // an image's bytes never change under its inode
   }
   fi->noflush = 1;  // nothing to flush on close
-  if (fuse_reply_open(req, fi) == 0) file->release();
+  uint64_t fh = Keep(ctx, std::move(*file));
+  if (fuse_reply_open(req, fi) != 0) Drop(ctx, fh);
 }
 
 void Read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info* fi) {
@@ -234,8 +251,15 @@ void Read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_fi
 
 void Release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info* fi) {
   (void)ino;
-  delete reinterpret_cast<OpenFile*>(fi->fh);
+  Drop(Ctx(req), fi->fh);
   fuse_reply_err(req, 0);
+}
+
+// The session ends: files whose RELEASE never came go now, before the file system does.
+void Destroy(void* userdata) {
+  auto* ctx = static_cast<OpsContext*>(userdata);
+  std::lock_guard<std::mutex> lock(ctx->files_mu);
+  ctx->files.clear();
 }
 
 void Lseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence, struct fuse_file_info* fi) {
@@ -301,9 +325,9 @@ void CreateEntry(fuse_req_t req, fuse_ino_t parent, const char* name, struct fus
   }
   fi->fh = reinterpret_cast<uint64_t>(file->get());
   fi->direct_io = 1;
-  if (fuse_reply_create(req, &e, fi) == 0) {
-    file->release();
-  } else {
+  uint64_t fh = Keep(Ctx(req), std::move(*file));
+  if (fuse_reply_create(req, &e, fi) != 0) {
+    Drop(Ctx(req), fh);
     Fs(req).Forget(e.ino, 1);
   }
 }
@@ -348,6 +372,7 @@ struct fuse_lowlevel_ops MakeOps() {
   struct fuse_lowlevel_ops ops;
   std::memset(&ops, 0, sizeof ops);
   ops.init = Init;
+  ops.destroy = Destroy;
   ops.lookup = Lookup;
   ops.forget = Forget;
   ops.forget_multi = ForgetMulti;

@@ -6,8 +6,10 @@
 // delivered (interrupted request), the handler forgets what it acquired.
 #pragma once
 
+#include <memory>
 #include <mutex>
 #include <string>
+#include <unordered_map>
 
 #include "fs/core/file_system.h"
 #include "fs/fuse/fuse_version.h"
@@ -30,6 +32,12 @@ struct OpsContext {
   std::string read_ahead_path;
   unsigned read_ahead_kb = 0;
   std::once_flag read_ahead_once;
+
+  // Open files, owned here and not by the kernel's file handle alone: a RELEASE still queued
+  // when the session ends never comes, and the files (with their sources and connections)
+  // would leak. What is left is freed by the destroy operation, while the file system lives.
+  std::mutex files_mu;
+  std::unordered_map<uint64_t, std::unique_ptr<core::OpenFile>> files;  // GUARDED_BY(files_mu)
 };
 
 // The operation table; userdata passed to fuse_session_new must be an OpsContext*.
