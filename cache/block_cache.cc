@@ -26,8 +26,11 @@ uint64_t BlockHash(BlockKey key, const char* data, size_t n) {
 
 // Spare block buffers kept for reuse (block.h).
 constexpr size_t kIdleBuffers = 64;
-// Arrived blocks are stored in runs of this many while a request streams on.
+// Arrived blocks are stored in runs of this many while a request streams on, with at most
+// kStoreRunsPending runs of one request waiting for the store threads.
 constexpr uint64_t kStoreRunBlocks = 8;
+constexpr int kStoreRunsPending = 2;
+constexpr int kStoreThreads = 2;
 
 // Meta records: "img/<id>" → key=value lines.
 std::string Field(const std::string& text, const std::string& name) {
@@ -107,10 +110,21 @@ struct BlockCache::Image {
   }
 };
 
+// One block being fetched. Its readers wait on its own condition variable, so a block's
+// arrival wakes only them. All fields GUARDED_BY(BlockCache::mu_).
 struct BlockCache::Flight {
   bool done = false;
   Status status;
   BlockData data;
+  int waiters = 0;
+  std::condition_variable cv;
+
+  void Complete(Status s, BlockData d) {
+    done = true;
+    status = std::move(s);
+    data = std::move(d);
+    if (waiters > 0) cv.notify_all();
+  }
 };
 
 // The decorator handed to the file system: reads through the cache, reads ahead for
@@ -125,11 +139,31 @@ class BlockCache::Source final : public ByteSource {
   Result<Extent> MapExtent(uint64_t off) override { return upstream_->MapExtent(off); }
 
   Status ReadAt(uint64_t off, size_t n, char* dst) override {
+    if (image_->retired) return upstream_->ReadAt(off, n, dst);
+    return ForEachBlock(off, n, [&](const BlockData&, const char* data, size_t len) {
+      std::memcpy(dst, data, len);
+      dst += len;
+    });
+  }
+
+  Status ReadPinned(uint64_t off, size_t n, std::vector<PinnedSlice>* out) override {
+    if (image_->retired) return ByteSource::ReadPinned(off, n, out);
+    size_t had = out->size();
+    Status s = ForEachBlock(off, n, [&](const BlockData& block, const char* data, size_t len) {
+      out->push_back({data, len, block});
+    });
+    if (!s.ok()) out->resize(had);
+    return s;
+  }
+
+ private:
+  // Calls piece(block, data, len) for the bytes [off, off + n) in order, block by block.
+  template <typename Piece>
+  Status ForEachBlock(uint64_t off, size_t n, const Piece& piece) {
     if (off > image_->size || n > image_->size - off) {
       return Status::OutOfRange("image " + image_->id + ": read past the end");
     }
     if (n == 0) return Status::Ok();
-    if (image_->retired) return upstream_->ReadAt(off, n, dst);
     const uint64_t bs = cache_->block_size_;
     const uint64_t first = off / bs;
     const uint64_t last = (off + n - 1) / bs;
@@ -138,16 +172,14 @@ class BlockCache::Source final : public ByteSource {
     size_t done = 0;
     for (uint64_t index = first; index <= last; ++index) {
       GLANCEFS_ASSIGN_OR_RETURN(BlockData block, cache_->GetBlock(image_, index, last, *upstream_));
-      uint64_t block_start = index * bs;
-      uint64_t from = off + done - block_start;
+      uint64_t from = off + done - index * bs;
       size_t len = static_cast<size_t>(std::min<uint64_t>(n - done, block->size() - from));
-      std::memcpy(dst + done, block->data() + from, len);
+      piece(block, block->data() + from, len);
       done += len;
     }
     return Status::Ok();
   }
 
- private:
   // Window growth as mountpoint-s3's prefetcher: sequential reads double it, others reset it.
   void Readahead(uint64_t off, size_t n) {
     const CacheOptions& o = cache_->options_;
@@ -171,11 +203,14 @@ class BlockCache::Source final : public ByteSource {
     if (ahead_ > next_ && ahead_ - next_ >= window_ / 2) return;
     uint64_t start = std::max(ahead_, next_) / bs * bs;
     if (start >= image_->size) return;
+    // Requests grow with the window: small while a reader may stop soon (a header read), up
+    // to request_bytes once it streams, where Glance's per-request cost vanishes.
+    uint64_t request = std::clamp<uint64_t>(window_ / bs * bs, bs, o.request_bytes);
     uint64_t want = next_ + window_ - start;
-    uint64_t target = std::min(image_->size, start + (want + o.request_bytes - 1) /
-                                                         o.request_bytes * o.request_bytes);
-    uint64_t end_block =
-        cache_->ScheduleReadahead(image_, upstream_, start / bs, (target - 1) / bs);
+    uint64_t target =
+        std::min(image_->size, start + (want + request - 1) / request * request);
+    uint64_t end_block = cache_->ScheduleReadahead(image_, upstream_, start / bs,
+                                                   (target - 1) / bs, request / bs);
     ahead_ = std::max(ahead_, std::min(image_->size, end_block * bs));
   }
 
@@ -200,13 +235,12 @@ BlockCache::BlockCache(std::unique_ptr<BlockStore> store, CacheOptions options,
 
 BlockCache::~BlockCache() {
   if (pool_) pool_->Shutdown();  // joins the fetch threads; no task runs after this
+  if (store_pool_) store_pool_->Shutdown();  // after: fetches wait for their stores
   {
     // Read-ahead claimed by tasks the pool dropped: fail them, so no waiter is left behind.
     std::lock_guard<std::mutex> lock(mu_);
     for (auto& [key, flight] : flights_) {
-      if (flight->done) continue;
-      flight->done = true;
-      flight->status = Status::Unavailable("the cache is shutting down");
+      if (!flight->done) flight->Complete(Status::Unavailable("the cache is shutting down"), {});
     }
     flights_.clear();
   }
@@ -235,6 +269,7 @@ Result<std::unique_ptr<BlockCache>> BlockCache::Open(std::unique_ptr<BlockStore>
   store->SetBlockSize(block_size);
   std::unique_ptr<BlockCache> cache(new BlockCache(std::move(store), options, block_size));
   GLANCEFS_RETURN_IF_ERROR(cache->Load());
+  cache->store_pool_ = std::make_unique<WorkPool>(kStoreThreads);
   cache->pool_ = std::make_unique<WorkPool>(std::max(1, options.fetch_threads));
   return cache;
 }
@@ -394,7 +429,9 @@ Result<BlockData> BlockCache::GetBlock(const std::shared_ptr<Image>& image, uint
     key.image_no = image->no;  // an eviction renumbers the image
     if (auto it = flights_.find({key.image_no, index}); it != flights_.end()) {
       std::shared_ptr<Flight> flight = it->second;
-      flight_cv_.wait(lock, [&] { return flight->done; });
+      ++flight->waiters;
+      flight->cv.wait(lock, [&] { return flight->done; });
+      --flight->waiters;
       if (!flight->status.ok()) return flight->status;
       image->counters.hits_memory.fetch_add(1, std::memory_order_relaxed);
       totals_.hits_memory.fetch_add(1, std::memory_order_relaxed);
@@ -430,12 +467,9 @@ Result<BlockData> BlockCache::GetBlock(const std::shared_ptr<Image>& image, uint
     Status status;
     BlockData wanted;
     for (const auto& [first, count] : runs) {
-      std::vector<BlockData> blocks;
-      Status s = FetchClaimed(image, key.image_no, first, count, upstream, Why::kDemand, &blocks);
-      if (first == index) {
-        status = s;
-        if (s.ok()) wanted = blocks.front();
-      }
+      Status s = FetchClaimed(image, key.image_no, first, count, upstream, Why::kDemand,
+                              first == index ? &wanted : nullptr);
+      if (first == index) status = s;
     }
     if (!status.ok()) return status;
     return wanted;
@@ -463,7 +497,7 @@ std::vector<std::pair<uint64_t, uint64_t>> BlockCache::ClaimLocked(Image& image,
 
 Status BlockCache::FetchClaimed(const std::shared_ptr<Image>& image, uint64_t no, uint64_t first,
                                 uint64_t count, ByteSource& upstream, Why why,
-                                std::vector<BlockData>* out) {
+                                BlockData* first_block) {
   const uint64_t bs = block_size_;
   const uint64_t off = first * bs;
   const uint64_t len = std::min(image->size, (first + count) * bs) - off;
@@ -471,28 +505,24 @@ Status BlockCache::FetchClaimed(const std::shared_ptr<Image>& image, uint64_t no
     std::lock_guard<std::mutex> lock(mu_);
     EnsureMetaLocked(*image);
   }
+  // Buffers are taken as the bytes arrive and let go once stored, so a large request holds
+  // only the few blocks between the head of the stream and the store.
   std::vector<BlockData> blocks(count);
-  std::vector<IoSlice> slices;
-  slices.reserve(count);
-  Status status;
-  for (uint64_t k = 0; k < count; ++k) {
+  auto slice_for = [&](size_t k) -> IoSlice {
     std::shared_ptr<Block> block = buffers_.Allocate(image->BlockLen(first + k, bs));
-    if (!block) {
-      status = Status::IOError("out of memory for cache blocks");
-      break;
-    }
-    slices.push_back({block->mutable_data(), block->size()});
+    if (!block) return {nullptr, 0};
+    IoSlice slice{block->mutable_data(), block->size()};
     blocks[k] = std::move(block);
-  }
-
-  // Blocks [stored, arrived) have arrived but are not stored yet. They are stored in runs
-  // while the rest of the request streams in, so disk writes overlap the network.
+    return slice;
+  };
+  Status status;
+  // Blocks [stored, arrived) have arrived but are not stored yet. They are stored in runs on
+  // the store threads while the rest of the request streams in, so the disk write of one run
+  // overlaps the arrival of the next; at most kStoreRunsPending runs wait per request, which
+  // holds the stream back when the disk is the slower.
   uint64_t arrived = 0, stored = 0;
-  bool added = false;
-  auto store_run = [&] {
-    if (stored == arrived) return;
-    const uint64_t a = stored, b = arrived;
-    stored = arrived;
+  std::atomic<bool> added{false};
+  auto store_blocks = [&](uint64_t a, uint64_t b) {
     Status put = Status::Unavailable("evicted");
     if (image->no.load() == no) {
       std::vector<BlockPut> run;
@@ -528,6 +558,29 @@ Status BlockCache::FetchClaimed(const std::shared_ptr<Image>& image, uint64_t no
       }
     }
     flight_cv_.notify_all();
+    for (uint64_t k = a; k < b; ++k) {
+      if (k > 0 || !first_block) blocks[k].reset();  // readers have theirs
+    }
+  };
+  std::mutex store_mu;
+  std::condition_variable store_cv;
+  int pending = 0;  // GUARDED_BY(store_mu): runs queued or being stored
+  auto store_run = [&] {
+    if (stored == arrived) return;
+    const uint64_t a = stored, b = arrived;
+    stored = arrived;
+    {
+      std::unique_lock<std::mutex> lock(store_mu);
+      store_cv.wait(lock, [&] { return pending < kStoreRunsPending; });
+      ++pending;
+    }
+    auto task = [&, a, b] {
+      store_blocks(a, b);
+      std::lock_guard<std::mutex> lock(store_mu);
+      --pending;
+      store_cv.notify_all();
+    };
+    if (!store_pool_->Submit(task)) task();  // shutting down: store it here
   };
   // Readers first: each block's flight completes as soon as its bytes are in, so a reader
   // follows the head of the stream instead of waiting for the whole request. A flight stays in
@@ -539,20 +592,21 @@ Status BlockCache::FetchClaimed(const std::shared_ptr<Image>& image, uint64_t no
     {
       std::lock_guard<std::mutex> lock(mu_);
       if (auto it = flights_.find({no, first + k}); it != flights_.end()) {
-        it->second->done = true;
-        it->second->status = Status::Ok();
-        it->second->data = blocks[k];
+        it->second->Complete(Status::Ok(), blocks[k]);
       }
     }
-    flight_cv_.notify_all();
     if (arrived - stored >= kStoreRunBlocks) store_run();
   };
   auto t0 = std::chrono::steady_clock::now();
-  if (status.ok()) status = upstream.ReadScattered(off, slices, on_block);
+  status = upstream.ReadScattered(off, len, slice_for, on_block);
   uint64_t us = std::chrono::duration_cast<std::chrono::microseconds>(
                     std::chrono::steady_clock::now() - t0)
                     .count();
   store_run();  // what arrived last (or before a failure)
+  {
+    std::unique_lock<std::mutex> lock(store_mu);
+    store_cv.wait(lock, [&] { return pending == 0; });
+  }
   CacheCounters* counters[] = {&image->counters, &totals_};
   for (CacheCounters* c : counters) {
     c->fetch_requests.fetch_add(1, std::memory_order_relaxed);
@@ -578,8 +632,7 @@ Status BlockCache::FetchClaimed(const std::shared_ptr<Image>& image, uint64_t no
       for (uint64_t k = arrived; k < count; ++k) {
         auto it = flights_.find({no, first + k});
         if (it == flights_.end()) continue;
-        it->second->done = true;
-        it->second->status = status;
+        it->second->Complete(status, {});
         flights_.erase(it);
       }
     }
@@ -587,14 +640,13 @@ Status BlockCache::FetchClaimed(const std::shared_ptr<Image>& image, uint64_t no
   }
   flight_cv_.notify_all();
   if (added) EnforceLimits(image.get());
-  if (out) *out = std::move(blocks);
+  if (first_block && status.ok()) *first_block = std::move(blocks.front());
   return status;
 }
 
 uint64_t BlockCache::ScheduleReadahead(const std::shared_ptr<Image>& image,
                                        const std::shared_ptr<ByteSource>& upstream,
-                                       uint64_t first, uint64_t last) {
-  const uint64_t per_request = std::max<uint64_t>(1, options_.request_bytes / block_size_);
+                                       uint64_t first, uint64_t last, uint64_t per_request) {
   std::lock_guard<std::mutex> lock(mu_);
   if (image->retired) return last + 1;
   uint64_t next = first;
@@ -769,7 +821,10 @@ Status BlockCache::Verify(const std::shared_ptr<Image>& image) {
 Status BlockCache::FetchAll(const ImageRecord& record, const std::shared_ptr<ByteSource>& upstream,
                             const std::function<bool()>& stop, uint64_t bytes_per_s) {
   std::shared_ptr<Image> image = ImageFor(record);
-  const uint64_t per_request = std::max<uint64_t>(1, options_.request_bytes / block_size_);
+  // Under a rate cap, requests of about a second's budget keep the pace smooth.
+  uint64_t request_bytes = options_.request_bytes;
+  if (bytes_per_s > 0) request_bytes = std::min<uint64_t>(request_bytes, bytes_per_s);
+  const uint64_t per_request = std::max<uint64_t>(1, request_bytes / block_size_);
   std::mutex mu;  // guards the state shared by the fetch tasks below
   std::condition_variable cv;
   int running = 0;
@@ -782,8 +837,11 @@ Status BlockCache::FetchAll(const ImageRecord& record, const std::shared_ptr<Byt
   uint64_t cursor = 0;
   for (;;) {
     if (bytes_per_s > 0) {
-      std::this_thread::sleep_until(start +
-                                    std::chrono::microseconds(requested * 1000000 / bytes_per_s));
+      auto until = start + std::chrono::microseconds(requested * 1000000 / bytes_per_s);
+      while (!stop() && std::chrono::steady_clock::now() < until) {  // stop() is honoured
+        std::this_thread::sleep_until(
+            std::min(until, std::chrono::steady_clock::now() + std::chrono::milliseconds(100)));
+      }
       if (stop()) break;
     }
     std::vector<std::pair<uint64_t, uint64_t>> runs;
@@ -807,13 +865,14 @@ Status BlockCache::FetchAll(const ImageRecord& record, const std::shared_ptr<Byt
       ++running;
       lock.unlock();
       requested += count * block_size_;
-      pool_->Submit([&, a = a, count = count, no] {
+      auto task = [&, a = a, count = count, no] {
         Status s = FetchClaimed(image, no, a, count, *upstream, Why::kPrefetch, nullptr);
         std::lock_guard<std::mutex> l(mu);
         if (!s.ok() && first_error.ok()) first_error = s;
         --running;
         cv.notify_all();
-      });
+      };
+      if (!pool_->Submit(task)) task();  // the cache is closing: the claim must be settled
     }
     std::lock_guard<std::mutex> lock(mu);
     if (!first_error.ok() || stop()) break;

@@ -11,9 +11,11 @@
 // then misses); the per-image record (meta) is durable and written before its first block.
 //
 // Fetching (CachedByteSource, block_cache.cc). A miss fetches the run of missing blocks the read
-// needs in one Range request, received straight into pooled block buffers (block.h). Concurrent misses on one block make one fetch (single flight).
-// Sequential readers get read-ahead: a window that starts at readahead_initial, doubles on each
-// sequential read up to readahead_max and resets on a random one, fetched in requests of
+// needs in one Range request, received straight into pooled block buffers (block.h) taken as
+// the bytes arrive and stored in runs by the store threads while the rest streams in.
+// Concurrent misses on one block make one fetch (single flight). Sequential readers get
+// read-ahead: a window that starts at readahead_initial, doubles on each sequential read up to
+// readahead_max and resets on a random one, fetched in requests as large as the window up to
 // request_bytes, at most readahead_requests per image in flight on a pool of fetch threads.
 //
 // Completion. When every block of an image is stored, the blocks are made durable (Sync) and
@@ -61,7 +63,7 @@ struct CacheOptions {
   uint64_t memory_bytes = 256ULL << 20;  // budget of the MemoryTier
   // The largest Range request. Glance spends ~10 ms per request whatever its size, so requests
   // of several MiB are needed to approach streaming speed.
-  uint32_t request_bytes = 8 << 20;
+  uint32_t request_bytes = 64 << 20;
   uint64_t readahead_initial = 4 << 20;  // first window of a sequential reader
   uint64_t readahead_max = 64 << 20;     // the window doubles up to this
   int readahead_requests = 4;            // per image in flight
@@ -171,15 +173,16 @@ class BlockCache {
   // flight, as runs of at most one request. REQUIRES: mu_ held.
   std::vector<std::pair<uint64_t, uint64_t>> ClaimLocked(Image& image, uint64_t first,
                                                          uint64_t last);
-  // Fetches claimed blocks [first, first + count) and completes their flights.
+  // Fetches claimed blocks [first, first + count) and completes their flights; the first
+  // block goes to *first_block (if given).
   enum class Why { kDemand, kReadahead, kPrefetch };
   Status FetchClaimed(const std::shared_ptr<Image>& image, uint64_t no, uint64_t first,
-                      uint64_t count, ByteSource& upstream, Why why,
-                      std::vector<BlockData>* out);
-  // Schedules read-ahead of blocks [first, last]; returns one past the last block scheduled.
+                      uint64_t count, ByteSource& upstream, Why why, BlockData* first_block);
+  // Schedules read-ahead of blocks [first, last] in requests of per_request blocks; returns one
+  // past the last block scheduled.
   uint64_t ScheduleReadahead(const std::shared_ptr<Image>& image,
                              const std::shared_ptr<ByteSource>& upstream, uint64_t first,
-                             uint64_t last);
+                             uint64_t last, uint64_t per_request);
   void EnsureMetaLocked(Image& image);
   void PersistLocked(Image& image);
   void DropBlockLocked(Image& image, uint64_t index);
@@ -198,7 +201,7 @@ class BlockCache {
   BlockPool buffers_;
 
   std::mutex mu_;
-  std::condition_variable flight_cv_;                           // a flight completed
+  std::condition_variable flight_cv_;  // flights left the map, or a verification ended
   std::unordered_map<std::string, std::shared_ptr<Image>> images_;  // GUARDED_BY(mu_), by id
   std::map<std::pair<uint64_t, uint64_t>, std::shared_ptr<Flight>> flights_;  // GUARDED_BY(mu_)
   uint64_t next_no_ = 1;                                        // GUARDED_BY(mu_)
@@ -210,7 +213,9 @@ class BlockCache {
   std::vector<uint64_t> latency_counts_;  // GUARDED_BY(latency_mu_), one per bucket + overflow
   uint64_t latency_total_us_ = 0;         // GUARDED_BY(latency_mu_)
 
-  // Last: its threads run tasks that use everything above.
+  // Last: their threads run tasks that use everything above. Fetches (pool_) wait for the
+  // block writes they hand to store_pool_, so pool_ is shut down first.
+  std::unique_ptr<WorkPool> store_pool_;
   std::unique_ptr<WorkPool> pool_;
 };
 

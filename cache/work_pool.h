@@ -1,6 +1,6 @@
 // WorkPool: a fixed set of threads running queued tasks, first in first out. Tasks must not
 // throw. Shutdown (or the destructor) drops tasks not yet started and joins the threads; tasks
-// still running may Submit meanwhile (dropped).
+// still running may Submit meanwhile (refused: Submit returns false).
 #pragma once
 
 #include <condition_variable>
@@ -33,13 +33,15 @@ class WorkPool {
   WorkPool(const WorkPool&) = delete;
   WorkPool& operator=(const WorkPool&) = delete;
 
-  void Submit(std::function<void()> task) {
+  // Queues `task`; false (and `task` is dropped) once Shutdown has begun.
+  bool Submit(std::function<void()> task) {
     {
       std::lock_guard<std::mutex> lock(mu_);
-      if (stopping_) return;
+      if (stopping_) return false;
       tasks_.push_back(std::move(task));
     }
     cv_.notify_one();
+    return true;
   }
 
  private:

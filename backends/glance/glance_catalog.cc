@@ -185,33 +185,42 @@ GlanceByteSource::~GlanceByteSource() {
 }
 
 Status GlanceByteSource::ReadAt(uint64_t off, size_t n, char* dst) {
-  return ReadScattered(off, {IoSlice{dst, n}});
+  return ReadSlices(off, {IoSlice{dst, n}});
 }
 
-Status GlanceByteSource::ReadScattered(uint64_t off, const std::vector<IoSlice>& slices,
+Status GlanceByteSource::ReadScattered(uint64_t off, uint64_t n, const SliceFor& slice_for,
                                        const SliceDone& done) {
-  size_t n = 0;
-  for (const IoSlice& slice : slices) n += slice.size;
   if (off > size_ || n > size_ - off) return Status::OutOfRange("image " + id_ + ": read past end");
   if (n == 0) return Status::Ok();
+  // Slices are asked for once each, whichever path places them.
+  std::vector<IoSlice> given;
+  auto slice = [&](size_t i) -> IoSlice {
+    while (given.size() <= i) given.push_back(slice_for(given.size()));
+    return given[i];
+  };
   if (!range_refused_) {
-    Status s = ReadRange(off, n, slices, done);
+    Status s = ReadRange(off, n, slice, done);
     if (s.ok() || !range_refused_) return s;
   }
-  for (size_t i = 0; i < slices.size(); ++i) {
-    GLANCEFS_RETURN_IF_ERROR(ReadStreamed(off, slices[i].size, slices[i].data));
-    off += slices[i].size;
+  for (size_t i = 0; n > 0; ++i) {
+    IoSlice to = slice(i);
+    if (!to.data || to.size == 0 || to.size > n) return Status::IOError("no buffer for a read");
+    GLANCEFS_RETURN_IF_ERROR(ReadStreamed(off, to.size, to.data));
+    off += to.size;
+    n -= to.size;
     if (done) done(i);
   }
   return Status::Ok();
 }
 
-Status GlanceByteSource::ReadRange(uint64_t off, size_t n, const std::vector<IoSlice>& slices,
+Status GlanceByteSource::ReadRange(uint64_t off, uint64_t n, const SliceFor& slice_for,
                                    const SliceDone& done) {
-  size_t got = 0;        // bytes of this attempt's body
-  size_t delivered = 0;  // bytes placed into the slices, by any attempt
-  size_t slice = 0;      // the slice being filled, and how much of it is
+  uint64_t got = 0;        // bytes of this attempt's body
+  uint64_t delivered = 0;  // bytes placed into the slices, by any attempt
+  size_t slice = 0;        // the slice being filled, and how much of it is
+  IoSlice to{nullptr, 0};
   size_t filled = 0;
+  bool no_buffer = false;
   BodySink sink = [&](const HttpResponse& head, const char* data, size_t len) {
     // Only the exact range is data: a 200 (Range ignored: the image from its start) or another
     // range is refused before a byte of it is placed, and judged below.
@@ -227,19 +236,27 @@ Status GlanceByteSource::ReadRange(uint64_t off, size_t n, const std::vector<IoS
     // A retry starts the range over: bytes an earlier attempt placed are skipped, so a slice
     // already reported is never written again.
     if (got <= delivered) return true;
-    size_t fresh = got - delivered;
+    size_t fresh = static_cast<size_t>(got - delivered);
     data += len - fresh;
     len = fresh;
     delivered += len;
     while (len > 0) {
-      size_t take = std::min(len, slices[slice].size - filled);
-      std::memcpy(slices[slice].data + filled, data, take);
+      if (!to.data) {
+        to = slice_for(slice);
+        if (!to.data || to.size == 0 || to.size > n - (delivered - len)) {
+          no_buffer = true;
+          return false;
+        }
+      }
+      size_t take = std::min(len, to.size - filled);
+      std::memcpy(to.data + filled, data, take);
       data += take;
       len -= take;
       filled += take;
-      if (filled == slices[slice].size) {
+      if (filled == to.size) {
         if (done) done(slice);
         ++slice;
+        to = {nullptr, 0};
         filled = 0;
       }
     }
@@ -250,6 +267,7 @@ Status GlanceByteSource::ReadRange(uint64_t off, size_t n, const std::vector<IoS
                 static_cast<unsigned long long>(off + n - 1));
   GLANCEFS_ASSIGN_OR_RETURN(HttpResponse r, GlanceGet(*http_, *tokens_, options_, url_, {range},
                                                       &sink, 0, [&] { got = 0; }));
+  if (no_buffer) return Status::IOError("image " + id_ + ": no buffer for the data read");
   // Only failures need the description: no string is built on the read path.
   auto what = [&] {
     return "image " + id_ + ": GET bytes " + std::to_string(off) + "+" + std::to_string(n);

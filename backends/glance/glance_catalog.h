@@ -95,12 +95,11 @@ class GlanceByteSource final : public ByteSource {
   uint64_t size() const override { return size_; }
   Status ReadAt(uint64_t off, size_t n, char* dst) override;
   // One Range request for all the slices, each reported as its last byte arrives.
-  Status ReadScattered(uint64_t off, const std::vector<IoSlice>& slices,
+  Status ReadScattered(uint64_t off, uint64_t n, const SliceFor& slice_for,
                        const SliceDone& done = nullptr) override;
 
  private:
-  Status ReadRange(uint64_t off, size_t n, const std::vector<IoSlice>& slices,
-                   const SliceDone& done);
+  Status ReadRange(uint64_t off, uint64_t n, const SliceFor& slice_for, const SliceDone& done);
   Status ReadStreamed(uint64_t off, size_t n, char* dst);
   void Stream();
 

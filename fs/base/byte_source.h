@@ -10,6 +10,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <vector>
 
 #include "fs/base/status.h"
@@ -32,6 +33,13 @@ struct IoSlice {
   size_t size;
 };
 
+// A piece of a read served from a buffer the source keeps, valid while `pin` is held.
+struct PinnedSlice {
+  const char* data;
+  size_t size;
+  std::shared_ptr<const void> pin;
+};
+
 class ByteSource {
  public:
   virtual ~ByteSource() = default;
@@ -43,22 +51,48 @@ class ByteSource {
   // A source that cannot deliver all n bytes returns an error, never a short read.
   virtual Status ReadAt(uint64_t off, size_t n, char* dst) = 0;
 
-  // Reads the bytes at off, as many as the slices hold together, into the slices in order,
-  // calling done(i) (if given) as soon as slice i holds its bytes -- before later slices, for a
-  // source that streams. A slice once reported is never written again. For sources where one
-  // large request costs much less than several (HTTP): the block cache fetches a run of blocks
-  // straight into their buffers and hands each to its readers as it arrives.
+  // Reads n bytes at off into slices that the caller hands out one at a time: slice_for(i) is
+  // called, in order, just before slice i's first byte is placed (so a caller may allocate its
+  // buffers as the bytes arrive, not for the whole request up front), and done(i) (if given) as
+  // soon as slice i holds its bytes -- before later slices, for a source that streams. A slice
+  // once reported is never written again. Slices must add up to n; one with no data (the caller
+  // is out of memory) ends the read with an error. For sources where one large request costs
+  // much less than several (HTTP): the block cache fetches a run of blocks straight into their
+  // buffers and hands each to its readers as it arrives.
   // Default: one ReadAt per slice.
+  using SliceFor = std::function<IoSlice(size_t index)>;
   using SliceDone = std::function<void(size_t index)>;
-  virtual Status ReadScattered(uint64_t off, const std::vector<IoSlice>& slices,
+  virtual Status ReadScattered(uint64_t off, uint64_t n, const SliceFor& slice_for,
                                const SliceDone& done = nullptr) {
-    for (size_t i = 0; i < slices.size(); ++i) {
-      Status s = ReadAt(off, slices[i].size, slices[i].data);
-      if (!s.ok()) return s;
-      off += slices[i].size;
+    for (size_t i = 0; n > 0; ++i) {
+      IoSlice slice = slice_for(i);
+      if (!slice.data || slice.size == 0 || slice.size > n) {
+        return Status::IOError("no buffer for a scattered read");
+      }
+      GLANCEFS_RETURN_IF_ERROR(ReadAt(off, slice.size, slice.data));
+      off += slice.size;
+      n -= slice.size;
       if (done) done(i);
     }
     return Status::Ok();
+  }
+
+  // ReadScattered into slices given up front.
+  Status ReadSlices(uint64_t off, const std::vector<IoSlice>& slices,
+                    const SliceDone& done = nullptr) {
+    uint64_t n = 0;
+    for (const IoSlice& slice : slices) n += slice.size;
+    return ReadScattered(
+        off, n, [&](size_t i) { return i < slices.size() ? slices[i] : IoSlice{nullptr, 0}; },
+        done);
+  }
+
+  // Appends the n bytes at off to *out as pieces of buffers the source holds, without a copy:
+  // the FUSE adapter replies straight from them. For sources that keep bytes in memory (the
+  // block cache). NotSupported (nothing appended): read with ReadAt instead.
+  virtual Status ReadPinned(uint64_t off, size_t n, std::vector<PinnedSlice>* out) {
+    (void)off, (void)n, (void)out;
+    return Status::NotSupported("no pinned reads");
   }
 
   // Returns the largest extent that starts at `off` and has one kind.

@@ -510,6 +510,18 @@ Result<std::string_view> FileSystem::Read(OpenFile& file, uint64_t off, size_t n
   return std::string_view(scratch, n);
 }
 
+Status FileSystem::ReadPieces(OpenFile& file, uint64_t off, size_t n, char* scratch,
+                              std::vector<PinnedSlice>* out) {
+  if (file.source && !file.synthetic && !file.zeros && off < file.size) {
+    n = static_cast<size_t>(std::min<uint64_t>(n, file.size - off));
+    Status s = file.source->ReadPinned(off, n, out);
+    if (s.code() != Status::Code::kNotSupported) return s;
+  }
+  GLANCEFS_ASSIGN_OR_RETURN(std::string_view data, Read(file, off, n, scratch));
+  if (!data.empty()) out->push_back({data.data(), data.size(), nullptr});
+  return Status::Ok();
+}
+
 Result<uint64_t> FileSystem::Seek(OpenFile& file, uint64_t off, bool want_data) {
   if (off >= file.size) return Status::OutOfRange("seek past the end");
   if (file.zeros) {

@@ -115,6 +115,10 @@ class FileSystem {
   // Reads up to n bytes at off; returns a view of the bytes, in `scratch` (of at least n bytes)
   // or in the open file itself. Empty at or past the end.
   Result<std::string_view> Read(OpenFile& file, uint64_t off, size_t n, char* scratch);
+  // The same bytes as pieces appended to *out: straight from the block cache's buffers when
+  // the file's source keeps them (no copy), else one piece in `scratch`.
+  Status ReadPieces(OpenFile& file, uint64_t off, size_t n, char* scratch,
+                    std::vector<PinnedSlice>* out);
   // SEEK_DATA (want_data) or SEEK_HOLE from off. OutOfRange (ENXIO) at or past the end.
   Result<uint64_t> Seek(OpenFile& file, uint64_t off, bool want_data);
 

@@ -274,7 +274,7 @@ void PrintHelp(const char* program) {
       "    -o cache_size=SIZE     soft limit on cached bytes (default 10G, 0 = none)\n"
       "    -o cache_min_free=SIZE free disk space to keep (default 1G)\n"
       "    -o cache_memory=SIZE   in-memory block budget (default 256M)\n"
-      "    -o fetch_size=SIZE     largest Range request (default 8M)\n"
+      "    -o fetch_size=SIZE     largest Range request (default 64M)\n"
       "    -o fetch_threads=N     fetches in flight for read-ahead and pre-fetch (default 8)\n"
       "    -o readahead_max=SIZE  largest read-ahead window (default 64M, 0 = off)\n"
       "    -o prefetch_workers=N  images pre-fetched at once (default 2)\n"

@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <sys/statvfs.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -244,9 +245,21 @@ void Open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info* fi) {
 void Read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info* fi) {
   auto* file = reinterpret_cast<OpenFile*>(fi->fh);
   size = std::min(size, kMaxRead);
-  auto data = Fs(req).Read(*file, static_cast<uint64_t>(off), size, Scratch());
-  if (!data.ok()) return ReplyErr(req, "read", ino, data.status());
-  fuse_reply_buf(req, data->data(), data->size());
+  // Pieces of the block cache's buffers go out as they are, pinned until the reply is written.
+  thread_local std::vector<PinnedSlice> pieces;
+  thread_local std::vector<struct iovec> iov;
+  pieces.clear();
+  Status s = Fs(req).ReadPieces(*file, static_cast<uint64_t>(off), size, Scratch(), &pieces);
+  if (!s.ok()) {
+    pieces.clear();
+    return ReplyErr(req, "read", ino, s);
+  }
+  iov.clear();
+  for (const PinnedSlice& piece : pieces) {
+    iov.push_back({const_cast<char*>(piece.data), piece.size});
+  }
+  fuse_reply_iov(req, iov.data(), static_cast<int>(iov.size()));
+  pieces.clear();
 }
 
 void Release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info* fi) {

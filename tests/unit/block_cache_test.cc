@@ -56,14 +56,15 @@ class CountingSource : public ByteSource {
     return Status::Ok();
   }
   // One request for all the slices, as GlanceByteSource makes.
-  Status ReadScattered(uint64_t off, const std::vector<IoSlice>& slices,
+  Status ReadScattered(uint64_t off, uint64_t n, const SliceFor& slice_for,
                        const SliceDone& done) override {
-    size_t n = 0;
-    for (const IoSlice& slice : slices) n += slice.size;
     std::string buf(n, '\0');
     GLANCEFS_RETURN_IF_ERROR(ReadAt(off, n, buf.data()));
-    for (size_t i = 0, at = 0; i < slices.size(); at += slices[i].size, ++i) {
-      std::memcpy(slices[i].data, buf.data() + at, slices[i].size);
+    for (size_t i = 0, at = 0; at < n; ++i) {
+      IoSlice slice = slice_for(i);
+      if (!slice.data || slice.size > n - at) return Status::IOError("no buffer");
+      std::memcpy(slice.data, buf.data() + at, slice.size);
+      at += slice.size;
       if (done) done(i);
     }
     return Status::Ok();

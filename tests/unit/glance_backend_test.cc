@@ -94,7 +94,7 @@ TEST_F(GlanceBackendTest, StoresThatRefuseRangeAreStreamed) {
     auto fresh = Open(*Catalog());
     std::string a(70000, '\0'), b(5000, '\0');
     std::vector<size_t> reported;
-    Status st = fresh->ReadScattered(1 << 20, {IoSlice{a.data(), a.size()}, {b.data(), b.size()}},
+    Status st = fresh->ReadSlices(1 << 20, {IoSlice{a.data(), a.size()}, {b.data(), b.size()}},
                                      [&](size_t i) {
                                        reported.push_back(i);
                                        const std::string& slice = i == 0 ? a : b;
@@ -104,6 +104,38 @@ TEST_F(GlanceBackendTest, StoresThatRefuseRangeAreStreamed) {
     ASSERT_TRUE(st.ok()) << st.ToString();
     EXPECT_EQ(reported, (std::vector<size_t>{0, 1}));
   }
+}
+
+TEST_F(GlanceBackendTest, ScatteredReadsTakeBuffersAsTheBytesArrive) {
+  auto c = Catalog();
+  auto src = Open(*c);
+  // Slice i is asked for only after slice i - 1 is reported: a caller allocates as it goes.
+  std::vector<std::string> bufs(8, std::string(64 << 10, '\0'));
+  std::vector<std::string> events;
+  Status st = src->ReadScattered(
+      3 << 10, bufs.size() * bufs[0].size(),
+      [&](size_t i) {
+        events.push_back("get " + std::to_string(i));
+        return IoSlice{bufs[i].data(), bufs[i].size()};
+      },
+      [&](size_t i) { events.push_back("done " + std::to_string(i)); });
+  ASSERT_TRUE(st.ok()) << st.ToString();
+  std::vector<std::string> want;
+  for (size_t i = 0; i < bufs.size(); ++i) {
+    want.push_back("get " + std::to_string(i));
+    want.push_back("done " + std::to_string(i));
+    EXPECT_TRUE(bufs[i] == glance_.data.substr((3 << 10) + i * bufs[i].size(), bufs[i].size()));
+  }
+  EXPECT_EQ(events, want);
+  // No buffer (the caller is out of memory): an error, and nothing more is asked for.
+  int asked = 0;
+  std::string one(4096, '\0');
+  st = src->ReadScattered(0, 3 * 4096, [&](size_t i) {
+    ++asked;
+    return i == 0 ? IoSlice{one.data(), one.size()} : IoSlice{nullptr, 0};
+  });
+  EXPECT_EQ(st.code(), Status::Code::kIOError) << st.ToString();
+  EXPECT_EQ(asked, 2);
 }
 
 TEST_F(GlanceBackendTest, LyingOrBrokenAnswersAreErrorsNeverData) {
