@@ -3,11 +3,13 @@
 # WORKERS glance-api workers, default 2), side by side in one run:
 #   curl -o /dev/null of /v2/images/<id>/file          one stream, Glance's best case
 #   glancefs disk.raw cold   rm cache/<id>, page cache dropped: parallel ranged GETs
+#   the same two with Glance's image file kept in the page cache: on one VM Glance's store
+#     reads and glancefs's cache writes share one virtual disk, which a compute node does not
 #   glancefs disk.raw warm   a fresh mount (empty memory tier), page cache dropped: the data files
 #   glancefs disk.raw hot    the second read: the kernel's page cache
 #   qemu-storage-daemon --export type=fuse of the same qcow2 on local disk, page cache dropped
 #   qemu-img convert -O raw of the local qcow2 into /dev/shm
-#   fio randread 4 KiB, O_DIRECT, qd1 and qd16, on the warm raw view and on the qsd export
+#   fio randread 4 KiB and 64 KiB, O_DIRECT, qd1 and qd16, on the warm raw view and the qsd export
 #   pre-fetch of 8 images at once (touch queue/) against curl of the same 8 one after another
 # Usage: bench/cache.sh [BUILD_DIR]   (root). Prints a Markdown report.
 source "$(dirname "$0")/lib.sh"
@@ -56,6 +58,10 @@ wait_verified() {
 }
 cold_read() { rm -f "$M/cache/$1"; dd_read "$M/images/$1/disk.raw"; }
 g_cold=$(BEST_PRE="wait_verified $RAW" best_of "" cold_read "$RAW")
+GLANCE_FILE=$W/glance/images/$RAW
+[[ -f $GLANCE_FILE ]] || { echo "no Glance store file $GLANCE_FILE" >&2; exit 1; }
+c_gc=$(best_of "$GLANCE_FILE" curl_get "$RAW")
+g_cold_gc=$(BEST_PRE="wait_verified $RAW" best_of "$GLANCE_FILE" cold_read "$RAW")
 cmp "$M/images/$RAW/disk.raw" "$W/src.raw"
 g_hot=$(RUNS=1 best_of "$M/images/$RAW/disk.raw" dd_read "$M/images/$RAW/disk.raw")
 wait_verified "$RAW"
@@ -81,15 +87,21 @@ wait_mounted "$W/qsd.raw"
 qsd=$(best_of "" dd_read "$W/qsd.raw")
 cmp "$W/qsd.raw" "$M/images/$QCOW/disk.raw"
 
-fio_iops() {  # fio_iops FILE DEPTH
-  fio --name=r --filename="$1" --rw=randread --bs=4k --direct=1 --ioengine=libaio \
-    --iodepth="$2" --runtime=10 --time_based --output-format=json 2>/dev/null |
+fio_iops() {  # fio_iops FILE BLOCK_SIZE DEPTH
+  fio --name=r --filename="$1" --rw=randread --bs="$2" --direct=1 --ioengine=libaio \
+    --iodepth="$3" --runtime=10 --time_based --output-format=json 2>/dev/null |
     python3 -c 'import json, sys; print(round(json.load(sys.stdin)["jobs"][0]["read"]["iops"]))'
 }
 remount
 sync; echo 3 > /proc/sys/vm/drop_caches
-f1=$(fio_iops "$M/images/$QCOW/disk.raw" 1); f16=$(fio_iops "$M/images/$QCOW/disk.raw" 16)
-q1=$(fio_iops "$W/qsd.raw" 1); q16=$(fio_iops "$W/qsd.raw" 16)
+FIO_ROWS=""
+for bs in 4k 64k; do
+  for depth in 1 16; do
+    f=$(fio_iops "$M/images/$QCOW/disk.raw" $bs $depth)
+    q=$(fio_iops "$W/qsd.raw" $bs $depth)
+    FIO_ROWS+="| $bs, iodepth $depth | $f IOPS | $q IOPS | $(awk -v a="$f" -v b="$q" 'BEGIN { printf "%.2f×", a / b }') |"$'\n'
+  done
+done
 
 # Pre-fetch 8 images at once, against curl of the same 8 one after another.
 curl_all() { for id in "${PF[@]}"; do curl_get "$id"; done; }
@@ -111,23 +123,23 @@ cat <<REPORT
 
 $(machine_lines)
 - Glance $(dpkg-query -W -f='${Version}' glance-api) (noauth fixture, file store, ${WORKERS:-2} workers) on 127.0.0.1; best of $RUNS; 1 GiB of random data
-- glancefs defaults: 256 KiB blocks, 8 MiB requests, read-ahead to 64 MiB, 8 fetch threads, 256 MiB memory tier
+- glancefs defaults: 256 KiB blocks, requests up to 64 MiB, read-ahead to 64 MiB, 8 fetch threads, 256 MiB memory tier
 
 | whole-image read (1 GiB) | seconds | MB/s | ratio |
 | --- | --- | --- | --- |
 | curl -o /dev/null (raw image) | $c | $(mb_per_s $SIZE "$c") | 1.00× curl |
 | glancefs disk.raw, cold (rm cache/<id>, page cache dropped) | $g_cold | $(mb_per_s $SIZE "$g_cold") | $(ratio "$c" "$g_cold") curl |
+| curl, Glance's image file in the page cache | $c_gc | $(mb_per_s $SIZE "$c_gc") | 1.00× curl (cached store) |
+| glancefs disk.raw, cold, Glance's image file in the page cache | $g_cold_gc | $(mb_per_s $SIZE "$g_cold_gc") | $(ratio "$c_gc" "$g_cold_gc") curl (cached store) |
 | glancefs disk.raw, hot (page cache) | $g_hot | $(mb_per_s $SIZE "$g_hot") | $(ratio "$c" "$g_hot") curl |
 | glancefs raw image's disk.raw, warm (cache data files; fresh mount, page cache dropped) | $g_warm_raw | $(mb_per_s $SIZE "$g_warm_raw") | $(ratio "$qsd" "$g_warm_raw") qsd |
 | glancefs qcow2 image's disk.raw, warm (cache data files; fresh mount, page cache dropped) | $g_warm | $(mb_per_s $SIZE "$g_warm") | $(ratio "$qsd" "$g_warm") qsd |
 | qemu-storage-daemon FUSE export of the local qcow2 (page cache dropped) | $qsd | $(mb_per_s $SIZE "$qsd") | 1.00× qsd |
 | qemu-img convert -O raw of the local qcow2 into /dev/shm | $conv | $(mb_per_s $SIZE "$conv") | $(ratio "$conv" "$g_warm") glancefs warm / convert |
 
-| fio randread 4 KiB, O_DIRECT, 10 s | glancefs (warm qcow2 raw view) | qsd export | ratio |
+| fio randread, O_DIRECT, 10 s | glancefs (warm qcow2 raw view) | qsd export | ratio |
 | --- | --- | --- | --- |
-| iodepth 1 | $f1 IOPS | $q1 IOPS | $(awk -v a="$f1" -v b="$q1" 'BEGIN { printf "%.2f×", a / b }') |
-| iodepth 16 | $f16 IOPS | $q16 IOPS | $(awk -v a="$f16" -v b="$q16" 'BEGIN { printf "%.2f×", a / b }') |
-
+$FIO_ROWS
 | pre-fetch of 8 × 128 MiB | seconds | MB/s | vs curl |
 | --- | --- | --- | --- |
 | curl of the 8, one after another | $c8 | $(mb_per_s $PF_TOTAL "$c8") | 1.00× |

@@ -9,6 +9,7 @@ PACKAGES=(
   # libraries (the design card, plus what a storage project needs)
   libfuse3-dev libcurl4-openssl-dev librocksdb-dev nlohmann-json3-dev libboost-dev
   libgtest-dev libgmock-dev libssl-dev zlib1g-dev libzstd-dev libsystemd-dev libxxhash-dev
+  libyaml-cpp-dev
   # runtime
   fuse3
   # what the tests drive: the oracles and the tools a user has

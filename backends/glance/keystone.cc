@@ -1,5 +1,6 @@
 #include "backends/glance/keystone.h"
 
+#include <algorithm>
 #include <cstdlib>
 #include <ctime>
 #include <nlohmann/json.hpp>
@@ -70,33 +71,36 @@ json AuthBody(const KeystoneCredentials& c) {
 
 }  // namespace
 
-Result<KeystoneCredentials> KeystoneCredentialsFromEnv() {
+Result<KeystoneCredentials> KeystoneCredentialsFromEnv() { return KeystoneCredentialsFrom(Env); }
+
+Result<KeystoneCredentials> KeystoneCredentialsFrom(
+    const std::function<std::string(const char*)>& get) {
   KeystoneCredentials c;
-  c.auth_url = Env("OS_AUTH_URL");
+  c.auth_url = get("OS_AUTH_URL");
   while (!c.auth_url.empty() && c.auth_url.back() == '/') c.auth_url.pop_back();
   if (c.auth_url.empty()) return Status::InvalidArgument("keystone: OS_AUTH_URL is not set");
   if (c.auth_url.size() < 3 || c.auth_url.substr(c.auth_url.size() - 3) != "/v3") {
     c.auth_url += "/v3";
   }
-  std::string type = Env("OS_AUTH_TYPE");
-  c.username = Env("OS_USERNAME");
-  c.user_id = Env("OS_USER_ID");
-  c.password = Env("OS_PASSWORD");
-  c.user_domain_name = Env("OS_USER_DOMAIN_NAME");
-  c.user_domain_id = Env("OS_USER_DOMAIN_ID");
-  c.project_name = Env("OS_PROJECT_NAME");
-  c.project_id = Env("OS_PROJECT_ID");
-  c.project_domain_name = Env("OS_PROJECT_DOMAIN_NAME");
-  c.project_domain_id = Env("OS_PROJECT_DOMAIN_ID");
-  c.app_cred_id = Env("OS_APPLICATION_CREDENTIAL_ID");
-  c.app_cred_name = Env("OS_APPLICATION_CREDENTIAL_NAME");
-  c.app_cred_secret = Env("OS_APPLICATION_CREDENTIAL_SECRET");
-  c.token = Env("OS_TOKEN");
-  if (!Env("OS_INTERFACE").empty()) c.interface = Env("OS_INTERFACE");
+  std::string type = get("OS_AUTH_TYPE");
+  c.username = get("OS_USERNAME");
+  c.user_id = get("OS_USER_ID");
+  c.password = get("OS_PASSWORD");
+  c.user_domain_name = get("OS_USER_DOMAIN_NAME");
+  c.user_domain_id = get("OS_USER_DOMAIN_ID");
+  c.project_name = get("OS_PROJECT_NAME");
+  c.project_id = get("OS_PROJECT_ID");
+  c.project_domain_name = get("OS_PROJECT_DOMAIN_NAME");
+  c.project_domain_id = get("OS_PROJECT_DOMAIN_ID");
+  c.app_cred_id = get("OS_APPLICATION_CREDENTIAL_ID");
+  c.app_cred_name = get("OS_APPLICATION_CREDENTIAL_NAME");
+  c.app_cred_secret = get("OS_APPLICATION_CREDENTIAL_SECRET");
+  c.token = get("OS_TOKEN");
+  if (!get("OS_INTERFACE").empty()) c.interface = get("OS_INTERFACE");
   if (c.interface.size() > 4 && c.interface.substr(c.interface.size() - 4) == "URL") {
     c.interface.resize(c.interface.size() - 3);  // "publicURL" → "public"
   }
-  c.region = Env("OS_REGION_NAME");
+  c.region = get("OS_REGION_NAME");
   if (type == "v3applicationcredential" || (!c.app_cred_secret.empty() && type.empty())) {
     c.method = KeystoneCredentials::Method::kApplicationCredential;
     if (c.app_cred_secret.empty() || (c.app_cred_id.empty() && c.app_cred_name.empty())) {
@@ -164,6 +168,10 @@ Status KeystoneTokenSource::AuthenticateLocked() {
     }
     token_ = r->subject_token;
     expires_at_ = *expires;
+    // Renewed kRenewBeforeSeconds before it expires, or after three quarters of its life if
+    // that is shorter (a cloud with short-lived tokens must not pay a new token per request).
+    int64_t life = std::max<int64_t>(0, expires_at_ - ::time(nullptr));
+    renew_at_ = expires_at_ - std::min<int64_t>(kRenewBeforeSeconds, std::max<int64_t>(1, life / 4));
     image_endpoint_ = endpoint;
   } catch (const json::exception& e) {
     return Status::Corruption(std::string("keystone: unexpected token response: ") + e.what());
@@ -185,7 +193,7 @@ Result<std::string> KeystoneTokenSource::ImageEndpoint() {
 
 Result<std::string> KeystoneTokenSource::Token() {
   std::lock_guard<std::mutex> lock(mu_);
-  if (token_.empty() || ::time(nullptr) + kRenewBeforeSeconds >= expires_at_) {
+  if (token_.empty() || ::time(nullptr) >= renew_at_) {
     GLANCEFS_RETURN_IF_ERROR(AuthenticateLocked());
   }
   return token_;

@@ -3,14 +3,17 @@
 // Credentials come the way `openstack` takes them from the environment (OS_AUTH_URL,
 // OS_USERNAME / OS_USER_ID, OS_PASSWORD, OS_PROJECT_NAME / OS_PROJECT_ID, OS_*_DOMAIN_*,
 // OS_AUTH_TYPE=v3applicationcredential with OS_APPLICATION_CREDENTIAL_ID/_NAME and _SECRET,
-// OS_AUTH_TYPE=v3token with OS_TOKEN, OS_INTERFACE, OS_REGION_NAME). clouds.yaml is not read yet.
+// OS_AUTH_TYPE=v3token with OS_TOKEN, OS_INTERFACE, OS_REGION_NAME), or from a clouds.yaml
+// entry turned into those names (clouds_yaml.h).
 //
 // Token() hands out the current token and renews it (POST /v3/auth/tokens) when it is within
-// kRenewBeforeSeconds of expires_at, or after Invalidate(token) (a 401). Renewal happens under a
+// kRenewBeforeSeconds of expires_at (a quarter of its lifetime, if that is shorter), or after
+// Invalidate(token) (a 401). Renewal happens under a
 // mutex: requests already in flight keep the token they have. Secrets never reach a log line.
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -34,6 +37,9 @@ struct KeystoneCredentials {
 
 // Reads OS_* from the environment; a clear InvalidArgument naming what is missing.
 Result<KeystoneCredentials> KeystoneCredentialsFromEnv();
+// The same from `get` (OS_* name → value, empty if unset): clouds.yaml's settings.
+Result<KeystoneCredentials> KeystoneCredentialsFrom(
+    const std::function<std::string(const char*)>& get);
 
 class KeystoneTokenSource final : public TokenSource {
  public:
@@ -54,9 +60,10 @@ class KeystoneTokenSource final : public TokenSource {
 
   const std::shared_ptr<HttpClient> http_;
   const KeystoneCredentials creds_;
-  std::mutex mu_;               // guards the three below
+  std::mutex mu_;               // guards the four below
   std::string token_;           // empty: none, or invalidated
   int64_t expires_at_ = 0;      // seconds since the epoch
+  int64_t renew_at_ = 0;        // seconds since the epoch
   std::string image_endpoint_;  // from the last catalog
 };
 

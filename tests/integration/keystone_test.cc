@@ -1,8 +1,10 @@
 // `glancefs keystone MOUNTPOINT` against a real Keystone and Glance (tests/fixtures/glance
-// --auth keystone). One test, so Keystone (about 30 s to set up) starts once.
+// --auth keystone). One test, so Keystone (about 30 s to set up) starts once. Keystone's tokens
+// live kTokenSeconds, so a long read outlives the token glancefs mounted with.
 #include <gtest/gtest.h>
 #include <stdlib.h>
 
+#include <chrono>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <set>
@@ -14,13 +16,21 @@ namespace glancefs::itest {
 namespace {
 
 const std::string kFixture = std::string(GLANCEFS_SOURCE_DIR) + "/tests/fixtures/glance";
+constexpr int kTokenSeconds = 45;
+
+size_t Count(const std::string& text, const std::string& what) {
+  size_t n = 0;
+  for (size_t at = text.find(what); at != std::string::npos; at = text.find(what, at + 1)) ++n;
+  return n;
+}
 
 TEST(KeystoneTest, MountsWhatTheProjectSees) {
   std::string state = MakeTempDir("glancefs-keystone");
   std::string work = MakeTempDir("glancefs-ks");
   CmdResult up = Sh(kFixture + "/glance-up.sh --auth keystone --port " +
                         std::to_string(FreePort()) + " --keystone-port " +
-                        std::to_string(FreePort()) + " " + state + " 2>" + work + "/up.log",
+                        std::to_string(FreePort()) + " --token-expiration " +
+                        std::to_string(kTokenSeconds) + " " + state + " 2>" + work + "/up.log",
                     900);
   ASSERT_EQ(up.status, 0) << "the Keystone fixture did not start:\n" << ReadFile(work + "/up.log");
   auto env = ParseExports(up.out);
@@ -44,7 +54,7 @@ TEST(KeystoneTest, MountsWhatTheProjectSees) {
   std::string glance = env["GLANCE_URL"];
   std::string auth = " -H " + Quote("X-Auth-Token: " + token) + " ";
   std::string file = work + "/k.raw";
-  MustSh("head -c 3M /dev/urandom > " + file);
+  MustSh("head -c 1G /dev/urandom > " + file);
   auto created = nlohmann::json::parse(MustSh(
       "curl -sS --fail-with-body" + auth + "-X POST -H 'Content-Type: application/json' -d " +
       Quote(R"({"name": "ks-private", "disk_format": "raw", "container_format": "bare", )"
@@ -70,7 +80,18 @@ TEST(KeystoneTest, MountsWhatTheProjectSees) {
     std::istringstream ls(MustSh("ls " + m.path() + "/images"));
     for (std::string line; std::getline(ls, line);) shown.insert(line);
     EXPECT_EQ(shown, listed) << listing;
-    MustSh("cmp " + m.path() + "/images/" + id + "/disk.raw " + file);
+    const std::string disk = m.path() + "/images/" + id + "/disk.raw";
+    MustSh("cmp " + disk + " " + file);
+    // A long read from Glance (the cache emptied first) that outlives glancefs's first token:
+    // 64 reads of 16 MiB, 0.9 s apart. The token is renewed before it expires; no read fails.
+    MustSh("rm " + m.path() + "/cache/" + id);
+    auto t0 = std::chrono::steady_clock::now();
+    MustSh("for i in $(seq 0 63); do dd if=" + disk +
+               " iflag=direct,fullblock bs=16M count=1 skip=$i status=none || exit 1; sleep 0.9; "
+               "done | cmp - " + file,
+           600);
+    EXPECT_GT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(kTokenSeconds));
+    EXPECT_GE(Count(m.Log(), "keystone: new token"), 2u) << m.Log();
     // No secret in the process's command line or its log.
     std::string args =
         MustSh("ps -o args= -p " + std::to_string(m.pid()) + " --ppid " + std::to_string(m.pid()));
@@ -91,6 +112,34 @@ TEST(KeystoneTest, MountsWhatTheProjectSees) {
     ::unsetenv("OS_AUTH_TYPE");
     ::unsetenv("OS_APPLICATION_CREDENTIAL_ID");
     ::unsetenv("OS_APPLICATION_CREDENTIAL_SECRET");
+  }
+  {
+    // The same credentials from clouds.yaml (-o cloud=), none from OS_* variables.
+    std::string clouds = work + "/clouds.yaml";
+    MustSh("printf '%s\n' 'clouds:' '  ks:' '    auth:' '      auth_url: " + env["OS_AUTH_URL"] +
+           "' '      username: " + env["OS_USERNAME"] + "' '      password: " + env["OS_PASSWORD"] +
+           "' '      project_name: " + env["OS_PROJECT_NAME"] +
+           "' '      user_domain_name: Default' '      project_domain_name: Default' > " + clouds +
+           " && chmod 600 " + clouds);
+    std::string password = env["OS_PASSWORD"];
+    ::unsetenv("OS_PASSWORD");
+    ::setenv("OS_CLIENT_CONFIG_FILE", clouds.c_str(), 1);
+    Mount m("keystone", "-o refresh=1,cloud=ks");
+    ASSERT_TRUE(m.mounted()) << m.Log();
+    std::set<std::string> shown;
+    std::istringstream ls(MustSh("ls " + m.path() + "/images"));
+    for (std::string line; std::getline(ls, line);) shown.insert(line);
+    EXPECT_EQ(shown, listed);
+    MustSh("cmp -n 4M " + m.path() + "/images/" + id + "/disk.raw " + file);
+    EXPECT_EQ(m.Unmount(), 0) << m.Log();
+    EXPECT_EQ(m.Log().find(password), std::string::npos);
+    // World-readable, it is refused before any secret is used.
+    MustSh("chmod 644 " + clouds);
+    CmdResult r = Sh(std::string(GLANCEFS_BIN) + " keystone " + work + " -f -o cloud=ks", 60);
+    EXPECT_NE(r.status, 0);
+    EXPECT_NE(r.out.find("world-readable"), std::string::npos) << r.out;
+    ::unsetenv("OS_CLIENT_CONFIG_FILE");
+    ::setenv("OS_PASSWORD", password.c_str(), 1);
   }
   {
     // A wrong password: a clear refusal at mount time, non-zero exit.

@@ -5,6 +5,7 @@
 #include <chrono>
 #include <ctime>
 #include <random>
+#include <thread>
 
 #include "backends/glance/glance_catalog.h"
 #include "backends/glance/keystone.h"
@@ -303,11 +304,17 @@ TEST(KeystoneTokenSourceTest, RenewsBeforeExpiryAndAfterA401) {
   EXPECT_TRUE(got == glance.data.substr(0, 4096));
   EXPECT_EQ(*keystone->Token(), "t3");  // renewed once, by the 401
 
-  // A token close to expiry is renewed before it is used.
+  // A short-lived token is kept for three quarters of its life, not renewed per request...
   lifetime_s = 60;
   keystone->Invalidate("t3");
   EXPECT_EQ(*keystone->Token(), "t4");
-  EXPECT_EQ(*keystone->Token(), "t5");  // expires within the renewal margin: renewed again
+  EXPECT_EQ(*keystone->Token(), "t4");
+  // ...and renewed before it expires.
+  lifetime_s = 2;
+  keystone->Invalidate("t4");
+  EXPECT_EQ(*keystone->Token(), "t5");
+  std::this_thread::sleep_for(std::chrono::milliseconds(1100));
+  EXPECT_EQ(*keystone->Token(), "t6");  // within its last quarter (1 s): renewed
 }
 
 }  // namespace

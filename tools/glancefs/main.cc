@@ -11,10 +11,12 @@
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
+#include <map>
 #include <memory>
 #include <string>
 
 #include "backends/dir/dir_catalog.h"
+#include "backends/glance/clouds_yaml.h"
 #include "backends/glance/glance_catalog.h"
 #include "backends/glance/keystone.h"
 #include "cache/cache_service.h"
@@ -75,16 +77,32 @@ Result<std::unique_ptr<Catalog>> OpenCatalog(const glancefs::fuse::CommandLine& 
         std::make_shared<glancefs::backends::StaticToken>(*token), glance));
   }
   if (source == "keystone") {
-    if (!cl.cloud.empty() || std::getenv("OS_CLOUD")) {
-      return Status::NotSupported("clouds.yaml (OS_CLOUD, -o cloud=) is not read yet: set OS_*");
+    // Credentials from clouds.yaml (-o cloud=, else $OS_CLOUD), else from OS_* variables.
+    std::string cloud = cl.cloud;
+    if (cloud.empty() && std::getenv("OS_CLOUD")) cloud = std::getenv("OS_CLOUD");
+    std::map<std::string, std::string> settings;
+    if (!cloud.empty()) {
+      auto read = glancefs::backends::ReadCloud(cloud, glancefs::backends::DefaultCloudsYamlPaths());
+      if (!read.ok()) return read.status().WithContext("cloud " + cloud);
+      settings = std::move(read).value();
     }
-    auto creds = glancefs::backends::KeystoneCredentialsFromEnv();
-    if (!creds.ok()) return creds.status();
+    auto setting = [&](const char* name) -> std::string {
+      if (!cloud.empty()) {
+        auto it = settings.find(name);
+        return it == settings.end() ? "" : it->second;
+      }
+      const char* v = std::getenv(name);
+      return v ? v : "";
+    };
+    auto creds = glancefs::backends::KeystoneCredentialsFrom(setting);
+    if (!creds.ok()) {
+      return cloud.empty() ? creds.status() : creds.status().WithContext("cloud " + cloud);
+    }
     if (!cl.interface.empty()) creds->interface = cl.interface;
     if (!cl.region.empty()) creds->region = cl.region;
     glancefs::backends::HttpOptions http;
-    http.ca_file = cl.cacert;
-    http.insecure = cl.insecure;
+    http.ca_file = cl.cacert.empty() ? setting("OS_CACERT") : cl.cacert;
+    http.insecure = cl.insecure || !setting("OS_INSECURE").empty();
     std::shared_ptr<glancefs::backends::HttpClient> client =
         glancefs::backends::NewCurlHttpClient(http);
     auto keystone = std::make_shared<glancefs::backends::KeystoneTokenSource>(client, *creds);
