@@ -13,7 +13,7 @@ PACKAGES=(
   # runtime
   fuse3
   # what the tests drive: the oracles and the tools a user has
-  qemu-utils attr rsync procps util-linux e2fsprogs coreutils
+  qemu-utils attr rsync procps util-linux e2fsprogs coreutils openssl socat
   # a VM that boots from the mount (tests/integration/boot_test.cc)
   qemu-system-x86
   # the decoder fuzzer (libFuzzer)

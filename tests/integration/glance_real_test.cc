@@ -216,6 +216,51 @@ TEST_F(RealGlanceTest, AStoreThatRefusesRangeIsStreamed) {
   EXPECT_EQ(m.Unmount(), 0);
 }
 
+TEST_F(RealGlanceTest, TlsIsVerifiedAgainstCacertOrSkippedWithInsecure) {
+  std::string file = work_ + "/t.raw";
+  MustSh("head -c 3M /dev/urandom > " + file);
+  std::string id = Upload(file, "rg-tls", "raw");
+  // A CA of our own and a certificate for 127.0.0.1 it signed; socat terminates TLS in front
+  // of the real Glance.
+  const std::string w = work_ + "/";
+  MustSh("cd " + w + " && openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=test-ca "
+         "-keyout ca.key -out ca.pem 2>&1 && openssl req -newkey rsa:2048 -nodes -subj "
+         "/CN=127.0.0.1 -keyout srv.key -out srv.csr 2>&1 && printf 'subjectAltName=IP:127.0.0.1' "
+         "> san.ext && openssl x509 -req -in srv.csr -CA ca.pem -CAkey ca.key -CAcreateserial "
+         "-days 2 -extfile san.ext -out srv.crt 2>&1 && cat srv.crt srv.key > srv.pem");
+  int port = FreePort();
+  std::string glance = Env("GLANCE_URL").substr(std::string("http://").size());
+  MustSh("setsid socat OPENSSL-LISTEN:" + std::to_string(port) + ",bind=127.0.0.1,reuseaddr,fork,"
+         "cert=" + w + "srv.pem,verify=0 TCP:" + glance + " >" + w + "socat.log 2>&1 </dev/null & "
+         "echo $! > " + w + "socat.pid");
+  struct Stop {
+    std::string pid_file;
+    ~Stop() { Sh("kill $(cat " + pid_file + ") 2>/dev/null"); }
+  } stop{w + "socat.pid"};
+  ASSERT_EQ(Sh("for i in $(seq 50); do curl -s --cacert " + w + "ca.pem -o /dev/null https://"
+               "127.0.0.1:" + std::to_string(port) + "/healthcheck && exit 0; sleep 0.1; done; "
+               "exit 1").status, 0) << ReadFile(w + "socat.log");
+  const std::string url = "https://127.0.0.1:" + std::to_string(port);
+  {
+    Mount m(url, "-o refresh=1,cacert=" + w + "ca.pem");
+    ASSERT_TRUE(m.mounted()) << m.Log();
+    MustSh("cmp " + m.path() + "/images/" + id + "/disk.raw " + file);
+    EXPECT_EQ(m.Unmount(), 0);
+  }
+  {
+    // The system CAs do not know ours: a clear refusal, not a mount of nothing.
+    CmdResult r = Sh(std::string(GLANCEFS_BIN) + " " + url + " " + work_ + " -f", 60);
+    EXPECT_NE(r.status, 0);
+    EXPECT_NE(r.out.find("certificate"), std::string::npos) << r.out;
+  }
+  {
+    Mount m(url, "-o refresh=1,insecure");
+    ASSERT_TRUE(m.mounted()) << m.Log();
+    MustSh("cmp " + m.path() + "/images/" + id + "/disk.raw " + file);
+    EXPECT_EQ(m.Unmount(), 0);
+  }
+}
+
 TEST_F(RealGlanceTest, GlanceDownGivesEioInBoundedTimeAndTheCatalogStays) {
   std::string file = work_ + "/d.raw";
   MustSh("head -c 2M /dev/urandom > " + file);
