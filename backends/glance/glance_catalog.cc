@@ -16,6 +16,7 @@
 #include "backends/common/image_record_json.h"
 #include "fs/base/file_io.h"
 #include "fs/base/log.h"
+#include "fs/base/time_util.h"
 
 namespace glancefs::backends {
 namespace {
@@ -127,10 +128,27 @@ Status GlanceCatalog::ListAll(const std::string& first_url,
 }
 
 Result<std::shared_ptr<const CatalogSnapshot>> GlanceCatalog::Refresh() {
-  std::map<std::string, ImageRecord> images;
+  std::lock_guard<std::mutex> refresh_lock(refresh_mu_);
   std::string base = options_.endpoint + "/v2/images?limit=" + std::to_string(options_.page_limit);
-  GLANCEFS_RETURN_IF_ERROR(ListAll(base, &images));
-  GLANCEFS_RETURN_IF_ERROR(ListAll(base + "&os_hidden=true", &images));
+  std::map<std::string, ImageRecord> images;
+  bool full = !have_full_ || options_.relist <= 1 || since_full_ + 1 >= options_.relist;
+  int64_t newest = 0;
+  for (const auto& [id, image] : listed_) newest = std::max(newest, image.updated_at);
+  if (!full && newest > 0) {
+    // Only what changed since the newest record seen, by Glance's own clock; gte, because
+    // updated_at has whole seconds.
+    images = listed_;
+    std::string since = "&updated_at=gte:" + FormatIso8601(newest);
+    GLANCEFS_RETURN_IF_ERROR(ListAll(base + since, &images));
+    GLANCEFS_RETURN_IF_ERROR(ListAll(base + since + "&os_hidden=true", &images));
+    ++since_full_;
+  } else {
+    GLANCEFS_RETURN_IF_ERROR(ListAll(base, &images));
+    GLANCEFS_RETURN_IF_ERROR(ListAll(base + "&os_hidden=true", &images));
+    have_full_ = true;
+    since_full_ = 0;
+  }
+  listed_ = images;
   std::lock_guard<std::mutex> lock(mu_);
   auto snap = std::make_shared<CatalogSnapshot>();
   bool same = snapshot_ && snapshot_->images.size() == images.size();

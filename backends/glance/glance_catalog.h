@@ -2,7 +2,10 @@
 //
 // Listing (GET /v2/images): pages of `page_limit` images following `next` (an exactly full
 // page is followed by an empty one), then the hidden images (os_hidden=true), which the default
-// list leaves out. What the token may see is what the mount shows.
+// list leaves out. What the token may see is what the mount shows. Between full listings (every
+// `relist`-th refresh) a refresh asks only for what changed: images with updated_at at or
+// after the newest one already seen (Glance's clock, not ours), merged into the last listing.
+// Deletions and lost visibility show up at the next full listing.
 //
 // Data (GET /v2/images/<id>/file): single `Range: bytes=a-b` requests, checked strictly: the
 // answer must be 206 with exactly that Content-Range and exactly that many bytes; anything else
@@ -52,6 +55,9 @@ class StaticToken final : public TokenSource {
 struct GlanceOptions {
   std::string endpoint;        // http(s)://host:port, no trailing slash
   unsigned page_limit = 1000;  // Glance caps it at api_limit_max (1000)
+  // Every relist-th refresh lists every image; the others ask only for images updated since
+  // the newest one seen (updated_at=gte:), which cannot see deletions. 1: always everything.
+  unsigned relist = 10;
   unsigned retries = 3;        // per request, after the first try
   unsigned max_backoff_ms = 5000;
   std::string spool_dir = "/var/tmp";  // for images whose store refuses Range
@@ -76,6 +82,11 @@ class GlanceCatalog final : public Catalog {
   std::mutex mu_;  // guards the two below
   std::shared_ptr<const CatalogSnapshot> snapshot_;
   std::map<std::string, std::weak_ptr<ByteSource>> sources_;  // by id + data version
+  // Refresh's own state (refreshes do not overlap; refresh_mu_ makes sure).
+  std::mutex refresh_mu_;
+  std::map<std::string, ImageRecord> listed_;  // the last listing, full or merged
+  unsigned since_full_ = 0;                     // refreshes since the last full listing
+  bool have_full_ = false;
 };
 
 // GET with the token, retries and backoff. Shared by the catalog and the byte source.

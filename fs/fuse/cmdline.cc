@@ -28,6 +28,7 @@ struct RawOptions {
   char* spool_dir = nullptr;
   int insecure = 0;
   unsigned page_limit = 1000;
+  unsigned relist = 10;
   char* interface = nullptr;
   char* region = nullptr;
   char* cloud = nullptr;
@@ -57,6 +58,7 @@ const struct fuse_opt kOptions[] = {
     GLANCEFS_OPT("cacert=%s", cacert),
     GLANCEFS_OPT("spool_dir=%s", spool_dir),
     GLANCEFS_OPT("page_limit=%u", page_limit),
+    GLANCEFS_OPT("relist=%u", relist),
     GLANCEFS_OPT("interface=%s", interface),
     GLANCEFS_OPT("region=%s", region),
     GLANCEFS_OPT("cloud=%s", cloud),
@@ -146,6 +148,7 @@ Result<CommandLine> ParseCommandLine(int argc, char** argv) {
   if (raw.spool_dir) cl.spool_dir = raw.spool_dir;
   cl.insecure = raw.insecure != 0;
   cl.page_limit = raw.page_limit;
+  cl.relist = raw.relist;
   if (raw.interface) cl.interface = raw.interface;
   if (raw.region) cl.region = raw.region;
   if (raw.cloud) cl.cloud = raw.cloud;
@@ -185,6 +188,10 @@ Result<CommandLine> ParseCommandLine(int argc, char** argv) {
   if (cl.page_limit == 0 || cl.page_limit > 1000) {
     cleanup();
     return Status::InvalidArgument("page_limit must be 1 to 1000");
+  }
+  if (cl.relist == 0) {
+    cleanup();
+    return Status::InvalidArgument("relist must be at least 1");
   }
   if (cl.debug) cl.log_level = LogLevel::kDebug;
   if (raw.log_level && !ParseLogLevel(raw.log_level, &cl.log_level)) {
@@ -264,6 +271,8 @@ void PrintHelp(const char* program) {
       "    -o token_file=PATH     Glance token, first line (refused if world-readable)\n"
       "    -o cacert=PATH         CA bundle for https; -o insecure skips verification\n"
       "    -o page_limit=N        images per Glance listing page (default 1000)\n"
+      "    -o relist=N            every Nth refresh lists everything; the others ask only\n"
+      "                           for images updated since (default 10, 1 = always all)\n"
       "    -o cloud=NAME          keystone: clouds.yaml entry (default $OS_CLOUD)\n"
       "    -o interface=NAME      keystone: endpoint interface (default OS_INTERFACE, public)\n"
       "    -o region=NAME         keystone: endpoint region (default OS_REGION_NAME)\n"

@@ -38,6 +38,7 @@ struct CommandLine {
   bool insecure = false;               // -o insecure: do not verify TLS certificates
   std::string spool_dir = "/var/tmp";  // -o spool_dir=DIR: for images whose store refuses Range
   unsigned page_limit = 1000;          // -o page_limit=N: images per Glance listing page
+  unsigned relist = 10;                // -o relist=N: every Nth refresh is a full listing
   std::string interface;  // -o interface=public|internal|admin (keystone; else OS_INTERFACE)
   std::string region;     // -o region=NAME (keystone; else OS_REGION_NAME)
   std::string cloud;      // -o cloud=NAME: clouds.yaml entry (not read yet: a clear error)

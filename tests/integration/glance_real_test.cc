@@ -119,7 +119,8 @@ TEST_F(RealGlanceTest, ListsPagesHiddenAndServesExactData) {
   for (int i = 0; i < 5; ++i) Upload(raw, "rg-extra-" + std::to_string(i), "raw");
 
   // page_limit=3: the listing crosses several pages (and an exactly full one, maybe).
-  Mount m(Env("GLANCE_URL"), "-o refresh=1,page_limit=3");
+  // relist=4: a deletion shows within 4 refreshes.
+  Mount m(Env("GLANCE_URL"), "-o refresh=1,page_limit=3,relist=4");
   ASSERT_TRUE(m.mounted());
   const std::string images = m.path() + "/images/";
   EXPECT_EQ(Ls(images), Listed());
@@ -150,6 +151,17 @@ TEST_F(RealGlanceTest, ListsPagesHiddenAndServesExactData) {
                  " || exit 0; sleep 0.2; done; exit 1")
                   .status == 0);
   EXPECT_EQ(m.Unmount(), 0) << m.Log();
+
+  // With no full listing after the first, new images and changes still show: Glance answers
+  // the updated_at=gte: filter the refreshes between full listings use.
+  Mount d(Env("GLANCE_URL"), "-o refresh=1,relist=1000");
+  ASSERT_TRUE(d.mounted());
+  std::string fresh_id = Upload(raw, "rg-fresh", "raw");
+  EXPECT_TRUE(Sh("for i in $(seq 50); do test -e " + d.path() + "/images/" + fresh_id +
+                 "/disk.raw && exit 0; sleep 0.2; done; exit 1")
+                  .status == 0);
+  MustSh("cmp " + d.path() + "/images/" + fresh_id + "/disk.raw " + raw);
+  EXPECT_EQ(d.Unmount(), 0) << d.Log();
 }
 
 TEST_F(RealGlanceTest, Qcow2MatrixDecodesThroughGlance) {

@@ -24,12 +24,14 @@ class GlanceBackendTest : public ::testing::Test {
  protected:
   GlanceBackendTest() : server_([this](const HttpRequest& r) { return glance_.Handle(r); }) {}
 
-  std::unique_ptr<GlanceCatalog> Catalog(const std::string& token = "", unsigned limit = 2) {
+  std::unique_ptr<GlanceCatalog> Catalog(const std::string& token = "", unsigned limit = 2,
+                                         unsigned relist = 10) {
     HttpOptions http;
     http.low_speed_time_s = 2;  // stalls become errors quickly in tests
     GlanceOptions options;
     options.endpoint = server_.url();
     options.page_limit = limit;
+    options.relist = relist;
     options.retries = 2;
     options.max_backoff_ms = 200;
     return std::make_unique<GlanceCatalog>(NewCurlHttpClient(http),
@@ -63,6 +65,37 @@ TEST_F(GlanceBackendTest, ListsEveryPageAndHiddenImages) {
   auto c = Catalog();
   auto a = c->Refresh();
   EXPECT_EQ(*a, *c->Refresh());  // unchanged catalog, same snapshot
+}
+
+TEST_F(GlanceBackendTest, RefreshesBetweenFullListingsAskOnlyForChanges) {
+  glance_.count = 5;
+  std::vector<std::string> firsts;  // the first page of each listing
+  glance_.fault = [&](const HttpRequest& r, HttpAnswer*) {
+    if (r.target.rfind("/v2/images?", 0) == 0 && r.target.find("marker=") == std::string::npos) {
+      firsts.push_back(r.target);
+    }
+    return false;
+  };
+  auto c = Catalog("", 1000, /*relist=*/3);
+  auto delta = [](const std::string& t) {
+    return t.find("updated_at=gte:2024-01-01T00:00:00Z") != std::string::npos;
+  };
+  std::vector<bool> kinds;  // per refresh: delta?
+  std::vector<size_t> sizes;
+  for (int refresh = 0; refresh < 4; ++refresh) {
+    if (refresh == 1) glance_.count = 4;  // image 4 is deleted
+    firsts.clear();
+    auto snap = c->Refresh();
+    ASSERT_TRUE(snap.ok()) << snap.status().ToString();
+    ASSERT_EQ(firsts.size(), 2u);  // the list, then the hidden images
+    EXPECT_EQ(delta(firsts[0]), delta(firsts[1]));
+    kinds.push_back(delta(firsts[0]));
+    sizes.push_back((*snap)->images.size());
+  }
+  EXPECT_EQ(kinds, (std::vector<bool>{false, true, true, false}));
+  // A filtered listing cannot see a deletion: it shows at the next full one.
+  const size_t n = sizes[0];  // 5 images and the fake's hidden one
+  EXPECT_EQ(sizes, (std::vector<size_t>{n, n, n, n - 1}));
 }
 
 TEST_F(GlanceBackendTest, RangeReadsAreExact) {

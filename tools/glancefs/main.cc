@@ -72,6 +72,7 @@ Result<std::unique_ptr<Catalog>> OpenCatalog(const glancefs::fuse::CommandLine& 
     while (!glance.endpoint.empty() && glance.endpoint.back() == '/') glance.endpoint.pop_back();
     glance.spool_dir = cl.spool_dir;
     glance.page_limit = cl.page_limit;
+    glance.relist = cl.relist;
     return std::unique_ptr<Catalog>(std::make_unique<glancefs::backends::GlanceCatalog>(
         glancefs::backends::NewCurlHttpClient(http),
         std::make_shared<glancefs::backends::StaticToken>(*token), glance));
@@ -113,6 +114,7 @@ Result<std::unique_ptr<Catalog>> OpenCatalog(const glancefs::fuse::CommandLine& 
     glance.endpoint = *endpoint;
     glance.spool_dir = cl.spool_dir;
     glance.page_limit = cl.page_limit;
+    glance.relist = cl.relist;
     return std::unique_ptr<Catalog>(
         std::make_unique<glancefs::backends::GlanceCatalog>(client, keystone, glance));
   }
