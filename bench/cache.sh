@@ -123,7 +123,7 @@ cat <<REPORT
 
 $(machine_lines)
 - Glance $(dpkg-query -W -f='${Version}' glance-api) (noauth fixture, file store, ${WORKERS:-2} workers) on 127.0.0.1; best of $RUNS; 1 GiB of random data
-- glancefs defaults: 256 KiB blocks, requests up to 64 MiB, read-ahead to 64 MiB, 8 fetch threads, 256 MiB memory tier
+- glancefs defaults: 64 KiB blocks, requests up to 64 MiB, read-ahead to 64 MiB, 8 fetch threads, 256 MiB memory tier
 
 | whole-image read (1 GiB) | seconds | MB/s | ratio |
 | --- | --- | --- | --- |

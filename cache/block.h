@@ -1,10 +1,10 @@
 // Block: the bytes of one cache block, shared read-only once filled (BlockData).
 //
 // Buffers come from a BlockPool and return to it when the last reference drops. A streaming
-// reader passes ~4000 blocks per GiB through the memory tier; without the pool each would be a
-// fresh mmap (glibc maps allocations this large), faulted and zeroed page by page, then unmapped
-// -- measured as more CPU than the copies themselves. The pool keeps at most `max_idle` spare
-// buffers, so RSS stays bounded by what the tier and readers hold plus that spare.
+// reader passes thousands of blocks per GiB through the memory tier; without the pool each
+// would be fresh memory, faulted and zeroed page by page, then given back -- measured (with
+// 256 KiB blocks) as more CPU than the copies themselves. The pool keeps at most `max_idle`
+// spare buffers, so RSS stays bounded by what the tier and readers hold plus that spare.
 #pragma once
 
 #include <cstddef>

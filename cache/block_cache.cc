@@ -24,13 +24,19 @@ uint64_t BlockHash(BlockKey key, const char* data, size_t n) {
   return XXH3_64bits_withSeed(data, n, key.image_no * 0x9E3779B97F4A7C15ULL + key.index);
 }
 
-// Spare block buffers kept for reuse (block.h).
-constexpr size_t kIdleBuffers = 64;
-// Arrived blocks are stored in runs of this many while a request streams on, with at most
-// kStoreRunsPending runs of one request waiting for the store threads.
-constexpr uint64_t kStoreRunBlocks = 8;
+// Bytes of spare block buffers kept for reuse (block.h).
+constexpr size_t kIdleBufferBytes = 16 << 20;
+// Arrived blocks are stored in runs of about this many bytes (at least one block) while a
+// request streams on, with at most kStoreRunsPending runs of one request waiting for the store
+// threads.
+constexpr uint64_t kStoreRunBytes = 2 << 20;
 constexpr int kStoreRunsPending = 2;
 constexpr int kStoreThreads = 2;
+// A sequential reader's stored blocks are read in runs of up to this many bytes.
+constexpr uint64_t kStoreLoadRunBytes = 1 << 20;
+// How far out of order a sequential reader's requests may arrive (the kernel's read-ahead and
+// several FUSE threads reorder them).
+constexpr uint64_t kReorderBytes = 8 << 20;
 
 // Meta records: "img/<id>" → key=value lines.
 std::string Field(const std::string& text, const std::string& name) {
@@ -167,11 +173,16 @@ class BlockCache::Source final : public ByteSource {
     const uint64_t bs = cache_->block_size_;
     const uint64_t first = off / bs;
     const uint64_t last = (off + n - 1) / bs;
-    Readahead(off, n);
+    // A sequential reader's stored blocks are read from the store in runs (one request each),
+    // a random reader's one by one: it would not use the rest.
+    const bool sequential = Readahead(off, n);
+    const uint64_t disk_last =
+        std::min(image_->nblocks - 1, sequential ? last + kStoreLoadRunBytes / bs : last);
     image_->last_access.store(cache_->Now(), std::memory_order_relaxed);
     size_t done = 0;
     for (uint64_t index = first; index <= last; ++index) {
-      GLANCEFS_ASSIGN_OR_RETURN(BlockData block, cache_->GetBlock(image_, index, last, *upstream_));
+      GLANCEFS_ASSIGN_OR_RETURN(BlockData block,
+                                cache_->GetBlock(image_, index, last, disk_last, *upstream_));
       uint64_t from = off + done - index * bs;
       size_t len = static_cast<size_t>(std::min<uint64_t>(n - done, block->size() - from));
       piece(block, block->data() + from, len);
@@ -181,28 +192,32 @@ class BlockCache::Source final : public ByteSource {
   }
 
   // Window growth as mountpoint-s3's prefetcher: sequential reads double it, others reset it.
-  void Readahead(uint64_t off, size_t n) {
+  // Returns whether the read continues a sequential stream.
+  bool Readahead(uint64_t off, size_t n) {
     const CacheOptions& o = cache_->options_;
-    if (o.readahead_max == 0) return;
     const uint64_t bs = cache_->block_size_;
     std::lock_guard<std::mutex> lock(mu_);
     // The kernel's own read-ahead and several FUSE threads deliver a sequential reader's
     // requests slightly out of order: tolerate a little on either side.
     bool sequential = (off == 0 && next_ == 0) ||
-                      (off + 2 * o.request_bytes >= next_ && off <= next_ + 2 * bs);
+                      (off + kReorderBytes >= next_ && off <= next_ + 2 * bs);
     if (!sequential) {
       window_ = o.readahead_initial;
       ahead_ = 0;
       next_ = off + n;
-      return;
+      return false;
+    }
+    if (o.readahead_max == 0) {
+      next_ = std::max<uint64_t>(next_, off + n);
+      return true;
     }
     window_ = next_ == 0 ? o.readahead_initial : std::min(window_ * 2, o.readahead_max);
     next_ = std::max<uint64_t>(next_, off + n);
     // Top up only when less than half the window is still ahead, and in whole requests: a
     // few large requests, not one small request per read.
-    if (ahead_ > next_ && ahead_ - next_ >= window_ / 2) return;
+    if (ahead_ > next_ && ahead_ - next_ >= window_ / 2) return true;
     uint64_t start = std::max(ahead_, next_) / bs * bs;
-    if (start >= image_->size) return;
+    if (start >= image_->size) return true;
     // Requests grow with the window: small while a reader may stop soon (a header read), up
     // to request_bytes once it streams, where Glance's per-request cost vanishes.
     uint64_t request = std::clamp<uint64_t>(window_ / bs * bs, bs, o.request_bytes);
@@ -212,6 +227,7 @@ class BlockCache::Source final : public ByteSource {
     uint64_t end_block = cache_->ScheduleReadahead(image_, upstream_, start / bs,
                                                    (target - 1) / bs, request / bs);
     ahead_ = std::max(ahead_, std::min(image_->size, end_block * bs));
+    return true;
   }
 
   BlockCache* const cache_;
@@ -230,7 +246,7 @@ BlockCache::BlockCache(std::unique_ptr<BlockStore> store, CacheOptions options,
       options_(std::move(options)),
       block_size_(block_size),
       memory_(options_.memory_bytes),
-      buffers_(block_size, kIdleBuffers),
+      buffers_(block_size, std::max<size_t>(1, kIdleBufferBytes / block_size)),
       latency_counts_(std::size(kLatencyBounds) + 1, 0) {}
 
 BlockCache::~BlockCache() {
@@ -409,8 +425,33 @@ Result<BlockData> BlockCache::LoadBlock(Image& image, BlockKey key) {
   return BlockData(std::move(block));
 }
 
+Result<BlockData> BlockCache::LoadRun(Image& image, BlockKey key, uint64_t count) {
+  std::vector<std::shared_ptr<Block>> blocks(count);
+  std::vector<IoSlice> dsts(count);
+  for (uint64_t i = 0; i < count; ++i) {
+    blocks[i] = buffers_.Allocate(image.BlockLen(key.index + i, block_size_));
+    if (!blocks[i]) return LoadBlock(image, key);
+    dsts[i] = {blocks[i]->mutable_data(), blocks[i]->size()};
+  }
+  std::vector<uint64_t> checks;
+  if (!store_->GetBlocks(key, dsts, &checks).ok()) return LoadBlock(image, key);  // one by one
+  for (uint64_t i = 0; i < count; ++i) {
+    BlockKey k{key.image_no, key.index + i};
+    if (checks[i] != BlockHash(k, blocks[i]->data(), blocks[i]->size())) {
+      // Damaged: the block is judged (dropped, counted, fetched again) when it is read alone.
+      if (i == 0) return LoadBlock(image, key);
+      break;
+    }
+    // The ones after the first go to the memory tier, where the reader's next lookups find
+    // them (and count them as memory hits).
+    if (i > 0) memory_.Insert(k, BlockData(std::move(blocks[i])));
+  }
+  return BlockData(std::move(blocks[0]));
+}
+
 Result<BlockData> BlockCache::GetBlock(const std::shared_ptr<Image>& image, uint64_t index,
-                                       uint64_t want_last, ByteSource& upstream) {
+                                       uint64_t want_last, uint64_t disk_last,
+                                       ByteSource& upstream) {
   if (image->state_corrupt.load(std::memory_order_acquire)) {
     std::lock_guard<std::mutex> lock(mu_);
     return Status::Corruption("image " + image->id + " failed verification: " + image->reason);
@@ -438,8 +479,16 @@ Result<BlockData> BlockCache::GetBlock(const std::shared_ptr<Image>& image, uint
       return flight->data;
     }
     if (image->present[index]) {
+      // With it, the stored blocks after it up to disk_last that are neither in memory nor in
+      // flight: one request to the store.
+      uint64_t last = index;
+      while (last < disk_last && last + 1 < image->nblocks && image->present[last + 1] &&
+             !flights_.count({key.image_no, last + 1}) &&
+             !memory_.Lookup({key.image_no, last + 1})) {
+        ++last;
+      }
       lock.unlock();
-      auto block = LoadBlock(*image, key);
+      auto block = last > index ? LoadRun(*image, key, last - index + 1) : LoadBlock(*image, key);
       if (block.ok()) {
         memory_.Insert(key, *block);
         image->counters.hits_disk.fetch_add(1, std::memory_order_relaxed);
@@ -595,7 +644,7 @@ Status BlockCache::FetchClaimed(const std::shared_ptr<Image>& image, uint64_t no
         it->second->Complete(Status::Ok(), blocks[k]);
       }
     }
-    if (arrived - stored >= kStoreRunBlocks) store_run();
+    if ((arrived - stored) * bs >= kStoreRunBytes) store_run();
   };
   auto t0 = std::chrono::steady_clock::now();
   status = upstream.ReadScattered(off, len, slice_for, on_block);

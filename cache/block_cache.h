@@ -53,7 +53,7 @@ namespace glancefs::cache {
 
 struct CacheOptions {
   // Fixed for the life of a cache directory: a store made with another size keeps its own.
-  uint32_t block_size = 256 << 10;
+  uint32_t block_size = 64 << 10;
   uint64_t max_bytes = 0;       // soft limit on cached image bytes; 0: none
   uint64_t min_free_bytes = 0;  // free bytes to keep on the cache's disk; 0: none
   // The disk seam: free bytes on the cache's file system (statvfs). Null: unknown.
@@ -165,10 +165,14 @@ class BlockCache {
 
   std::shared_ptr<Image> ImageFor(const ImageRecord& record);
   // The block `index` of `image`, from memory, the store or the backend. A miss fetches the
-  // missing blocks up to `want_last` (at most one request) with it.
+  // missing blocks up to `want_last` (at most one request) with it; a block read from the store
+  // brings the stored blocks up to `disk_last` into memory with it (one store request).
   Result<BlockData> GetBlock(const std::shared_ptr<Image>& image, uint64_t index,
-                             uint64_t want_last, ByteSource& upstream);
+                             uint64_t want_last, uint64_t disk_last, ByteSource& upstream);
   Result<BlockData> LoadBlock(Image& image, BlockKey key);
+  // Reads `count` stored blocks from `key` in one store request; the first is returned, the
+  // others that pass their check go to the memory tier. Falls back to LoadBlock(key).
+  Result<BlockData> LoadRun(Image& image, BlockKey key, uint64_t count);
   // Claims (creates flights for) the blocks in [first, last] that are neither stored nor in
   // flight, as runs of at most one request. REQUIRES: mu_ held.
   std::vector<std::pair<uint64_t, uint64_t>> ClaimLocked(Image& image, uint64_t first,

@@ -22,6 +22,7 @@
 #include <string_view>
 #include <vector>
 
+#include "fs/base/byte_source.h"
 #include "fs/base/status.h"
 
 namespace glancefs::cache {
@@ -50,6 +51,19 @@ class BlockStore {
   // *check. NotFound when absent; Corruption when the store itself sees damage (a wrong length,
   // a short file); the caller treats both as a miss.
   virtual Status GetBlock(BlockKey key, char* dst, size_t len, uint64_t* check) = 0;
+  // Reads the run of consecutive blocks first.index + i into dsts[i] (each of its block's
+  // length) and their checks into (*checks)[i], in one request where the store can. Any block
+  // absent or damaged fails the whole run (NotFound, Corruption): the caller reads its blocks
+  // one by one. Default: GetBlock per block.
+  virtual Status GetBlocks(BlockKey first, const std::vector<IoSlice>& dsts,
+                           std::vector<uint64_t>* checks) {
+    checks->resize(dsts.size());
+    for (size_t i = 0; i < dsts.size(); ++i) {
+      GLANCEFS_RETURN_IF_ERROR(GetBlock({first.image_no, first.index + i}, dsts[i].data,
+                                        dsts[i].size, &(*checks)[i]));
+    }
+    return Status::Ok();
+  }
   // Stores a run of consecutive blocks: blocks[i] is block first.index + i. On an error none
   // of them counts as stored (some may be, unindexed: misses).
   virtual Status PutBlocks(BlockKey first, const std::vector<BlockPut>& blocks) = 0;

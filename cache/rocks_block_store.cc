@@ -127,6 +127,42 @@ class RocksBlockStore final : public BlockStore {
     return Status::Ok();
   }
 
+  Status GetBlocks(BlockKey first, const std::vector<IoSlice>& dsts,
+                   std::vector<uint64_t>* checks) override {
+    const size_t n = dsts.size();
+    if (n == 0) return Status::Ok();
+    std::vector<std::string> keys(n);
+    std::vector<rocksdb::Slice> slices(n);
+    for (size_t i = 0; i < n; ++i) {
+      keys[i] = EncodeKey({first.image_no, first.index + i});
+      slices[i] = keys[i];
+    }
+    std::vector<rocksdb::PinnableSlice> values(n);
+    std::vector<rocksdb::Status> statuses(n);
+    db_->MultiGet(read_, index(), n, slices.data(), values.data(), statuses.data(),
+                  /*sorted_input=*/true);
+    checks->resize(n);
+    std::vector<iovec> iov(n);
+    for (size_t i = 0; i < n; ++i) {
+      GLANCEFS_RETURN_IF_ERROR(FromRocks(statuses[i], "cache block"));
+      if (values[i].size() != kIndexValue) return Status::Corruption("cache index entry of bad size");
+      uint32_t stored_len;
+      std::memcpy(&stored_len, values[i].data(), 4);
+      std::memcpy(&(*checks)[i], values[i].data() + 4, 8);
+      if (stored_len != dsts[i].size) return Status::Corruption("cache block of another length");
+      iov[i] = {dsts[i].data, dsts[i].size};
+    }
+    GLANCEFS_ASSIGN_OR_RETURN(auto file, File(first.image_no, false));
+    if (!file) return Status::Corruption("cache data file is missing");
+    size_t total = 0;
+    for (const IoSlice& d : dsts) total += d.size;
+    ssize_t got = ReadvFullyAt(file->fd, iov.data(), static_cast<int>(n),
+                               first.index * block_size_);
+    if (got < 0) return Status::FromErrno(static_cast<int>(-got), "cache data file");
+    if (static_cast<size_t>(got) < total) return Status::Corruption("cache data file is short");
+    return Status::Ok();
+  }
+
   Status PutBlocks(BlockKey first, const std::vector<BlockPut>& blocks) override {
     if (blocks.empty()) return Status::Ok();
     GLANCEFS_ASSIGN_OR_RETURN(auto file, File(first.image_no, true));

@@ -1,7 +1,9 @@
 #include "fs/base/file_io.h"
 
+#include <limits.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 
 namespace glancefs {
@@ -14,6 +16,39 @@ ssize_t ReadFullyAt(int fd, char* dst, size_t n, uint64_t off) {
     if (got < 0) return -errno;
     if (got == 0) break;
     done += static_cast<size_t>(got);
+  }
+  return static_cast<ssize_t>(done);
+}
+
+ssize_t ReadvFullyAt(int fd, const struct iovec* iov, int count, uint64_t off) {
+  size_t done = 0;
+  int i = 0;
+  size_t in = 0;  // bytes of iov[i] already read
+  while (i < count) {
+    if (in > 0) {  // finish a buffer a short read left half full
+      ssize_t got = ReadFullyAt(fd, static_cast<char*>(iov[i].iov_base) + in, iov[i].iov_len - in,
+                                off + done);
+      if (got < 0) return got;
+      done += static_cast<size_t>(got);
+      if (static_cast<size_t>(got) < iov[i].iov_len - in) break;  // end of file
+      ++i;
+      in = 0;
+      continue;
+    }
+    ssize_t got = ::preadv(fd, iov + i, std::min(count - i, IOV_MAX), static_cast<off_t>(off + done));
+    if (got < 0 && errno == EINTR) continue;
+    if (got < 0) return -errno;
+    if (got == 0) break;
+    done += static_cast<size_t>(got);
+    for (size_t left = static_cast<size_t>(got); left > 0 && i < count;) {
+      size_t take = std::min(left, iov[i].iov_len - in);
+      left -= take;
+      in += take;
+      if (in == iov[i].iov_len) {
+        ++i;
+        in = 0;
+      }
+    }
   }
   return static_cast<ssize_t>(done);
 }

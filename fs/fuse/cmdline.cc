@@ -39,6 +39,7 @@ struct RawOptions {
   char* cache_size = nullptr;
   char* cache_min_free = nullptr;
   char* cache_memory = nullptr;
+  char* cache_block = nullptr;
   char* fetch_size = nullptr;
   char* readahead_max = nullptr;
   unsigned fetch_threads = 8;
@@ -66,6 +67,7 @@ const struct fuse_opt kOptions[] = {
     GLANCEFS_OPT("cache_size=%s", cache_size),
     GLANCEFS_OPT("cache_min_free=%s", cache_min_free),
     GLANCEFS_OPT("cache_memory=%s", cache_memory),
+    GLANCEFS_OPT("cache_block=%s", cache_block),
     GLANCEFS_OPT("fetch_size=%s", fetch_size),
     GLANCEFS_OPT("readahead_max=%s", readahead_max),
     GLANCEFS_OPT("fetch_threads=%u", fetch_threads),
@@ -115,7 +117,7 @@ Result<CommandLine> ParseCommandLine(int argc, char** argv) {
     std::free(raw.log_level);
     std::free(raw.source);
     for (char* p : {raw.cache_dir, raw.cache_size, raw.cache_min_free, raw.cache_memory,
-                    raw.fetch_size, raw.readahead_max, raw.prefetch_rate}) {
+                    raw.cache_block, raw.fetch_size, raw.readahead_max, raw.prefetch_rate}) {
       std::free(p);
     }
     fuse_opt_free_args(&args);
@@ -164,6 +166,7 @@ Result<CommandLine> ParseCommandLine(int argc, char** argv) {
   } sizes[] = {{"cache_size", raw.cache_size, &cl.cache_size},
                {"cache_min_free", raw.cache_min_free, &cl.cache_min_free},
                {"cache_memory", raw.cache_memory, &cl.cache_memory},
+               {"cache_block", raw.cache_block, &cl.cache_block},
                {"fetch_size", raw.fetch_size, &cl.fetch_size},
                {"readahead_max", raw.readahead_max, &cl.readahead_max},
                {"prefetch_rate", raw.prefetch_rate, &cl.prefetch_rate}};
@@ -180,6 +183,11 @@ Result<CommandLine> ParseCommandLine(int argc, char** argv) {
   if (cl.fetch_threads == 0 || cl.fetch_threads > 64) {
     cleanup();
     return Status::InvalidArgument("fetch_threads must be 1 to 64");
+  }
+  if (cl.cache_block < 4096 || cl.cache_block > (16 << 20) ||
+      (cl.cache_block & (cl.cache_block - 1)) != 0) {
+    cleanup();
+    return Status::InvalidArgument("cache_block must be a power of two, 4K to 16M");
   }
   if (cl.fetch_size < (64 << 10) || cl.fetch_size > (256 << 20)) {
     cleanup();
@@ -285,6 +293,8 @@ void PrintHelp(const char* program) {
       "    -o cache_size=SIZE     soft limit on cached bytes (default 10G, 0 = none)\n"
       "    -o cache_min_free=SIZE free disk space to keep (default 1G)\n"
       "    -o cache_memory=SIZE   in-memory block budget (default 256M)\n"
+      "    -o cache_block=SIZE    block size of a new cache (default 64K; an existing\n"
+      "                           cache keeps its own)\n"
       "    -o fetch_size=SIZE     largest Range request (default 64M)\n"
       "    -o fetch_threads=N     fetches in flight for read-ahead and pre-fetch (default 8)\n"
       "    -o readahead_max=SIZE  largest read-ahead window (default 64M, 0 = off)\n"

@@ -48,6 +48,7 @@ struct CommandLine {
   uint64_t cache_size = 10ULL << 30;      // -o cache_size=SIZE: soft limit (0: none)
   uint64_t cache_min_free = 1ULL << 30;   // -o cache_min_free=SIZE: free disk to keep
   uint64_t cache_memory = 256ULL << 20;   // -o cache_memory=SIZE: in-memory block budget
+  uint64_t cache_block = 64ULL << 10;     // -o cache_block=SIZE: block size of a new cache
   uint64_t fetch_size = 64ULL << 20;      // -o fetch_size=SIZE: largest Range request
   uint64_t readahead_max = 64ULL << 20;   // -o readahead_max=SIZE: 0 turns read-ahead off
   unsigned fetch_threads = 8;             // -o fetch_threads=N

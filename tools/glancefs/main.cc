@@ -172,6 +172,7 @@ glancefs::cache::ServiceOptions CacheOptionsOf(const glancefs::fuse::CommandLine
   o.cache.max_bytes = cl.cache_size;
   o.cache.min_free_bytes = cl.cache_min_free;
   o.cache.memory_bytes = cl.cache_memory;
+  o.cache.block_size = static_cast<uint32_t>(cl.cache_block);
   o.cache.request_bytes = static_cast<uint32_t>(cl.fetch_size);
   o.cache.readahead_max = cl.readahead_max;
   o.cache.readahead_initial = std::min<uint64_t>(cl.readahead_max, 4ULL << 20);
@@ -186,10 +187,10 @@ glancefs::cache::ServiceOptions CacheOptionsOf(const glancefs::fuse::CommandLine
 }  // namespace
 
 int main(int argc, char** argv) {
-  // Cache blocks (256 KiB) and fetch buffers come from mmap and go back to the kernel when
-  // freed. With glibc's sliding threshold they land in per-thread arenas, which keep what 20
-  // threads once held: 370-400 MiB peak RSS against 260-275 MiB (mount_test
-  // MemoryStaysWithinTheBudgetUnderEightReaders).
+  // Large buffers (256 KiB cache blocks, fetch and qcow2 buffers) come from mmap and go back to
+  // the kernel when freed. With glibc's sliding threshold they land in per-thread arenas, which
+  // keep what 20 threads once held: 370-400 MiB peak RSS against 260-275 MiB (mount_test
+  // MemoryStaysWithinTheBudgetUnderEightReaders). 64 KiB blocks are pooled (cache/block.h).
   ::mallopt(M_MMAP_THRESHOLD, 128 << 10);
   auto cl = glancefs::fuse::ParseCommandLine(argc, argv);
   if (!cl.ok()) return Fail(cl.status());
