@@ -410,6 +410,51 @@ Status Qcow2Reader::ReadAt(uint64_t off, size_t n, char* dst) {
   return Status::Ok();
 }
 
+Status Qcow2Reader::ReadPinned(uint64_t off, size_t n, std::vector<PinnedSlice>* out) {
+  if (off > info_.virtual_size || n > info_.virtual_size - off) {
+    return Status::OutOfRange("qcow2: read past the virtual size");
+  }
+  static const char kZeros[64 << 10] = {};
+  // A reply is one writev: stay well under IOV_MAX pieces.
+  constexpr size_t kMaxPieces = 512;
+  const size_t had = out->size();
+  auto give_up = [&](Status s) {
+    out->resize(had);
+    return s;
+  };
+  while (n > 0) {
+    auto m = Map(off, n);
+    if (!m.ok()) return give_up(m.status());
+    switch (m->kind) {
+      case Kind::kUnallocated:
+      case Kind::kZero:
+        for (uint64_t left = m->length; left > 0;) {
+          size_t take = static_cast<size_t>(std::min<uint64_t>(left, sizeof kZeros));
+          out->push_back({kZeros, take, nullptr});
+          left -= take;
+        }
+        break;
+      case Kind::kNormal: {
+        if (Status s = CheckHostRange(m->host_offset, m->length, "data cluster"); !s.ok()) {
+          return give_up(s);
+        }
+        if (Status s = file_->ReadPinned(m->host_offset, m->length, out); !s.ok()) {
+          return give_up(s);
+        }
+        break;
+      }
+      case Kind::kCompressed:
+        return give_up(Status::NotSupported("qcow2: compressed clusters are inflated"));
+    }
+    if (out->size() - had > kMaxPieces) {
+      return give_up(Status::NotSupported("qcow2: read in too many pieces"));
+    }
+    off += m->length;
+    n -= m->length;
+  }
+  return Status::Ok();
+}
+
 Result<Extent> Qcow2Reader::MapExtent(uint64_t off) {
   if (off >= info_.virtual_size) return Status::OutOfRange("qcow2: extent past the end");
   auto kind_of = [](Kind k) {

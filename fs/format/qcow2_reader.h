@@ -55,6 +55,10 @@ class Qcow2Reader final : public ByteSource {
 
   uint64_t size() const override { return info_.virtual_size; }
   Status ReadAt(uint64_t off, size_t n, char* dst) override;
+  // Without a copy when the file pins (the block cache): data clusters as pieces of its
+  // buffers, zeros from a static zero page. NotSupported (read with ReadAt) for a compressed
+  // cluster, a file that does not pin, or a read in too many pieces.
+  Status ReadPinned(uint64_t off, size_t n, std::vector<PinnedSlice>* out) override;
   Result<Extent> MapExtent(uint64_t off) override;
   // The qcow2 file's size: what the image occupies, holes and compression included.
   uint64_t allocated_bytes() const override { return file_->allocated_bytes(); }
