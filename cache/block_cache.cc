@@ -179,6 +179,10 @@ class BlockCache::Source final : public ByteSource {
     const uint64_t disk_last =
         std::min(image_->nblocks - 1, sequential ? last + kStoreLoadRunBytes / bs : last);
     image_->last_access.store(cache_->Now(), std::memory_order_relaxed);
+    // Blocks of a request arrive in order: waiting for this read's last one first makes one
+    // wake-up of the reader where waiting block by block at the head of a stream made one per
+    // block.
+    if (last > first) cache_->AwaitFlight(*image_, last);
     size_t done = 0;
     for (uint64_t index = first; index <= last; ++index) {
       GLANCEFS_ASSIGN_OR_RETURN(BlockData block,
@@ -423,6 +427,16 @@ Result<BlockData> BlockCache::LoadBlock(Image& image, BlockKey key) {
   GLANCEFS_RETURN_IF_ERROR(store_->GetBlock(key, block->mutable_data(), len, &check));
   if (check != BlockHash(key, block->data(), len)) return Status::Corruption("checksum mismatch");
   return BlockData(std::move(block));
+}
+
+void BlockCache::AwaitFlight(const Image& image, uint64_t index) {
+  std::unique_lock<std::mutex> lock(mu_);
+  auto it = flights_.find({image.no.load(), index});
+  if (it == flights_.end() || it->second->done) return;
+  std::shared_ptr<Flight> flight = it->second;
+  ++flight->waiters;
+  flight->cv.wait(lock, [&] { return flight->done; });
+  --flight->waiters;
 }
 
 Result<BlockData> BlockCache::LoadRun(Image& image, BlockKey key, uint64_t count) {

@@ -170,6 +170,8 @@ class BlockCache {
   Result<BlockData> GetBlock(const std::shared_ptr<Image>& image, uint64_t index,
                              uint64_t want_last, uint64_t disk_last, ByteSource& upstream);
   Result<BlockData> LoadBlock(Image& image, BlockKey key);
+  // Waits until block `index` is no longer being fetched (if it is), whatever the outcome.
+  void AwaitFlight(const Image& image, uint64_t index);
   // Reads `count` stored blocks from `key` in one store request; the first is returned, the
   // others that pass their check go to the memory tier. Falls back to LoadBlock(key).
   Result<BlockData> LoadRun(Image& image, BlockKey key, uint64_t count);
