@@ -430,8 +430,11 @@ Result<BlockData> BlockCache::LoadBlock(Image& image, BlockKey key) {
 }
 
 void BlockCache::AwaitFlight(const Image& image, uint64_t index) {
+  const uint64_t no = image.no.load();
+  // A block in the memory tier has arrived: no need for mu_ on a read served from memory.
+  if (memory_.Lookup({no, index})) return;
   std::unique_lock<std::mutex> lock(mu_);
-  auto it = flights_.find({image.no.load(), index});
+  auto it = flights_.find({no, index});
   if (it == flights_.end() || it->second->done) return;
   std::shared_ptr<Flight> flight = it->second;
   ++flight->waiters;

@@ -1,7 +1,6 @@
 #include "backends/glance/keystone.h"
 
 #include <algorithm>
-#include <cstdlib>
 #include <ctime>
 #include <nlohmann/json.hpp>
 
@@ -12,11 +11,6 @@ namespace glancefs::backends {
 namespace {
 
 using nlohmann::json;
-
-std::string Env(const char* name) {
-  const char* v = std::getenv(name);
-  return v ? v : "";
-}
 
 json Domain(const std::string& name, const std::string& id) {
   if (!id.empty()) return {{"id", id}};
@@ -70,8 +64,6 @@ json AuthBody(const KeystoneCredentials& c) {
 }
 
 }  // namespace
-
-Result<KeystoneCredentials> KeystoneCredentialsFromEnv() { return KeystoneCredentialsFrom(Env); }
 
 Result<KeystoneCredentials> KeystoneCredentialsFrom(
     const std::function<std::string(const char*)>& get) {

@@ -35,9 +35,8 @@ struct KeystoneCredentials {
   std::string region;
 };
 
-// Reads OS_* from the environment; a clear InvalidArgument naming what is missing.
-Result<KeystoneCredentials> KeystoneCredentialsFromEnv();
-// The same from `get` (OS_* name → value, empty if unset): clouds.yaml's settings.
+// Credentials from `get` (OS_* name → value, empty if unset): the environment, or a
+// clouds.yaml entry's settings. A clear InvalidArgument names what is missing.
 Result<KeystoneCredentials> KeystoneCredentialsFrom(
     const std::function<std::string(const char*)>& get);
 
