@@ -289,8 +289,8 @@ Result<std::unique_ptr<BlockCache>> BlockCache::Open(std::unique_ptr<BlockStore>
   store->SetBlockSize(block_size);
   std::unique_ptr<BlockCache> cache(new BlockCache(std::move(store), options, block_size));
   GLANCEFS_RETURN_IF_ERROR(cache->Load());
-  cache->store_pool_ = std::make_unique<WorkPool>(kStoreThreads);
-  cache->pool_ = std::make_unique<WorkPool>(std::max(1, options.fetch_threads));
+  cache->store_pool_ = std::make_unique<WorkPool>(kStoreThreads, "gfs-store");
+  cache->pool_ = std::make_unique<WorkPool>(std::max(1, options.fetch_threads), "gfs-fetch");
   return cache;
 }
 

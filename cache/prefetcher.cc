@@ -1,5 +1,7 @@
 #include "cache/prefetcher.h"
 
+#include <pthread.h>
+
 #include <chrono>
 
 #include "fs/base/log.h"
@@ -34,7 +36,10 @@ Status Prefetcher::Start() {
     }));
     if (!queue_.empty()) LOG_INFO("pre-fetch queue: %zu images to resume", queue_.size());
   }
-  for (int i = 0; i < std::max(1, options_.workers); ++i) workers_.emplace_back([this] { Work(); });
+  for (int i = 0; i < std::max(1, options_.workers); ++i) {
+    workers_.emplace_back([this] { Work(); });
+    pthread_setname_np(workers_.back().native_handle(), "gfs-prefetch");
+  }
   return Status::Ok();
 }
 

@@ -1,7 +1,10 @@
 // WorkPool: a fixed set of threads running queued tasks, first in first out. Tasks must not
 // throw. Shutdown (or the destructor) drops tasks not yet started and joins the threads; tasks
-// still running may Submit meanwhile (refused: Submit returns false).
+// still running may Submit meanwhile (refused: Submit returns false). Threads are named
+// `name` (at most 15 characters), so `top -H` and perf tell the pools apart.
 #pragma once
+
+#include <pthread.h>
 
 #include <condition_variable>
 #include <deque>
@@ -14,8 +17,11 @@ namespace glancefs::cache {
 
 class WorkPool {
  public:
-  explicit WorkPool(int threads) {
-    for (int i = 0; i < threads; ++i) threads_.emplace_back([this] { Loop(); });
+  WorkPool(int threads, const char* name) {
+    for (int i = 0; i < threads; ++i) {
+      threads_.emplace_back([this] { Loop(); });
+      pthread_setname_np(threads_.back().native_handle(), name);
+    }
   }
   ~WorkPool() { Shutdown(); }
 

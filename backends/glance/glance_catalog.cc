@@ -1,5 +1,7 @@
 #include "backends/glance/glance_catalog.h"
 
+#include <pthread.h>
+
 #include <fcntl.h>
 #include <stdlib.h>
 #include <unistd.h>
@@ -335,6 +337,7 @@ Status GlanceByteSource::ReadStreamed(uint64_t off, size_t n, char* dst) {
     stream_error_ = Status::Ok();
     streaming_ = true;
     stream_thread_ = std::thread([this] { Stream(); });
+    pthread_setname_np(stream_thread_.native_handle(), "gfs-stream");
   }
   cv_.wait(lock, [&] { return streamed_ >= off + n || !streaming_ || stopping_; });
   if (streamed_ < off + n) {

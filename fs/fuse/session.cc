@@ -1,5 +1,7 @@
 #include "fs/fuse/session.h"
 
+#include <pthread.h>
+
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -146,7 +148,10 @@ Session::~Session() {
 }
 
 Status Session::Run() {
-  if (options_.refresh_interval_s > 0) refresher_ = std::thread([this] { RefreshLoop(); });
+  if (options_.refresh_interval_s > 0) {
+    refresher_ = std::thread([this] { RefreshLoop(); });
+    pthread_setname_np(refresher_.native_handle(), "gfs-refresh");
+  }
   int rc;
   if (options_.single_thread) {
     rc = fuse_session_loop(se_);
