@@ -65,13 +65,22 @@ TEST(KeystoneTest, MountsWhatTheProjectSees) {
          "-X PUT -H 'Content-Type: application/octet-stream' "
          "-T " +
          file + " " + glance + "/v2/images/" + id + "/file");
+  // A hidden image: not in `openstack image list`, nor in images/, but reachable by id.
+  std::string hidden_id = nlohmann::json::parse(MustSh(
+      "curl -sS --fail-with-body" + auth + "-X POST -H 'Content-Type: application/json' -d " +
+      Quote(R"({"name": "ks-hidden", "disk_format": "raw", "container_format": "bare", )"
+            R"("visibility": "private", "os_hidden": true})") +
+      " " + glance + "/v2/images"))["id"];
+  // What the project sees, asked the way an operator asks: the openstack CLI, with the same
+  // OS_* credentials glancefs gets.
   std::set<std::string> listed;
-  std::string listing =
-      MustSh("curl -sS --fail-with-body" + auth + Quote(glance + "/v2/images?limit=1000"));
-  const auto page = nlohmann::json::parse(listing);  // kept alive for the loop
-  for (const auto& image : page["images"]) {
-    listed.insert(image["id"].get<std::string>());
+  std::string listing = MustSh("openstack image list -f value -c ID", 120);
+  std::istringstream ids(listing);
+  for (std::string line; std::getline(ids, line);) {
+    if (!line.empty()) listed.insert(line);
   }
+  ASSERT_EQ(listed.count(id), 1u) << listing;
+  ASSERT_EQ(listed.count(hidden_id), 0u) << listing;
 
   {
     Mount m("keystone", "-o refresh=1");
@@ -80,6 +89,8 @@ TEST(KeystoneTest, MountsWhatTheProjectSees) {
     std::istringstream ls(MustSh("ls " + m.path() + "/images"));
     for (std::string line; std::getline(ls, line);) shown.insert(line);
     EXPECT_EQ(shown, listed) << listing;
+    const std::string hidden = m.path() + "/images/" + hidden_id;
+    EXPECT_EQ(MustSh("jq -r .os_hidden " + hidden + "/metadata.json"), "true\n");
     const std::string disk = m.path() + "/images/" + id + "/disk.raw";
     MustSh("cmp " + disk + " " + file);
     // A long read from Glance (the cache emptied first) that outlives glancefs's first token:
