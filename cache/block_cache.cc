@@ -34,8 +34,8 @@ constexpr int kStoreRunsPending = 2;
 constexpr int kStoreThreads = 2;
 // A sequential reader's stored blocks are read in runs of up to this many bytes.
 constexpr uint64_t kStoreLoadRunBytes = 1 << 20;
-// How far out of order a sequential reader's requests may arrive (the kernel's read-ahead and
-// several FUSE threads reorder them).
+// How far out of order, either way, a sequential reader's requests may arrive (the kernel's
+// read-ahead and several FUSE threads reorder them).
 constexpr uint64_t kReorderBytes = 8 << 20;
 
 // Meta records: "img/<id>" → key=value lines.
@@ -202,9 +202,11 @@ class BlockCache::Source final : public ByteSource {
     const uint64_t bs = cache_->block_size_;
     std::lock_guard<std::mutex> lock(mu_);
     // The kernel's own read-ahead and several FUSE threads deliver a sequential reader's
-    // requests slightly out of order: tolerate a little on either side.
+    // requests out of order, a request or two either way: tolerate kReorderBytes on either
+    // side. (Tolerating only a block or two ahead reset a streaming reader's window about 20
+    // times per GiB: each reset split the stream into small requests.)
     bool sequential = (off == 0 && next_ == 0) ||
-                      (off + kReorderBytes >= next_ && off <= next_ + 2 * bs);
+                      (off + kReorderBytes >= next_ && off <= next_ + kReorderBytes);
     if (!sequential) {
       window_ = o.readahead_initial;
       ahead_ = 0;

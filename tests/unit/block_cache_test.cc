@@ -187,6 +187,31 @@ TEST(BlockCacheTest, SequentialReaderIsServedByLargeReadaheadRequests) {
   EXPECT_GT(readahead, 32u);
 }
 
+TEST(BlockCacheTest, ReadsArrivingOutOfOrderKeepTheReadaheadWindow) {
+  // The kernel's read-ahead and several FUSE threads hand a streaming reader's requests over
+  // out of order. Here every pair of 256 KiB reads arrives swapped (the later one first): the
+  // window must keep growing, so the image goes out in few, large requests.
+  std::string data = Pattern(256 * kBlock, 9);  // 16 MiB
+  CacheOptions o = SmallOptions();
+  o.request_bytes = 16 * kBlock;
+  o.readahead_max = 64 * kBlock;
+  o.memory_bytes = 512 * kBlock;
+  auto cache = BlockCache::Open(NewMemBlockStore(), o).value();
+  auto upstream = std::make_shared<CountingSource>(data);
+  auto source = cache->Wrap(Record("a", data, "v1"), upstream);
+  const size_t chunk = 4 * kBlock;
+  std::string out(data.size(), '\0');
+  for (uint64_t pair = 0; pair < data.size(); pair += 2 * chunk) {
+    for (uint64_t off : {pair + chunk, pair}) {
+      ASSERT_TRUE(source->ReadAt(off, chunk, &out[off]).ok()) << off;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  EXPECT_EQ(out, data);
+  // 16 requests of 1 MiB would do; a window reset at each swap made 33.
+  EXPECT_LE(upstream->requests, 24);
+}
+
 TEST(BlockCacheTest, DamagedStoredBlockIsRefetchedNeverServed) {
   MemStoreFaults faults;
   std::string data = Pattern(8 * kBlock, 4);
