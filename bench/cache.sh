@@ -13,30 +13,18 @@
 #   pre-fetch of 8 images at once (touch queue/) against curl of the same 8 one after another
 # Usage: bench/cache.sh [BUILD_DIR]   (root). Prints a Markdown report.
 source "$(dirname "$0")/lib.sh"
-FIXTURE=tests/fixtures/glance
-PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-eval "$($FIXTURE/glance-up.sh --port "$PORT" --workers "${WORKERS:-2}" "$W/glance" 2>"$W/up.log")"
-trap '$FIXTURE/glance-down.sh --purge "$W/glance" >/dev/null 2>&1; bench_cleanup' EXIT
+start_glance
 
-upload() {  # upload FILE NAME FORMAT → id
-  local id
-  id=$(curl -sS -X POST -H 'Content-Type: application/json' \
-    -d "{\"name\": \"$2\", \"disk_format\": \"$3\", \"container_format\": \"bare\"}" \
-    "$GLANCE_URL/v2/images" | python3 -c 'import json, sys; print(json.load(sys.stdin)["id"])')
-  curl -sS -X PUT -H 'Content-Type: application/octet-stream' -T "$1" \
-    "$GLANCE_URL/v2/images/$id/file"
-  echo "$id"
-}
 SIZE=$((1 << 30))
 head -c $SIZE /dev/urandom > "$W/src.raw"
 qemu-img convert -f raw -O qcow2 "$W/src.raw" "$W/src.qcow2"
-RAW=$(upload "$W/src.raw" bench-raw raw)
-QCOW=$(upload "$W/src.qcow2" bench-qcow2 qcow2)
+RAW=$(glance_upload "$W/src.raw" bench-raw raw)
+QCOW=$(glance_upload "$W/src.qcow2" bench-qcow2 qcow2)
 PF_SIZE=$((128 << 20))
 PF=()
 for i in $(seq 8); do
   head -c $PF_SIZE /dev/urandom > "$W/pf$i.raw"
-  PF+=("$(upload "$W/pf$i.raw" "bench-pf$i" raw)")
+  PF+=("$(glance_upload "$W/pf$i.raw" "bench-pf$i" raw)")
   rm "$W/pf$i.raw"
 done
 
@@ -49,28 +37,21 @@ mount_glancefs
 
 curl_get() { curl -sS --fail -o /dev/null "$GLANCE_URL/v2/images/$1/file"; }
 c=$(best_of "" curl_get "$RAW")
-# Waits (untimed) until image $1 is verified: the hash of the last run is not the next one's CPU.
-wait_verified() {
-  for _ in $(seq 100); do
-    [[ $(getfattr --absolute-names --only-values -n user.glancefs.state "$M/cache/$1" 2>/dev/null) == verified ]] && return 0
-    sleep 0.1
-  done
-}
 cold_read() { rm -f "$M/cache/$1"; dd_read "$M/images/$1/disk.raw"; }
-g_cold=$(BEST_PRE="wait_verified $RAW" best_of "" cold_read "$RAW")
+g_cold=$(BEST_PRE="wait_verified $M $RAW" best_of "" cold_read "$RAW")
 GLANCE_FILE=$W/glance/images/$RAW
 [[ -f $GLANCE_FILE ]] || { echo "no Glance store file $GLANCE_FILE" >&2; exit 1; }
 c_gc=$(best_of "$GLANCE_FILE" curl_get "$RAW")
-g_cold_gc=$(BEST_PRE="wait_verified $RAW" best_of "$GLANCE_FILE" cold_read "$RAW")
+g_cold_gc=$(BEST_PRE="wait_verified $M $RAW" best_of "$GLANCE_FILE" cold_read "$RAW")
 cmp "$M/images/$RAW/disk.raw" "$W/src.raw"
 g_hot=$(RUNS=1 best_of "$M/images/$RAW/disk.raw" dd_read "$M/images/$RAW/disk.raw")
-wait_verified "$RAW"
+wait_verified "$M" "$RAW"
 g_warm_raw=$(BEST_PRE=remount best_of "" dd_read "$M/images/$RAW/disk.raw")
 
 # Warm: the qcow2 image in the cache's data files; a fresh mount each run, so neither the memory tier nor the
 # page cache holds it.
 dd_read "$M/images/$QCOW/disk.raw"
-wait_verified "$QCOW"
+wait_verified "$M" "$QCOW"
 g_warm=$(BEST_PRE=remount best_of "" dd_read "$M/images/$QCOW/disk.raw")
 convert_to_shm() {
   local out; out=$(mktemp /dev/shm/glancefs-bench-XXXXXX)

@@ -13,18 +13,11 @@
 # it.
 # Usage: bench/cold-budget.sh [BUILD_DIR]   (root). Prints a Markdown report.
 source "$(dirname "$0")/lib.sh"
-FIXTURE=tests/fixtures/glance
-PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-eval "$($FIXTURE/glance-up.sh --port "$PORT" --workers "${WORKERS:-2}" "$W/glance" 2>"$W/up.log")"
-trap '$FIXTURE/glance-down.sh --purge "$W/glance" >/dev/null 2>&1; bench_cleanup' EXIT
+start_glance
 
 SIZE=$((1 << 30))
 head -c $SIZE /dev/urandom > "$W/src.raw"
-ID=$(curl -sS -X POST -H 'Content-Type: application/json' \
-  -d '{"name": "budget-raw", "disk_format": "raw", "container_format": "bare"}' \
-  "$GLANCE_URL/v2/images" | python3 -c 'import json, sys; print(json.load(sys.stdin)["id"])')
-curl -sS -X PUT -H 'Content-Type: application/octet-stream' -T "$W/src.raw" \
-  "$GLANCE_URL/v2/images/$ID/file"
+ID=$(glance_upload "$W/src.raw" budget-raw raw)
 GLANCE_FILE=$W/glance/images/$ID
 [[ -f $GLANCE_FILE ]] || { echo "no Glance store file $GLANCE_FILE" >&2; exit 1; }
 mapfile -t GLANCE_PIDS < <(pgrep -f -- "--config-file $W/glance/glance-api.conf")
@@ -63,19 +56,12 @@ min_of() {
   done | awk '{ for (i = 1; i <= NF; i++) if (NR == 1 || $i < m[i]) m[i] = $i }
               END { printf "%s %s %s %s\n", m[1], m[2], m[3], m[4] }'
 }
-wait_verified() {
-  for _ in $(seq 100); do
-    [[ $(getfattr --absolute-names --only-values -n user.glancefs.state "$M/cache/$ID" 2>/dev/null) == verified ]] && return 0
-    sleep 0.1
-  done
-}
-
 mount_glancefs
 read -r c_wall c_glance _ c_reader < <(min_of curl -sS --fail -o /dev/null "$GLANCE_URL/v2/images/$ID/file")
 cold_read() { rm -f "$M/cache/$ID"; dd_read "$M/images/$ID/disk.raw"; }
-read -r g_wall g_glance g_gfs g_reader < <(BEST_PRE=wait_verified min_of cold_read)
+read -r g_wall g_glance g_gfs g_reader < <(BEST_PRE="wait_verified $M $ID" min_of cold_read)
 cmp "$M/images/$ID/disk.raw" "$W/src.raw"
-wait_verified
+wait_verified "$M" "$ID"
 # The floor of FUSE itself: the whole image in glancefs's memory tier, replied from there.
 fusermount3 -u "$M"
 mount_glancefs cache_memory=$((SIZE * 5 / 4 >> 20))M

@@ -8,18 +8,11 @@
 #   glancefs disk.raw, second read               the kernel's page cache
 # The page cache is dropped before every cold run. Usage: bench/glance.sh [BUILD_DIR] (root).
 source "$(dirname "$0")/lib.sh"
-FIXTURE=tests/fixtures/glance
-PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-eval "$($FIXTURE/glance-up.sh --port "$PORT" --workers "${WORKERS:-2}" "$W/glance" 2>"$W/up.log")"
-trap '$FIXTURE/glance-down.sh --purge "$W/glance" >/dev/null 2>&1; bench_cleanup' EXIT
+start_glance
 
 SIZE=$((1 << 30))
 head -c $SIZE /dev/urandom > "$W/src.raw"
-ID=$(curl -sS -X POST -H 'Content-Type: application/json' \
-  -d '{"name": "bench", "disk_format": "raw", "container_format": "bare"}' \
-  "$GLANCE_URL/v2/images" | python3 -c 'import json, sys; print(json.load(sys.stdin)["id"])')
-curl -sS -X PUT -H 'Content-Type: application/octet-stream' -T "$W/src.raw" \
-  "$GLANCE_URL/v2/images/$ID/file"
+ID=$(glance_upload "$W/src.raw" bench raw)
 mkdir -p "$W/mnt" "$W/nocache"
 $BIN "$GLANCE_URL" "$W/mnt" -o "refresh=0,cache_dir=$W/cache"
 $BIN "$GLANCE_URL" "$W/nocache" -o refresh=0,nocache

@@ -46,3 +46,29 @@ machine_lines() {
   echo "- machine: $(nproc) cores, $(awk '/MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo), $(uname -r), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"
   echo "- glancefs $(git rev-parse --short HEAD 2>/dev/null || echo '?'), libfuse $(pkg-config --modversion fuse3), qemu $(qemu-img --version | head -1 | awk '{print $3}')"
 }
+# Starts the project's Glance fixture (file store, WORKERS workers, default 2) under $W/glance on a
+# free port, exports GLANCE_URL, and stops it on exit.
+start_glance() {
+  local fixture=tests/fixtures/glance port
+  port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+  eval "$($fixture/glance-up.sh --port "$port" --workers "${WORKERS:-2}" "$W/glance" 2>"$W/up.log")"
+  trap 'tests/fixtures/glance/glance-down.sh --purge "$W/glance" >/dev/null 2>&1; bench_cleanup' EXIT
+}
+# glance_upload FILE NAME FORMAT: creates an image in that Glance, uploads FILE; prints its id.
+glance_upload() {
+  local id
+  id=$(curl -sS -X POST -H 'Content-Type: application/json' \
+    -d "{\"name\": \"$2\", \"disk_format\": \"$3\", \"container_format\": \"bare\"}" \
+    "$GLANCE_URL/v2/images" | python3 -c 'import json, sys; print(json.load(sys.stdin)["id"])')
+  curl -sS -X PUT -H 'Content-Type: application/octet-stream' -T "$1" \
+    "$GLANCE_URL/v2/images/$id/file"
+  echo "$id"
+}
+# wait_verified MOUNT ID: waits (10 s at most, untimed) until image ID's cache state is verified,
+# so the hash of one run is not the next one's CPU.
+wait_verified() {
+  for _ in $(seq 100); do
+    [[ $(getfattr --absolute-names --only-values -n user.glancefs.state "$1/cache/$2" 2>/dev/null) == verified ]] && return 0
+    sleep 0.1
+  done
+}
