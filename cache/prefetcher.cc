@@ -1,10 +1,9 @@
 #include "cache/prefetcher.h"
 
-#include <pthread.h>
-
 #include <chrono>
 
 #include "fs/base/log.h"
+#include "fs/base/thread.h"
 
 namespace glancefs::cache {
 
@@ -37,8 +36,7 @@ Status Prefetcher::Start() {
     if (!queue_.empty()) LOG_INFO("pre-fetch queue: %zu images to resume", queue_.size());
   }
   for (int i = 0; i < std::max(1, options_.workers); ++i) {
-    workers_.emplace_back([this] { Work(); });
-    pthread_setname_np(workers_.back().native_handle(), "gfs-prefetch");
+    workers_.push_back(NamedThread("gfs-prefetch", [this] { Work(); }));
   }
   return Status::Ok();
 }

@@ -1,10 +1,8 @@
 // WorkPool: a fixed set of threads running queued tasks, first in first out. Tasks must not
 // throw. Shutdown (or the destructor) drops tasks not yet started and joins the threads; tasks
-// still running may Submit meanwhile (refused: Submit returns false). Threads are named
-// `name` (at most 15 characters), so `top -H` and perf tell the pools apart.
+// still running may Submit meanwhile (refused: Submit returns false). Its threads are named
+// `name` (NamedThread).
 #pragma once
-
-#include <pthread.h>
 
 #include <condition_variable>
 #include <deque>
@@ -13,15 +11,14 @@
 #include <thread>
 #include <vector>
 
+#include "fs/base/thread.h"
+
 namespace glancefs::cache {
 
 class WorkPool {
  public:
   WorkPool(int threads, const char* name) {
-    for (int i = 0; i < threads; ++i) {
-      threads_.emplace_back([this] { Loop(); });
-      pthread_setname_np(threads_.back().native_handle(), name);
-    }
+    for (int i = 0; i < threads; ++i) threads_.push_back(NamedThread(name, [this] { Loop(); }));
   }
   ~WorkPool() { Shutdown(); }
 

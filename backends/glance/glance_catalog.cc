@@ -1,7 +1,5 @@
 #include "backends/glance/glance_catalog.h"
 
-#include <pthread.h>
-
 #include <fcntl.h>
 #include <stdlib.h>
 #include <unistd.h>
@@ -18,6 +16,7 @@
 #include "backends/common/image_record_json.h"
 #include "fs/base/file_io.h"
 #include "fs/base/log.h"
+#include "fs/base/thread.h"
 #include "fs/base/time_util.h"
 
 namespace glancefs::backends {
@@ -336,8 +335,7 @@ Status GlanceByteSource::ReadStreamed(uint64_t off, size_t n, char* dst) {
     streamed_ = 0;
     stream_error_ = Status::Ok();
     streaming_ = true;
-    stream_thread_ = std::thread([this] { Stream(); });
-    pthread_setname_np(stream_thread_.native_handle(), "gfs-stream");
+    stream_thread_ = NamedThread("gfs-stream", [this] { Stream(); });
   }
   cv_.wait(lock, [&] { return streamed_ >= off + n || !streaming_ || stopping_; });
   if (streamed_ < off + n) {

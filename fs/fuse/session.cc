@@ -1,7 +1,5 @@
 #include "fs/fuse/session.h"
 
-#include <pthread.h>
-
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -15,6 +13,7 @@
 #include <sstream>
 
 #include "fs/base/log.h"
+#include "fs/base/thread.h"
 
 namespace glancefs::fuse {
 namespace {
@@ -149,8 +148,7 @@ Session::~Session() {
 
 Status Session::Run() {
   if (options_.refresh_interval_s > 0) {
-    refresher_ = std::thread([this] { RefreshLoop(); });
-    pthread_setname_np(refresher_.native_handle(), "gfs-refresh");
+    refresher_ = NamedThread("gfs-refresh", [this] { RefreshLoop(); });
   }
   int rc;
   if (options_.single_thread) {
