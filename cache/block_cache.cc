@@ -205,8 +205,7 @@ class BlockCache::Source final : public ByteSource {
     // requests out of order, a request or two either way: tolerate kReorderBytes on either
     // side. (Tolerating only a block or two ahead reset a streaming reader's window about 20
     // times per GiB: each reset split the stream into small requests.)
-    bool sequential = (off == 0 && next_ == 0) ||
-                      (off + kReorderBytes >= next_ && off <= next_ + kReorderBytes);
+    bool sequential = off + kReorderBytes >= next_ && off <= next_ + kReorderBytes;
     if (!sequential) {
       window_ = o.readahead_initial;
       ahead_ = 0;
