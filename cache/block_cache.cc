@@ -100,6 +100,8 @@ struct BlockCache::Image {
   bool meta_written = false;
   bool verifying = false;
   int readahead_tasks = 0;
+  bool whole_only = false;  // its source reads only whole (a store that refuses Range)
+  bool streaming = false;   // StreamWhole runs
   std::atomic<bool> retired{false};  // replaced by a newer version: read around the cache
   std::atomic<bool> state_corrupt{false};  // state == kCorrupt, readable without mu_
 
@@ -186,7 +188,7 @@ class BlockCache::Source final : public ByteSource {
     size_t done = 0;
     for (uint64_t index = first; index <= last; ++index) {
       GLANCEFS_ASSIGN_OR_RETURN(BlockData block,
-                                cache_->GetBlock(image_, index, last, disk_last, *upstream_));
+                                cache_->GetBlock(image_, index, last, disk_last, upstream_));
       uint64_t from = off + done - index * bs;
       size_t len = static_cast<size_t>(std::min<uint64_t>(n - done, block->size() - from));
       piece(block, block->data() + from, len);
@@ -255,6 +257,7 @@ BlockCache::BlockCache(std::unique_ptr<BlockStore> store, CacheOptions options,
       latency_counts_(std::size(kLatencyBounds) + 1, 0) {}
 
 BlockCache::~BlockCache() {
+  closing_ = true;  // a fetch under way (a whole image's stream) stops at its next block
   if (pool_) pool_->Shutdown();  // joins the fetch threads; no task runs after this
   if (store_pool_) store_pool_->Shutdown();  // after: fetches wait for their stores
   {
@@ -469,7 +472,7 @@ Result<BlockData> BlockCache::LoadRun(Image& image, BlockKey key, uint64_t count
 
 Result<BlockData> BlockCache::GetBlock(const std::shared_ptr<Image>& image, uint64_t index,
                                        uint64_t want_last, uint64_t disk_last,
-                                       ByteSource& upstream) {
+                                       const std::shared_ptr<ByteSource>& upstream) {
   if (image->state_corrupt.load(std::memory_order_acquire)) {
     std::lock_guard<std::mutex> lock(mu_);
     return Status::Corruption("image " + image->id + " failed verification: " + image->reason);
@@ -526,6 +529,20 @@ Result<BlockData> BlockCache::GetBlock(const std::shared_ptr<Image>& image, uint
       }
       continue;
     }
+    if (image->whole_only) {
+      if (image->retired) {  // replaced since the read began: read around the cache
+        lock.unlock();
+        std::shared_ptr<Block> block = buffers_.Allocate(image->BlockLen(index, block_size_));
+        if (!block) return Status::IOError("out of memory for a cache block");
+        GLANCEFS_RETURN_IF_ERROR(
+            upstream->ReadAt(index * block_size_, block->size(), block->mutable_data()));
+        return BlockData(std::move(block));
+      }
+      // Only a stream of the whole image brings it: wait for it to pass.
+      ClaimLocked(*image, index, index);
+      StartStreamLocked(image, upstream, Why::kReadahead);
+      continue;
+    }
     uint64_t last = std::min(want_last, index + options_.request_bytes / block_size_ - 1);
     auto runs = ClaimLocked(*image, index, last);
     lock.unlock();
@@ -537,6 +554,10 @@ Result<BlockData> BlockCache::GetBlock(const std::shared_ptr<Image>& image, uint
       Status s = FetchClaimed(image, key.image_no, first, count, upstream, Why::kDemand,
                               first == index ? &wanted : nullptr);
       if (first == index) status = s;
+    }
+    if (status.IsNotSupported()) {  // whole-only: the flights wait for the stream
+      lock.lock();
+      continue;
     }
     if (!status.ok()) return status;
     return wanted;
@@ -563,8 +584,8 @@ std::vector<std::pair<uint64_t, uint64_t>> BlockCache::ClaimLocked(Image& image,
 }
 
 Status BlockCache::FetchClaimed(const std::shared_ptr<Image>& image, uint64_t no, uint64_t first,
-                                uint64_t count, ByteSource& upstream, Why why,
-                                BlockData* first_block) {
+                                uint64_t count, const std::shared_ptr<ByteSource>& upstream,
+                                Why why, BlockData* first_block) {
   const uint64_t bs = block_size_;
   const uint64_t off = first * bs;
   const uint64_t len = std::min(image->size, (first + count) * bs) - off;
@@ -576,6 +597,7 @@ Status BlockCache::FetchClaimed(const std::shared_ptr<Image>& image, uint64_t no
   // only the few blocks between the head of the stream and the store.
   std::vector<BlockData> blocks(count);
   auto slice_for = [&](size_t k) -> IoSlice {
+    if (closing_.load(std::memory_order_relaxed)) return {nullptr, 0};  // ends the request
     std::shared_ptr<Block> block = buffers_.Allocate(image->BlockLen(first + k, bs));
     if (!block) return {nullptr, 0};
     IoSlice slice{block->mutable_data(), block->size()};
@@ -613,7 +635,11 @@ Status BlockCache::FetchClaimed(const std::shared_ptr<Image>& image, uint64_t no
       std::lock_guard<std::mutex> lock(mu_);
       for (uint64_t k = a; k < b; ++k) {
         auto it = flights_.find({no, first + k});
-        if (it != flights_.end() && it->second->done) flights_.erase(it);
+        if (it != flights_.end()) {
+          // One made after its block arrived (a reader of a whole-only image) is served now.
+          if (!it->second->done) it->second->Complete(Status::Ok(), blocks[k]);
+          flights_.erase(it);
+        }
         if (put.ok() && image->no == no && !image->present[first + k]) {
           image->present[first + k] = true;
           ++image->present_blocks;
@@ -658,14 +684,14 @@ Status BlockCache::FetchClaimed(const std::shared_ptr<Image>& image, uint64_t no
     if (why != Why::kPrefetch) memory_.Insert({no, first + k}, blocks[k]);
     {
       std::lock_guard<std::mutex> lock(mu_);
-      if (auto it = flights_.find({no, first + k}); it != flights_.end()) {
+      if (auto it = flights_.find({no, first + k}); it != flights_.end() && !it->second->done) {
         it->second->Complete(Status::Ok(), blocks[k]);
       }
     }
     if ((arrived - stored) * bs >= kStoreRunBytes) store_run();
   };
   auto t0 = std::chrono::steady_clock::now();
-  status = upstream.ReadScattered(off, len, slice_for, on_block);
+  status = upstream->ReadScattered(off, len, slice_for, on_block);
   uint64_t us = std::chrono::duration_cast<std::chrono::microseconds>(
                     std::chrono::steady_clock::now() - t0)
                     .count();
@@ -673,6 +699,13 @@ Status BlockCache::FetchClaimed(const std::shared_ptr<Image>& image, uint64_t no
   {
     std::unique_lock<std::mutex> lock(store_mu);
     store_cv.wait(lock, [&] { return pending == 0; });
+  }
+  if (status.IsNotSupported() && arrived == 0) {
+    // The source reads only whole: a stream of the image completes these flights.
+    std::lock_guard<std::mutex> lock(mu_);
+    image->whole_only = true;
+    StartStreamLocked(image, upstream, why == Why::kPrefetch ? why : Why::kReadahead);
+    return status;
   }
   CacheCounters* counters[] = {&image->counters, &totals_};
   for (CacheCounters* c : counters) {
@@ -715,7 +748,7 @@ uint64_t BlockCache::ScheduleReadahead(const std::shared_ptr<Image>& image,
                                        const std::shared_ptr<ByteSource>& upstream,
                                        uint64_t first, uint64_t last, uint64_t per_request) {
   std::lock_guard<std::mutex> lock(mu_);
-  if (image->retired) return last + 1;
+  if (image->retired || image->whole_only) return last + 1;  // a stream reads ahead of those
   uint64_t next = first;
   while (next <= last && next < image->nblocks) {
     if (image->readahead_tasks >= options_.readahead_requests) break;
@@ -728,13 +761,63 @@ uint64_t BlockCache::ScheduleReadahead(const std::shared_ptr<Image>& image,
     ++image->readahead_tasks;
     pool_->Submit([this, image, upstream, no = image->no.load(), runs = std::move(runs)] {
       for (const auto& [a, count] : runs) {
-        FetchClaimed(image, no, a, count, *upstream, Why::kReadahead, nullptr);
+        FetchClaimed(image, no, a, count, upstream, Why::kReadahead, nullptr);
       }
       std::lock_guard<std::mutex> lock(mu_);
       --image->readahead_tasks;
     });
   }
   return next;
+}
+
+bool BlockCache::WaitingLocked(uint64_t no) const {
+  for (auto it = flights_.lower_bound({no, 0}); it != flights_.end() && it->first.first == no;
+       ++it) {
+    if (!it->second->done) return true;
+  }
+  return false;
+}
+
+void BlockCache::StartStreamLocked(const std::shared_ptr<Image>& image,
+                                   const std::shared_ptr<ByteSource>& upstream, Why why) {
+  if (image->streaming || image->retired) return;
+  if (image->present_blocks == image->nblocks && !WaitingLocked(image->no)) return;  // all here
+  image->streaming = true;
+  LOG_INFO("cache: image %s can only be read whole; streaming all %llu bytes into the cache",
+           image->id.c_str(), static_cast<unsigned long long>(image->size));
+  // Refused only while the cache closes, whose destructor fails every flight left.
+  if (!pool_->Submit([this, image, upstream, why] { StreamWhole(image, upstream, why); })) {
+    image->streaming = false;
+  }
+}
+
+void BlockCache::StreamWhole(const std::shared_ptr<Image>& image,
+                             const std::shared_ptr<ByteSource>& upstream, Why why) {
+  for (;;) {
+    Status status = FetchClaimed(image, image->no.load(), 0, image->nblocks, upstream, why, nullptr);
+    if (!status.ok()) {
+      LOG_WARNING("cache: reading image %s whole: %s", image->id.c_str(),
+                  status.ToString().c_str());
+    }
+    std::lock_guard<std::mutex> lock(mu_);
+    // A failed pass has failed the flights it had not reached. Flights still waiting were made
+    // for blocks the pass had gone by (their store failed), after it failed, or for the image
+    // renumbered (evicted) meanwhile: another pass serves them.
+    const uint64_t no = image->no.load();
+    if (WaitingLocked(no) && !closing_ && !image->retired) continue;
+    if (status.ok()) status = Status::Unavailable("image " + image->id + " changed as it was read");
+    for (auto it = flights_.lower_bound({no, 0}); it != flights_.end() && it->first.first == no;) {
+      if (it->second->done) {
+        ++it;
+        continue;
+      }
+      it->second->Complete(status, {});
+      it = flights_.erase(it);
+    }
+    image->streaming = false;
+    break;
+  }
+  flight_cv_.notify_all();
 }
 
 void BlockCache::DropBlockLocked(Image& image, uint64_t index) {
@@ -945,6 +1028,10 @@ Status BlockCache::FetchAll(const ImageRecord& record, const std::shared_ptr<Byt
         return Status::Corruption("image " + image->id + " failed verification: " + image->reason);
       }
       no = image->no;
+      if (image->whole_only) {  // one stream reads it all: no runs to claim
+        StartStreamLocked(image, upstream, Why::kPrefetch);
+        break;
+      }
       while (cursor < image->nblocks && runs.empty()) {
         uint64_t last = std::min(image->nblocks, cursor + per_request) - 1;
         runs = ClaimLocked(*image, cursor, last);
@@ -959,9 +1046,10 @@ Status BlockCache::FetchAll(const ImageRecord& record, const std::shared_ptr<Byt
       lock.unlock();
       requested += count * block_size_;
       auto task = [&, a = a, count = count, no] {
-        Status s = FetchClaimed(image, no, a, count, *upstream, Why::kPrefetch, nullptr);
+        Status s = FetchClaimed(image, no, a, count, upstream, Why::kPrefetch, nullptr);
         std::lock_guard<std::mutex> l(mu);
-        if (!s.ok() && first_error.ok()) first_error = s;
+        // NotSupported: whole-only, the stream it started lands these blocks.
+        if (!s.ok() && !s.IsNotSupported() && first_error.ok()) first_error = s;
         --running;
         cv.notify_all();
       };
@@ -976,13 +1064,20 @@ Status BlockCache::FetchAll(const ImageRecord& record, const std::shared_ptr<Byt
     if (!first_error.ok()) return first_error;
   }
   if (stop()) return Status::Unavailable("pre-fetch of image " + record.id + " stopped");
-  // Blocks claimed by readers when we passed them: wait for their flights to land.
+  // Blocks claimed by readers when we passed them: wait for their flights to land. A stream
+  // of the whole image takes as long as it takes (stop() is honoured).
   {
     std::unique_lock<std::mutex> lock(mu_);
-    flight_cv_.wait_for(lock, std::chrono::seconds(60), [&] {
+    auto landed = [&] {
       auto from = flights_.lower_bound({image->no, 0});
-      return from == flights_.end() || from->first.first != image->no;
-    });
+      return !image->streaming && (from == flights_.end() || from->first.first != image->no);
+    };
+    if (image->whole_only) {
+      while (!landed() && !stop()) flight_cv_.wait_for(lock, std::chrono::seconds(1), landed);
+      if (!landed()) return Status::Unavailable("pre-fetch of image " + record.id + " stopped");
+    } else {
+      flight_cv_.wait_for(lock, std::chrono::seconds(60), landed);
+    }
     if (image->state == CacheState::kVerified || image->state == CacheState::kComplete) {
       return Status::Ok();
     }

@@ -18,6 +18,11 @@
 // readahead_max and resets on a random one, fetched in requests as large as the window up to
 // request_bytes, at most readahead_requests per image in flight on a pool of fetch threads.
 //
+// Whole-only sources. A source that refuses to read part of an image (a Glance store that
+// refuses Range answers NotSupported, byte_source.h) is read whole, in one request on a fetch
+// thread, every block stored as it passes: readers wait for their blocks' flights, which the
+// stream completes; it runs again while readers wait for blocks it passed before they asked.
+//
 // Completion. When every block of an image is stored, the blocks are made durable (Sync) and
 // the whole image is hashed against the record's os_hash_value (os_hash_algo) or checksum (MD5).
 // A match marks it verified; a mismatch deletes the data and marks the version corrupt: reads
@@ -168,7 +173,8 @@ class BlockCache {
   // missing blocks up to `want_last` (at most one request) with it; a block read from the store
   // brings the stored blocks up to `disk_last` into memory with it (one store request).
   Result<BlockData> GetBlock(const std::shared_ptr<Image>& image, uint64_t index,
-                             uint64_t want_last, uint64_t disk_last, ByteSource& upstream);
+                             uint64_t want_last, uint64_t disk_last,
+                             const std::shared_ptr<ByteSource>& upstream);
   Result<BlockData> LoadBlock(Image& image, BlockKey key);
   // Waits until block `index` is no longer being fetched (if it is), whatever the outcome.
   void AwaitFlight(const Image& image, uint64_t index);
@@ -180,10 +186,20 @@ class BlockCache {
   std::vector<std::pair<uint64_t, uint64_t>> ClaimLocked(Image& image, uint64_t first,
                                                          uint64_t last);
   // Fetches claimed blocks [first, first + count) and completes their flights; the first
-  // block goes to *first_block (if given).
+  // block goes to *first_block (if given). NotSupported if the source reads only whole: the
+  // image is then whole-only, a stream of it is started, and the flights are left to it.
   enum class Why { kDemand, kReadahead, kPrefetch };
   Status FetchClaimed(const std::shared_ptr<Image>& image, uint64_t no, uint64_t first,
-                      uint64_t count, ByteSource& upstream, Why why, BlockData* first_block);
+                      uint64_t count, const std::shared_ptr<ByteSource>& upstream, Why why,
+                      BlockData* first_block);
+  // Whether a reader waits for a block of image number `no`. REQUIRES: mu_ held.
+  bool WaitingLocked(uint64_t no) const;
+  // Starts StreamWhole on the pool unless one runs or nothing is missing. REQUIRES: mu_ held.
+  void StartStreamLocked(const std::shared_ptr<Image>& image,
+                         const std::shared_ptr<ByteSource>& upstream, Why why);
+  // Reads a whole-only image whole, storing it, until no reader waits for a block of it.
+  void StreamWhole(const std::shared_ptr<Image>& image, const std::shared_ptr<ByteSource>& upstream,
+                   Why why);
   // Schedules read-ahead of blocks [first, last] in requests of per_request blocks; returns one
   // past the last block scheduled.
   uint64_t ScheduleReadahead(const std::shared_ptr<Image>& image,
@@ -213,6 +229,7 @@ class BlockCache {
   uint64_t next_no_ = 1;                                        // GUARDED_BY(mu_)
   uint64_t cached_bytes_ = 0;                                   // GUARDED_BY(mu_)
 
+  std::atomic<bool> closing_{false};  // the destructor runs: fetches stop at their next block
   CacheCounters totals_;
   std::atomic<uint64_t> evictions_{0}, evicted_bytes_{0}, verified_{0}, verify_failures_{0};
   std::mutex latency_mu_;

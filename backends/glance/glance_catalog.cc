@@ -204,55 +204,51 @@ GlanceByteSource::~GlanceByteSource() {
 }
 
 Status GlanceByteSource::ReadAt(uint64_t off, size_t n, char* dst) {
-  return ReadSlices(off, {IoSlice{dst, n}});
+  if (off > size_ || n > size_ - off) return Status::OutOfRange("image " + id_ + ": read past end");
+  if (n == 0) return Status::Ok();
+  if (!range_refused_) {
+    Status s = ReadRange(off, n, [&](size_t) { return IoSlice{dst, n}; }, nullptr);
+    if (s.ok() || !range_refused_) return s;
+  }
+  return ReadStreamed(off, n, dst);
 }
 
 Status GlanceByteSource::ReadScattered(uint64_t off, uint64_t n, const SliceFor& slice_for,
                                        const SliceDone& done) {
   if (off > size_ || n > size_ - off) return Status::OutOfRange("image " + id_ + ": read past end");
   if (n == 0) return Status::Ok();
-  // Slices are asked for once each, whichever path places them.
-  std::vector<IoSlice> given;
-  auto slice = [&](size_t i) -> IoSlice {
-    while (given.size() <= i) given.push_back(slice_for(given.size()));
-    return given[i];
-  };
-  if (!range_refused_) {
-    Status s = ReadRange(off, n, slice, done);
-    if (s.ok() || !range_refused_) return s;
+  // The whole image is always one request (ReadRange sends no Range for it); a part of an image
+  // whose store refuses Range is not: the caller reads it whole instead (byte_source.h).
+  if (range_refused_ && n != size_) {
+    return Status::NotSupported("image " + id_ + ": its store refuses Range; read it whole");
   }
-  for (size_t i = 0; n > 0; ++i) {
-    IoSlice to = slice(i);
-    if (!to.data || to.size == 0 || to.size > n) return Status::IOError("no buffer for a read");
-    GLANCEFS_RETURN_IF_ERROR(ReadStreamed(off, to.size, to.data));
-    off += to.size;
-    n -= to.size;
-    if (done) done(i);
-  }
-  return Status::Ok();
+  return ReadRange(off, n, slice_for, done);
 }
 
 Status GlanceByteSource::ReadRange(uint64_t off, uint64_t n, const SliceFor& slice_for,
                                    const SliceDone& done) {
+  // The whole image is asked for without a Range: every store serves that, seekable or not.
+  const bool whole = off == 0 && n == size_;
   uint64_t got = 0;        // bytes of this attempt's body
   uint64_t delivered = 0;  // bytes placed into the slices, by any attempt
   size_t slice = 0;        // the slice being filled, and how much of it is
   IoSlice to{nullptr, 0};
   size_t filled = 0;
   bool no_buffer = false;
+  // An answer with exactly the bytes asked for: a 206 of that range, or a 200 of the whole.
+  auto exact = [&](long status, const std::string& content_range) {
+    if (status == 200) return whole;
+    uint64_t a, b, total;
+    return status == 206 && ParseContentRange(content_range, &a, &b, &total) && a == off &&
+           b == off + n - 1 && (total == 0 || total == size_);
+  };
   BodySink sink = [&](const HttpResponse& head, const char* data, size_t len) {
-    // Only the exact range is data: a 200 (Range ignored: the image from its start) or another
+    // Only the exact bytes are data: a 200 to a Range (the image from its start) or another
     // range is refused before a byte of it is placed, and judged below.
-    if (got == 0) {
-      uint64_t a, b, total;
-      if (head.status != 206 || !ParseContentRange(head.content_range, &a, &b, &total) ||
-          a != off || b != off + n - 1 || (total != 0 && total != size_)) {
-        return false;
-      }
-    }
+    if (got == 0 && !exact(head.status, head.content_range)) return false;
     if (len > n - got) return false;  // more than asked for: never returned as data
     got += len;
-    // A retry starts the range over: bytes an earlier attempt placed are skipped, so a slice
+    // A retry starts the request over: bytes an earlier attempt placed are skipped, so a slice
     // already reported is never written again.
     if (got <= delivered) return true;
     size_t fresh = static_cast<size_t>(got - delivered);
@@ -281,34 +277,37 @@ Status GlanceByteSource::ReadRange(uint64_t off, uint64_t n, const SliceFor& sli
     }
     return true;
   };
-  char range[80];
-  std::snprintf(range, sizeof range, "Range: bytes=%llu-%llu", static_cast<unsigned long long>(off),
-                static_cast<unsigned long long>(off + n - 1));
-  GLANCEFS_ASSIGN_OR_RETURN(HttpResponse r, GlanceGet(*http_, *tokens_, options_, url_, {range},
+  std::vector<std::string> headers;
+  if (!whole) {
+    char range[80];
+    std::snprintf(range, sizeof range, "Range: bytes=%llu-%llu",
+                  static_cast<unsigned long long>(off), static_cast<unsigned long long>(off + n - 1));
+    headers.emplace_back(range);
+  }
+  GLANCEFS_ASSIGN_OR_RETURN(HttpResponse r, GlanceGet(*http_, *tokens_, options_, url_, headers,
                                                       &sink, 0, [&] { got = 0; }));
   if (no_buffer) return Status::IOError("image " + id_ + ": no buffer for the data read");
   // Only failures need the description: no string is built on the read path.
   auto what = [&] {
     return "image " + id_ + ": GET bytes " + std::to_string(off) + "+" + std::to_string(n);
   };
-  uint64_t a = 0, b = 0, total = 0;
-  bool ranged = ParseContentRange(r.content_range, &a, &b, &total);
-  // A 206 without a Content-Range, or with the whole image when a part was asked for: the
-  // server ignored Range, as a 200 would say.
-  bool whole = r.status == 206 && (!ranged || (a == 0 && b + 1 == size_ && n != size_));
-  if (r.status == 206 && !whole) {
-    if (!ranged || a != off || b != off + n - 1 || (total != 0 && total != size_)) {
-      return Status::Corruption(what() + ": answered Content-Range '" + r.content_range + "'");
-    }
-    if (r.aborted) return Status::Corruption(what() + ": body longer than its Content-Range");
+  if (exact(r.status, r.content_range)) {
+    if (r.aborted) return Status::Corruption(what() + ": body longer than asked for");
     if (got != n) {
       return Status::Corruption(what() + ": body ended after " + std::to_string(got) + " bytes");
     }
     return Status::Ok();
   }
-  if (r.status == 400 || r.status == 200 || whole) {
-    // The store cannot seek (400), or the server ignored Range (200, or a 206 of the whole
-    // image): stream instead.
+  uint64_t a = 0, b = 0, total = 0;
+  bool ranged = ParseContentRange(r.content_range, &a, &b, &total);
+  // A 206 without a Content-Range, or with the whole image when a part was asked for: the
+  // server ignored Range, as a 200 would say.
+  bool ignored = r.status == 200 || (r.status == 206 && (!ranged || (a == 0 && b + 1 == size_)));
+  if (r.status == 206 && !ignored) {
+    return Status::Corruption(what() + ": answered Content-Range '" + r.content_range + "'");
+  }
+  if (!whole && (r.status == 400 || ignored)) {
+    // The store cannot seek (400), or the server ignored Range: read the image whole instead.
     if (!range_refused_.exchange(true)) {
       LOG_WARNING("image %s: Glance answered a Range with HTTP %ld; reading it as one stream",
                   id_.c_str(), r.status);
@@ -352,34 +351,31 @@ Status GlanceByteSource::ReadStreamed(uint64_t off, size_t n, char* dst) {
 }
 
 void GlanceByteSource::Stream() {
-  uint64_t written = 0;
-  BodySink sink = [&](const HttpResponse& head, const char* data, size_t len) {
-    if (head.status != 200) return false;     // not the whole image
-    if (len > size_ - written) return false;  // longer than the record says
-    if (WriteFullyAt(spool_fd_, data, len, written) != 0) return false;
-    written += len;
-    std::lock_guard<std::mutex> lock(mu_);
-    streamed_ = written;
-    cv_.notify_all();
-    return !stopping_;
-  };
-  auto r = GlanceGet(*http_, *tokens_, options_, url_, {}, &sink, 0, [&] {
-    std::lock_guard<std::mutex> lock(mu_);
-    written = streamed_ = 0;
-  });
-  Status error;
-  if (!r.ok()) {
-    error = r.status();
-  } else if (r->status != 200) {
-    error = Status::Unavailable("image " + id_ + ": streaming GET answered HTTP " +
-                                std::to_string(r->status));
-  } else if (r->aborted || written != size_) {
-    error = Status::Corruption("image " + id_ + ": stream gave " + std::to_string(written) +
-                               " bytes, the record says " + std::to_string(size_));
-  }
+  // The whole image in one request, spooled 1 MiB at a time as it arrives.
+  constexpr uint64_t kChunk = 1 << 20;
+  std::vector<char> buffer(kChunk);
+  Status spool_error;  // this thread's only
+  Status error = ReadRange(
+      0, size_,
+      [&](size_t i) -> IoSlice {
+        std::lock_guard<std::mutex> lock(mu_);
+        if (stopping_ || !spool_error.ok()) return {nullptr, 0};  // ends the request
+        return {buffer.data(), static_cast<size_t>(std::min(kChunk, size_ - i * kChunk))};
+      },
+      [&](size_t i) {
+        uint64_t at = i * kChunk, len = std::min(kChunk, size_ - at);
+        if (int err = WriteFullyAt(spool_fd_, buffer.data(), len, at); err != 0) {
+          spool_error = Status::FromErrno(err, "spool of image " + id_);
+          return;
+        }
+        std::lock_guard<std::mutex> lock(mu_);
+        streamed_ = at + len;
+        cv_.notify_all();
+      });
+  if (!spool_error.ok()) error = spool_error;
   std::lock_guard<std::mutex> lock(mu_);
   if (!error.ok() && !stopping_) {  // a stream cut short by closing the source is no error
-    LOG_ERROR("%s", error.ToString().c_str());
+    LOG_ERROR("image %s: reading it whole: %s", id_.c_str(), error.ToString().c_str());
     streamed_ = 0;  // nothing unverified is served; the next read starts a new stream
   }
   stream_error_ = error;

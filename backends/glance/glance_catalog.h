@@ -10,11 +10,14 @@
 // Data (GET /v2/images/<id>/file): single `Range: bytes=a-b` requests, checked strictly: the
 // answer must be 206 with exactly that Content-Range and exactly that many bytes; anything else
 // is an error, never data. Glance has no HEAD (405): sizes come from the record. Content-MD5 on
-// a 206 is the whole image's and is ignored. Stores that cannot seek (rbd, swift, s3, http)
-// answer a Range with 400, and some deployments with the whole body: then the source falls back
-// to one sequential stream of the image, spooled to an unlinked temporary file, and readers wait
-// for their bytes. Transport failures and 5xx are retried with backoff (Retry-After honoured, up
-// to a cap); 401 asks the TokenSource for a new token once.
+// a 206 is the whole image's and is ignored. The whole image is asked for without a Range (a
+// plain 200). Stores that cannot seek (rbd, swift, s3, http) answer a Range with 400, and some
+// deployments with the whole body: from then on a ReadScattered of part of the image answers
+// NotSupported, so the block cache reads it whole, storing it as it arrives (byte_source.h),
+// and ReadAt (glancefs -o nocache) falls back to one sequential stream of the image, spooled to
+// an unlinked temporary file, its readers waiting for their bytes. Transport failures and 5xx
+// are retried with backoff (Retry-After honoured, up to a cap); 401 asks the TokenSource for a
+// new token once.
 //
 // Thread-safe. Secrets: the token is sent as X-Auth-Token and never logged.
 #pragma once
@@ -105,7 +108,8 @@ class GlanceByteSource final : public ByteSource {
 
   uint64_t size() const override { return size_; }
   Status ReadAt(uint64_t off, size_t n, char* dst) override;
-  // One Range request for all the slices, each reported as its last byte arrives.
+  // One request for all the slices, each reported as its last byte arrives. NotSupported for
+  // a part of an image whose store refuses Range.
   Status ReadScattered(uint64_t off, uint64_t n, const SliceFor& slice_for,
                        const SliceDone& done = nullptr) override;
 

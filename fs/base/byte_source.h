@@ -59,6 +59,9 @@ class ByteSource {
   // is out of memory) ends the read with an error. For sources where one large request costs
   // much less than several (HTTP): the block cache fetches a run of blocks straight into their
   // buffers and hands each to its readers as it arrives.
+  // A source that can only be read whole, from its first byte (an HTTP store that refuses
+  // Range), answers NotSupported to a ReadScattered of part of itself, having placed nothing;
+  // the caller then reads it whole: ReadScattered(0, size()). Its ReadAt still serves any part.
   // Default: one ReadAt per slice.
   using SliceFor = std::function<IoSlice(size_t index)>;
   using SliceDone = std::function<void(size_t index)>;

@@ -60,6 +60,7 @@ class Status {
   const std::string& message() const { return message_; }
   bool IsNotFound() const { return code_ == Code::kNotFound; }
   bool IsCorruption() const { return code_ == Code::kCorruption; }
+  bool IsNotSupported() const { return code_ == Code::kNotSupported; }
 
   // "Corruption: qcow2 L2 table at 0x30000 is outside the file" (or "OK").
   std::string ToString() const;

@@ -2,8 +2,8 @@
 // by the project's fixture (tests/fixtures/glance). Installs the packages when missing.
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <csignal>
-
 #include <filesystem>
 #include <map>
 #include <nlohmann/json.hpp>
@@ -202,6 +202,13 @@ TEST_F(RealGlanceTest, ProjectsSeeOnlyWhatGlanceShowsThem) {
   EXPECT_EQ(owner.Unmount(), 0);
 }
 
+// The value of xattr `name` of `path`, or "" if absent.
+std::string Xattr(const std::string& path, const std::string& name) {
+  CmdResult r = Sh("getfattr --absolute-names --only-values -n " + name + " " + Quote(path) +
+                   " 2>/dev/null");
+  return r.status == 0 ? r.out : "";
+}
+
 TEST_F(RealGlanceTest, AStoreThatRefusesRangeIsStreamed) {
   std::string file = work_ + "/s.raw";
   MustSh("head -c 5M /dev/urandom > " + file);
@@ -209,6 +216,7 @@ TEST_F(RealGlanceTest, AStoreThatRefusesRangeIsStreamed) {
   // A proxy in front of the real Glance that answers every Range with 400, as rbd, swift and
   // s3 stores do.
   auto upstream = backends::NewCurlHttpClient(backends::HttpOptions());
+  std::atomic<int> whole_gets{0};
   glancefs::testing::TestHttpServer proxy([&](const glancefs::testing::HttpRequest& r) {
     glancefs::testing::HttpAnswer a;
     if (r.headers.count("range")) {
@@ -216,6 +224,7 @@ TEST_F(RealGlanceTest, AStoreThatRefusesRangeIsStreamed) {
       a.body = "<h1>400 Bad Request</h1>";
       return a;
     }
+    if (r.target.find("/file") != std::string::npos) ++whole_gets;
     auto got = upstream->Get(Env("GLANCE_URL") + r.target, {}, nullptr, 64 << 20);
     a.status = got.ok() ? static_cast<int>(got->status) : 502;
     if (got.ok()) a.body = got->body;
@@ -225,6 +234,17 @@ TEST_F(RealGlanceTest, AStoreThatRefusesRangeIsStreamed) {
   ASSERT_TRUE(m.mounted());
   MustSh("cmp " + m.path() + "/images/" + id + "/disk.raw " + file);
   EXPECT_NE(m.Log().find("reading it as one stream"), std::string::npos) << m.Log();
+  // The block cache read it whole, once, storing every block as it came: all of it is cached
+  // and verified, and reading it again asks nothing of the store.
+  const std::string entry = m.path() + "/cache/" + id;
+  EXPECT_TRUE(Sh("for i in $(seq 100); do [ \"$(getfattr --absolute-names --only-values -n "
+                 "user.glancefs.state " + Quote(entry) + ")\" = verified ] && exit 0; sleep 0.1; "
+                 "done; exit 1").status == 0)
+      << MustSh("ls -l " + m.path() + "/cache") << m.Log();
+  EXPECT_EQ(Xattr(entry, "user.glancefs.cached_bytes"), "5242880");
+  EXPECT_EQ(whole_gets.load(), 1);
+  MustSh("cat " + m.path() + "/images/" + id + "/disk.raw > /dev/null");
+  EXPECT_EQ(whole_gets.load(), 1);
   EXPECT_EQ(m.Unmount(), 0);
 }
 
@@ -297,13 +317,6 @@ TEST_F(RealGlanceTest, GlanceDownGivesEioInBoundedTimeAndTheCatalogStays) {
   ASSERT_EQ(Sh(kFixture + "/glance-up.sh " + *state_ + " >/dev/null 2>&1", 300).status, 0);
   MustSh("cmp " + m.path() + "/images/" + id + "/disk.raw " + file);
   EXPECT_EQ(m.Unmount(), 0) << m.Log();
-}
-
-// The value of xattr `name` of `path`, or "" if absent.
-std::string Xattr(const std::string& path, const std::string& name) {
-  CmdResult r = Sh("getfattr --absolute-names --only-values -n " + name + " " + Quote(path) +
-                   " 2>/dev/null");
-  return r.status == 0 ? r.out : "";
 }
 
 // Issue 5: touch queue/ for 8 images; kill -9 in the middle; a restart resumes without

@@ -9,6 +9,7 @@
 #include <chrono>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <random>
 #include <thread>
 
@@ -41,6 +42,22 @@ std::string Sha256Hex(const std::string& data) {
   return HexOf(md, len);
 }
 
+// Places `bytes` into the caller's slices in order, reporting each; before(at) may end the read
+// with an error before the slice that starts at byte `at`.
+Status Deliver(std::string_view bytes, const ByteSource::SliceFor& slice_for,
+               const ByteSource::SliceDone& done,
+               const std::function<Status(size_t at)>& before = nullptr) {
+  for (size_t i = 0, at = 0; at < bytes.size(); ++i) {
+    if (before) GLANCEFS_RETURN_IF_ERROR(before(at));
+    IoSlice slice = slice_for(i);
+    if (!slice.data || slice.size > bytes.size() - at) return Status::IOError("no buffer");
+    std::memcpy(slice.data, bytes.data() + at, slice.size);
+    at += slice.size;
+    if (done) done(i);
+  }
+  return Status::Ok();
+}
+
 // An upstream that counts requests and can be slowed, failed or made to lie.
 class CountingSource : public ByteSource {
  public:
@@ -60,19 +77,44 @@ class CountingSource : public ByteSource {
                        const SliceDone& done) override {
     std::string buf(n, '\0');
     GLANCEFS_RETURN_IF_ERROR(ReadAt(off, n, buf.data()));
-    for (size_t i = 0, at = 0; at < n; ++i) {
-      IoSlice slice = slice_for(i);
-      if (!slice.data || slice.size > n - at) return Status::IOError("no buffer");
-      std::memcpy(slice.data, buf.data() + at, slice.size);
-      at += slice.size;
-      if (done) done(i);
-    }
-    return Status::Ok();
+    return Deliver(buf, slice_for, done);
   }
   std::atomic<int> requests{0};
   std::atomic<int> delay_ms{0};
   std::atomic<bool> fail{false};
   std::atomic<bool> lie{false};
+
+ private:
+  std::string data_;
+};
+
+// An upstream that, like a Glance store that refuses Range, reads only whole: a part asked for
+// with ReadScattered is NotSupported; the whole streams block by block, as slowly as asked.
+class WholeOnlySource : public ByteSource {
+ public:
+  explicit WholeOnlySource(std::string data) : data_(std::move(data)) {}
+  uint64_t size() const override { return data_.size(); }
+  Status ReadAt(uint64_t off, size_t n, char* dst) override {  // GlanceByteSource's spool
+    std::memcpy(dst, data_.data() + off, n);
+    return Status::Ok();
+  }
+  Status ReadScattered(uint64_t off, uint64_t n, const SliceFor& slice_for,
+                       const SliceDone& done) override {
+    if (off != 0 || n != data_.size()) {
+      ++refused;
+      return Status::NotSupported("injected: only whole reads");
+    }
+    ++streams;
+    return Deliver(data_, slice_for, done, [&](size_t at) {
+      if (fail_at && at >= fail_at) return Status::Unavailable("injected: the stream broke");
+      if (slice_delay_us) std::this_thread::sleep_for(std::chrono::microseconds(slice_delay_us));
+      return Status::Ok();
+    });
+  }
+  std::atomic<int> refused{0};
+  std::atomic<int> streams{0};
+  std::atomic<int> slice_delay_us{0};
+  std::atomic<uint64_t> fail_at{0};
 
  private:
   std::string data_;
@@ -300,6 +342,78 @@ TEST(BlockCacheTest, PrefetchRateIsCappedFromTheFirstRequest) {
   EXPECT_GE(std::chrono::steady_clock::now() - t0, std::chrono::milliseconds(350));
   EXPECT_EQ(upstream->requests, 4);
   EXPECT_EQ(cache->Find("a")->state, CacheState::kVerified);
+}
+
+// A store that refuses Range: the image is read whole once, every block stored as it passes,
+// while readers anywhere in it wait for their blocks.
+TEST(BlockCacheTest, WholeOnlySourceIsStreamedOnceIntoTheCache) {
+  std::string data = Pattern(40 * kBlock + 777, 21);
+  auto cache = BlockCache::Open(NewMemBlockStore(), SmallOptions()).value();
+  auto upstream = std::make_shared<WholeOnlySource>(data);
+  upstream->slice_delay_us = 2000;  // readers ask ahead of the stream
+  auto source = cache->Wrap(Record("w", data, "v1"), upstream);
+  std::string tail(1000, '\0'), r1, r2;
+  Status tail_status;
+  std::thread t([&] { tail_status = source->ReadAt(data.size() - 1000, 1000, tail.data()); });
+  std::thread a([&] { r1 = ReadAll(*source, 30000); });
+  std::thread b([&] { r2 = ReadAll(*source, 100000, 500); });
+  t.join();
+  a.join();
+  b.join();
+  ASSERT_TRUE(tail_status.ok()) << tail_status.ToString();
+  EXPECT_EQ(tail, data.substr(data.size() - 1000));
+  EXPECT_EQ(r1, data);
+  EXPECT_EQ(r2, data);
+  ASSERT_TRUE(WaitFor([&] { return cache->Find("w")->state == CacheState::kVerified; }));
+  EXPECT_EQ(upstream->streams, 1);
+  EXPECT_GE(upstream->refused, 1);
+  EXPECT_EQ(ReadAll(*source, kBlock), data);  // from the cache
+  EXPECT_EQ(upstream->streams, 1);
+}
+
+TEST(BlockCacheTest, ABrokenWholeStreamFailsItsReadersAndIsStartedAgain) {
+  std::string data = Pattern(40 * kBlock, 22);
+  auto cache = BlockCache::Open(NewMemBlockStore(), SmallOptions()).value();
+  auto upstream = std::make_shared<WholeOnlySource>(data);
+  upstream->fail_at = 20 * kBlock;
+  auto source = cache->Wrap(Record("w", data, "v1"), upstream);
+  std::string got(100, '\0');
+  Status s = source->ReadAt(30 * kBlock, 100, got.data());
+  EXPECT_EQ(s.code(), Status::Code::kUnavailable) << s.ToString();
+  upstream->fail_at = 0;
+  ASSERT_TRUE(source->ReadAt(30 * kBlock, 100, got.data()).ok());
+  EXPECT_EQ(got, data.substr(30 * kBlock, 100));
+  ASSERT_TRUE(WaitFor([&] { return cache->Find("w")->state == CacheState::kVerified; }));
+  EXPECT_EQ(upstream->streams, 2);
+}
+
+TEST(BlockCacheTest, PrefetchOfAWholeOnlySourceStreamsItAndStopsWhenTold) {
+  std::string data = Pattern(30 * kBlock + 5, 23);
+  {
+    auto cache = BlockCache::Open(NewMemBlockStore(), SmallOptions()).value();
+    auto upstream = std::make_shared<WholeOnlySource>(data);
+    ASSERT_TRUE(cache->FetchAll(Record("p", data, "v1"), upstream, [] { return false; }, 0).ok());
+    EXPECT_EQ(cache->Find("p")->state, CacheState::kVerified);
+    EXPECT_EQ(upstream->streams, 1);
+  }
+  // A slow stream (4 s): FetchAll honours stop(), and closing the cache ends the stream at its
+  // next block instead of waiting for the rest of the image.
+  std::string big = Pattern(200 * kBlock, 24);
+  auto cache = BlockCache::Open(NewMemBlockStore(), SmallOptions()).value();
+  auto upstream = std::make_shared<WholeOnlySource>(big);
+  upstream->slice_delay_us = 20000;
+  std::atomic<bool> stop{false};
+  Status fetched;
+  std::thread f([&] {
+    fetched = cache->FetchAll(Record("p", big, "v1"), upstream, [&] { return stop.load(); }, 0);
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  auto t0 = std::chrono::steady_clock::now();
+  stop = true;
+  f.join();
+  EXPECT_EQ(fetched.code(), Status::Code::kUnavailable) << fetched.ToString();
+  cache.reset();
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::milliseconds(1500));
 }
 
 TEST(BlockCacheTest, EvictsLeastRecentlyUsedUnpinnedImagesFirst) {
