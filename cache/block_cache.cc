@@ -585,7 +585,7 @@ std::vector<std::pair<uint64_t, uint64_t>> BlockCache::ClaimLocked(Image& image,
 
 Status BlockCache::FetchClaimed(const std::shared_ptr<Image>& image, uint64_t no, uint64_t first,
                                 uint64_t count, const std::shared_ptr<ByteSource>& upstream,
-                                Why why, BlockData* first_block) {
+                                Why why, BlockData* first_block, const EachBlock& each) {
   const uint64_t bs = block_size_;
   const uint64_t off = first * bs;
   const uint64_t len = std::min(image->size, (first + count) * bs) - off;
@@ -596,8 +596,9 @@ Status BlockCache::FetchClaimed(const std::shared_ptr<Image>& image, uint64_t no
   // Buffers are taken as the bytes arrive and let go once stored, so a large request holds
   // only the few blocks between the head of the stream and the store.
   std::vector<BlockData> blocks(count);
+  bool ended = false;  // `each` said no more
   auto slice_for = [&](size_t k) -> IoSlice {
-    if (closing_.load(std::memory_order_relaxed)) return {nullptr, 0};  // ends the request
+    if (ended || closing_.load(std::memory_order_relaxed)) return {nullptr, 0};  // ends it
     std::shared_ptr<Block> block = buffers_.Allocate(image->BlockLen(first + k, bs));
     if (!block) return {nullptr, 0};
     IoSlice slice{block->mutable_data(), block->size()};
@@ -681,6 +682,7 @@ Status BlockCache::FetchClaimed(const std::shared_ptr<Image>& image, uint64_t no
   // instead of fetching it again.
   auto on_block = [&](size_t k) {
     arrived = k + 1;  // slices complete in order
+    if (each && !each(*blocks[k])) ended = true;
     if (why != Why::kPrefetch) memory_.Insert({no, first + k}, blocks[k]);
     {
       std::lock_guard<std::mutex> lock(mu_);
@@ -927,9 +929,14 @@ Status BlockCache::Verify(const std::shared_ptr<Image>& image) {
     }
     return Status::Ok();
   }
+  GLANCEFS_ASSIGN_OR_RETURN(std::string got, DigestStored(*image, no, md));
+  return Judge(*image, no, got);
+}
+
+Result<std::string> BlockCache::DigestStored(Image& image, uint64_t no, const EVP_MD* md) {
   std::unique_ptr<EVP_MD_CTX, void (*)(EVP_MD_CTX*)> ctx(EVP_MD_CTX_new(), EVP_MD_CTX_free);
   if (!ctx || EVP_DigestInit_ex(ctx.get(), md, nullptr) != 1) {
-    return Status::IOError("cannot start a " + image->hash_algo + " digest");
+    return Status::IOError("cannot start a " + image.hash_algo + " digest");
   }
   // Read in runs (one store request each, as a sequential reader's); a run that fails is
   // read again block by block to find the block at fault.
@@ -937,13 +944,13 @@ Status BlockCache::Verify(const std::shared_ptr<Image>& image) {
   std::vector<std::shared_ptr<Block>> run;
   std::vector<IoSlice> dsts;
   std::vector<uint64_t> checks;
-  for (uint64_t i = 0; i < image->nblocks; i += per_run) {
-    const uint64_t count = std::min(per_run, image->nblocks - i);
+  for (uint64_t i = 0; i < image.nblocks; i += per_run) {
+    const uint64_t count = std::min(per_run, image.nblocks - i);
     run.resize(count);
     dsts.resize(count);
     bool whole = true;
     for (uint64_t k = 0; k < count && whole; ++k) {
-      const size_t len = image->BlockLen(i + k, block_size_);
+      const size_t len = image.BlockLen(i + k, block_size_);
       if (!run[k] || run[k]->size() != len) run[k] = buffers_.Allocate(len);
       whole = run[k] != nullptr;
       if (whole) dsts[k] = {run[k]->mutable_data(), len};
@@ -957,12 +964,12 @@ Status BlockCache::Verify(const std::shared_ptr<Image>& image) {
         EVP_DigestUpdate(ctx.get(), run[k]->data(), run[k]->size());
         continue;
       }
-      auto block = LoadBlock(*image, {no, i + k});
+      auto block = LoadBlock(image, {no, i + k});
       if (!block.ok()) {
         // Lost or damaged since it was stored: fetch it again; verify once it is back.
         std::lock_guard<std::mutex> lock(mu_);
-        if (image->no == no) DropBlockLocked(*image, i + k);
-        return Status::Unavailable("image " + image->id + ": block " + std::to_string(i + k) +
+        if (image.no == no) DropBlockLocked(image, i + k);
+        return Status::Unavailable("image " + image.id + ": block " + std::to_string(i + k) +
                                    " must be fetched again before verification");
       }
       EVP_DigestUpdate(ctx.get(), (*block)->data(), (*block)->size());
@@ -971,32 +978,108 @@ Status BlockCache::Verify(const std::shared_ptr<Image>& image) {
   unsigned char digest[EVP_MAX_MD_SIZE];
   unsigned len = 0;
   EVP_DigestFinal_ex(ctx.get(), digest, &len);
-  std::string got = HexOf(digest, len);
+  return HexOf(digest, len);
+}
+
+Status BlockCache::Judge(Image& image, uint64_t no, const std::string& got) {
   std::lock_guard<std::mutex> lock(mu_);
-  if (image->no != no) return Status::Unavailable("image " + image->id + " was evicted");
-  if (got == image->hash_value) {
-    image->SetState(CacheState::kVerified);
-    PersistLocked(*image);
+  if (image.no != no || image.present_blocks != image.nblocks) {
+    return Status::Unavailable("image " + image.id + " changed while it was verified");
+  }
+  if (got == image.hash_value) {
+    image.SetState(CacheState::kVerified);
+    PersistLocked(image);
     verified_.fetch_add(1, std::memory_order_relaxed);
-    LOG_INFO("cache: image %s complete and verified (%s)", image->id.c_str(),
-             image->hash_algo.c_str());
+    LOG_INFO("cache: image %s complete and verified (%s)", image.id.c_str(),
+             image.hash_algo.c_str());
     return Status::Ok();
   }
   verify_failures_.fetch_add(1, std::memory_order_relaxed);
-  std::string reason = image->hash_algo + " of the data is " + got + ", the record says " +
-                       image->hash_value;
+  std::string reason = image.hash_algo + " of the data is " + got + ", the record says " +
+                       image.hash_value;
   LOG_ERROR("cache: image %s failed verification: %s; its data is dropped and not served",
-            image->id.c_str(), reason.c_str());
-  EvictLocked(*image);
-  image->SetState(CacheState::kCorrupt);
-  image->reason = reason;
-  PersistLocked(*image);
-  return Status::Corruption("image " + image->id + " failed verification: " + reason);
+            image.id.c_str(), reason.c_str());
+  EvictLocked(image);
+  image.SetState(CacheState::kCorrupt);
+  image.reason = reason;
+  PersistLocked(image);
+  return Status::Corruption("image " + image.id + " failed verification: " + reason);
+}
+
+Status BlockCache::FetchWholeHashed(const std::shared_ptr<Image>& image,
+                                   const std::shared_ptr<ByteSource>& upstream,
+                                   const std::function<bool()>& stop, uint64_t bytes_per_s) {
+  const EVP_MD* md =
+      image->hash_algo.empty() ? nullptr : EVP_get_digestbyname(image->hash_algo.c_str());
+  uint64_t no;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (!md || image->nblocks == 0 || image->present_blocks > 0 || image->verifying ||
+        image->streaming || image->retired || image->state != CacheState::kPartial) {
+      return Status::NotSupported("not a whole, hashed fetch");
+    }
+    no = image->no;
+    // Readers of a whole-only image wait for this stream; no verification runs beside it.
+    image->streaming = image->verifying = true;
+  }
+  // However it ends: readers of a whole-only image it passed before they asked get a stream of
+  // their own, and an image readers completed meanwhile is verified.
+  struct Done {
+    BlockCache* cache;
+    const std::shared_ptr<Image>& image;
+    const std::shared_ptr<ByteSource>& upstream;
+    ~Done() {
+      {
+        std::lock_guard<std::mutex> lock(cache->mu_);
+        image->streaming = image->verifying = false;
+        if (image->whole_only) cache->StartStreamLocked(image, upstream, Why::kReadahead);
+        cache->MaybeScheduleVerify(image);
+      }
+      cache->flight_cv_.notify_all();
+    }
+  } done{this, image, upstream};
+  std::unique_ptr<EVP_MD_CTX, void (*)(EVP_MD_CTX*)> ctx(EVP_MD_CTX_new(), EVP_MD_CTX_free);
+  if (!ctx || EVP_DigestInit_ex(ctx.get(), md, nullptr) != 1) {
+    return Status::IOError("cannot start a " + image->hash_algo + " digest");
+  }
+  // Each block is hashed as it arrives (in order, while it is in the CPU's cache); a rate cap
+  // paces the one request by holding its receiver back.
+  uint64_t received = 0;
+  bool stopped = false;
+  const auto start = std::chrono::steady_clock::now();
+  Status status = FetchClaimed(
+      image, no, 0, image->nblocks, upstream, Why::kPrefetch, nullptr, [&](const Block& block) {
+        EVP_DigestUpdate(ctx.get(), block.data(), block.size());
+        received += block.size();
+        if (bytes_per_s > 0) {
+          auto until = start + std::chrono::microseconds(received * 1000000 / bytes_per_s);
+          while (!stop() && std::chrono::steady_clock::now() < until) {
+            std::this_thread::sleep_until(std::min(
+                until, std::chrono::steady_clock::now() + std::chrono::milliseconds(100)));
+          }
+        }
+        stopped = stop();
+        return !stopped;
+      });
+  if (stopped) return Status::Unavailable("pre-fetch of image " + image->id + " stopped");
+  GLANCEFS_RETURN_IF_ERROR(status);
+  if (received != image->size) {
+    return Status::Unavailable("image " + image->id + ": some blocks could not be fetched");
+  }
+  unsigned char digest[EVP_MAX_MD_SIZE];
+  unsigned len = 0;
+  EVP_DigestFinal_ex(ctx.get(), digest, &len);
+  // Durable first: a verified mark must never outlive its blocks.
+  GLANCEFS_RETURN_IF_ERROR(store_->Sync());
+  return Judge(*image, no, HexOf(digest, len));
 }
 
 Status BlockCache::FetchAll(const ImageRecord& record, const std::shared_ptr<ByteSource>& upstream,
                             const std::function<bool()>& stop, uint64_t bytes_per_s) {
   std::shared_ptr<Image> image = ImageFor(record);
+  if (Status s = FetchWholeHashed(image, upstream, stop, bytes_per_s); !s.IsNotSupported()) {
+    return s;
+  }
   // Under a rate cap, requests of about a second's budget keep the pace smooth.
   uint64_t request_bytes = options_.request_bytes;
   if (bytes_per_s > 0) request_bytes = std::min<uint64_t>(request_bytes, bytes_per_s);

@@ -27,6 +27,8 @@
 // the whole image is hashed against the record's os_hash_value (os_hash_algo) or checksum (MD5).
 // A match marks it verified; a mismatch deletes the data and marks the version corrupt: reads
 // of it then fail with EIO until it is evicted (rm cache/<id>) or Glance serves a new version.
+// A pre-fetch of an image nothing of which is stored reads it in one request and hashes it as
+// it arrives instead, so nothing is read back.
 //
 // Limits. max_bytes (soft, like Glance's image_cache_max_size) and min_free_bytes (a floor of
 // free disk) are enforced after each fetch by evicting whole images, least recently used first,
@@ -53,6 +55,8 @@
 #include "cache/work_pool.h"
 #include "fs/base/byte_source.h"
 #include "fs/base/catalog.h"
+
+struct evp_md_st;  // OpenSSL's EVP_MD
 
 namespace glancefs::cache {
 
@@ -136,9 +140,9 @@ class BlockCache {
   // (which must read exactly those bytes). REQUIRES: record.size.
   std::shared_ptr<ByteSource> Wrap(const ImageRecord& record, std::shared_ptr<ByteSource> upstream);
 
-  // Fetches every block of `record` not yet stored into the store (not the memory tier), with
-  // up to readahead_requests requests in flight and at most bytes_per_s (0: no cap), then
-  // verifies the image. Returns early with Unavailable when stop() turns true; what was
+  // Fetches every block of `record` not yet stored into the store (not the memory tier), at
+  // most bytes_per_s (0: no cap), then verifies the image: nothing stored yet, in one request,
+  // hashed as it arrives; else up to readahead_requests ranged requests in flight. Returns early with Unavailable when stop() turns true; what was
   // fetched stays. Corruption if the image fails verification.
   Status FetchAll(const ImageRecord& record, const std::shared_ptr<ByteSource>& upstream,
                   const std::function<bool()>& stop, uint64_t bytes_per_s);
@@ -188,10 +192,18 @@ class BlockCache {
   // Fetches claimed blocks [first, first + count) and completes their flights; the first
   // block goes to *first_block (if given). NotSupported if the source reads only whole: the
   // image is then whole-only, a stream of it is started, and the flights are left to it.
+  // `each` (if given) sees every block as it arrives, in order; false ends the request.
   enum class Why { kDemand, kReadahead, kPrefetch };
+  using EachBlock = std::function<bool(const Block&)>;
   Status FetchClaimed(const std::shared_ptr<Image>& image, uint64_t no, uint64_t first,
                       uint64_t count, const std::shared_ptr<ByteSource>& upstream, Why why,
-                      BlockData* first_block);
+                      BlockData* first_block, const EachBlock& each = nullptr);
+  // FetchAll of an image nothing of which is stored: one request for all of it (the cheapest
+  // for Glance), hashed as it arrives, so verifying it needs no second read of the store.
+  // NotSupported (nothing done) when that does not apply.
+  Status FetchWholeHashed(const std::shared_ptr<Image>& image,
+                          const std::shared_ptr<ByteSource>& upstream,
+                          const std::function<bool()>& stop, uint64_t bytes_per_s);
   // Whether a reader waits for a block of image number `no`. REQUIRES: mu_ held.
   bool WaitingLocked(uint64_t no) const;
   // Starts StreamWhole on the pool unless one runs or nothing is missing. REQUIRES: mu_ held.
@@ -212,6 +224,11 @@ class BlockCache {
   void EnforceLimits(const Image* fetching);
   // Hashes a complete image against its record; updates its state.
   Status Verify(const std::shared_ptr<Image>& image);
+  // The hex digest (md) of the stored blocks of image number `no`, read back from the store.
+  Result<std::string> DigestStored(Image& image, uint64_t no, const evp_md_st* md);
+  // Marks image number `no`, all of it stored and synced, verified if `digest` is its record's,
+  // else corrupt (its data dropped).
+  Status Judge(Image& image, uint64_t no, const std::string& digest);
   void MaybeScheduleVerify(const std::shared_ptr<Image>& image);  // REQUIRES: mu_ held
   CachedImageInfo InfoLocked(const Image& image) const;
   void RecordLatency(uint64_t us);

@@ -331,8 +331,10 @@ TEST(BlockCacheTest, NewVersionIsNeverServedStale) {
   EXPECT_EQ(ReadAll(*s1, kBlock), v1);  // an old open file still reads its own version
 }
 
-// The pre-fetch rate cap holds from an image's first request: 16 blocks in requests of 4 at
-// 2 MiB/s make the last request start 0.375 s in (the first 4 used to go out at once).
+// The pre-fetch rate cap holds from an image's first byte. Nothing cached: one request, paced
+// by holding its receiver back (1 MiB at 2 MiB/s: its last block arrives 0.5 s in). Partly
+// cached: the missing blocks in requests of 4, paced as they are made (the first 4 used to go
+// out at once); the last one starts 0.31 s in.
 TEST(BlockCacheTest, PrefetchRateIsCappedFromTheFirstRequest) {
   std::string data = Pattern(16 * kBlock, 13);
   auto cache = BlockCache::Open(NewMemBlockStore(), SmallOptions()).value();
@@ -340,8 +342,35 @@ TEST(BlockCacheTest, PrefetchRateIsCappedFromTheFirstRequest) {
   auto t0 = std::chrono::steady_clock::now();
   ASSERT_TRUE(cache->FetchAll(Record("a", data, "v1"), upstream, [] { return false; }, 2 << 20).ok());
   EXPECT_GE(std::chrono::steady_clock::now() - t0, std::chrono::milliseconds(350));
-  EXPECT_EQ(upstream->requests, 4);
+  EXPECT_EQ(upstream->requests, 1);
   EXPECT_EQ(cache->Find("a")->state, CacheState::kVerified);
+
+  auto partly = std::make_shared<CountingSource>(data);
+  std::atomic<int> blocks{0};
+  Status stopped = cache->FetchAll(Record("b", data, "v1"), partly, [&] { return ++blocks > 2; }, 0);
+  EXPECT_EQ(stopped.code(), Status::Code::kUnavailable) << stopped.ToString();
+  ASSERT_GT(cache->Find("b")->cached_bytes, 0u);
+  ASSERT_LT(cache->Find("b")->cached_bytes, data.size());
+  t0 = std::chrono::steady_clock::now();
+  ASSERT_TRUE(cache->FetchAll(Record("b", data, "v1"), partly, [] { return false; }, 2 << 20).ok());
+  EXPECT_GE(std::chrono::steady_clock::now() - t0, std::chrono::milliseconds(250));
+  EXPECT_EQ(partly->requests, 1 + 4);
+  EXPECT_EQ(cache->Find("b")->state, CacheState::kVerified);
+}
+
+// Pre-fetch of an image nothing of which is cached: one request, each block hashed as it
+// arrives, so verification does not read the store back (here every read from it fails its
+// check, and the image is verified all the same).
+TEST(BlockCacheTest, PrefetchHashesAsItFetchesInOneRequest) {
+  MemStoreFaults faults;
+  faults.corrupt_gets = true;
+  std::string data = Pattern(20 * kBlock + 9, 14);
+  auto cache = BlockCache::Open(NewMemBlockStore(&faults), SmallOptions()).value();
+  auto upstream = std::make_shared<CountingSource>(data);
+  ASSERT_TRUE(cache->FetchAll(Record("a", data, "v1"), upstream, [] { return false; }, 0).ok());
+  EXPECT_EQ(upstream->requests, 1);
+  EXPECT_EQ(cache->Find("a")->state, CacheState::kVerified);
+  EXPECT_EQ(cache->Find("a")->cached_bytes, data.size());
 }
 
 // A store that refuses Range: the image is read whole once, every block stored as it passes,
@@ -384,7 +413,9 @@ TEST(BlockCacheTest, ABrokenWholeStreamFailsItsReadersAndIsStartedAgain) {
   ASSERT_TRUE(source->ReadAt(30 * kBlock, 100, got.data()).ok());
   EXPECT_EQ(got, data.substr(30 * kBlock, 100));
   ASSERT_TRUE(WaitFor([&] { return cache->Find("w")->state == CacheState::kVerified; }));
-  EXPECT_EQ(upstream->streams, 2);
+  // Read-ahead claimed before the image was known to be whole-only may have asked for a pass
+  // of its own while the stream still failed.
+  EXPECT_GE(upstream->streams, 2);
 }
 
 TEST(BlockCacheTest, PrefetchOfAWholeOnlySourceStreamsItAndStopsWhenTold) {
