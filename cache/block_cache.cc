@@ -1032,7 +1032,9 @@ Status BlockCache::FetchWholeHashed(const std::shared_ptr<Image>& image,
       {
         std::lock_guard<std::mutex> lock(cache->mu_);
         image->streaming = image->verifying = false;
-        if (image->whole_only) cache->StartStreamLocked(image, upstream, Why::kReadahead);
+        if (image->whole_only && cache->WaitingLocked(image->no)) {
+          cache->StartStreamLocked(image, upstream, Why::kReadahead);
+        }
         cache->MaybeScheduleVerify(image);
       }
       cache->flight_cv_.notify_all();
