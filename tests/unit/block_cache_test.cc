@@ -427,22 +427,30 @@ TEST(BlockCacheTest, PrefetchOfAWholeOnlySourceStreamsItAndStopsWhenTold) {
     EXPECT_EQ(cache->Find("p")->state, CacheState::kVerified);
     EXPECT_EQ(upstream->streams, 1);
   }
-  // A slow stream (4 s): FetchAll honours stop(), and closing the cache ends the stream at its
-  // next block instead of waiting for the rest of the image.
+  // A slow stream (4 s) of a partly cached image runs on a fetch thread: FetchAll honours
+  // stop(), and closing the cache ends the stream at its next block instead of waiting for the
+  // rest of the image.
   std::string big = Pattern(200 * kBlock, 24);
-  auto cache = BlockCache::Open(NewMemBlockStore(), SmallOptions()).value();
+  CacheOptions o = SmallOptions();
+  o.readahead_max = 0;  // only the streams below ask for the image
+  auto cache = BlockCache::Open(NewMemBlockStore(), o).value();
   auto upstream = std::make_shared<WholeOnlySource>(big);
+  upstream->fail_at = 20 * kBlock;
+  ImageRecord r = Record("p", big, "v1");
+  std::string got(100, '\0');
+  EXPECT_FALSE(cache->Wrap(r, upstream)->ReadAt(30 * kBlock, 100, got.data()).ok());
+  ASSERT_TRUE(WaitFor([&] { return cache->Find("p")->cached_bytes == 20 * kBlock; }));
+  upstream->fail_at = 0;
   upstream->slice_delay_us = 20000;
   std::atomic<bool> stop{false};
   Status fetched;
-  std::thread f([&] {
-    fetched = cache->FetchAll(Record("p", big, "v1"), upstream, [&] { return stop.load(); }, 0);
-  });
+  std::thread f([&] { fetched = cache->FetchAll(r, upstream, [&] { return stop.load(); }, 0); });
   std::this_thread::sleep_for(std::chrono::milliseconds(200));
   auto t0 = std::chrono::steady_clock::now();
   stop = true;
   f.join();
   EXPECT_EQ(fetched.code(), Status::Code::kUnavailable) << fetched.ToString();
+  EXPECT_EQ(upstream->streams, 2);  // the broken one, and the one still running
   cache.reset();
   EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::milliseconds(1500));
 }
