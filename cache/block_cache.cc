@@ -14,6 +14,30 @@
 #include "fs/base/log.h"
 
 namespace glancefs::cache {
+
+// A digest (OpenSSL) of bytes given in order, as lowercase hex: how images are verified.
+class Digest {
+ public:
+  // Not ok() for an algorithm OpenSSL does not know.
+  explicit Digest(const std::string& algo)
+      : ctx_(EVP_MD_CTX_new(), EVP_MD_CTX_free), md_(EVP_get_digestbyname(algo.c_str())) {
+    ok_ = md_ && ctx_ && EVP_DigestInit_ex(ctx_.get(), md_, nullptr) == 1;
+  }
+  bool ok() const { return ok_; }
+  void Update(const char* data, size_t n) { EVP_DigestUpdate(ctx_.get(), data, n); }
+  std::string Hex() {
+    unsigned char digest[EVP_MAX_MD_SIZE];
+    unsigned len = 0;
+    EVP_DigestFinal_ex(ctx_.get(), digest, &len);
+    return HexOf(digest, len);
+  }
+
+ private:
+  std::unique_ptr<EVP_MD_CTX, void (*)(EVP_MD_CTX*)> ctx_;
+  const EVP_MD* md_;
+  bool ok_ = false;
+};
+
 namespace {
 
 constexpr double kLatencyBounds[] = {0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5};
@@ -22,6 +46,18 @@ constexpr double kLatencyBounds[] = {0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
 // stored under another key (a misplaced write) fail as surely as damaged ones.
 uint64_t BlockHash(BlockKey key, const char* data, size_t n) {
   return XXH3_64bits_withSeed(data, n, key.image_no * 0x9E3779B97F4A7C15ULL + key.index);
+}
+
+// Under a rate cap of bytes_per_s (0: none), waits until `bytes` counted from `start` fit the
+// budget, or stop() turns true (asked at least every 100 ms).
+void PaceUntil(std::chrono::steady_clock::time_point start, uint64_t bytes, uint64_t bytes_per_s,
+               const std::function<bool()>& stop) {
+  if (bytes_per_s == 0) return;
+  auto until = start + std::chrono::microseconds(bytes * 1000000 / bytes_per_s);
+  while (!stop() && std::chrono::steady_clock::now() < until) {
+    std::this_thread::sleep_until(
+        std::min(until, std::chrono::steady_clock::now() + std::chrono::milliseconds(100)));
+  }
 }
 
 // Bytes of spare block buffers kept for reuse (block.h).
@@ -918,8 +954,8 @@ Status BlockCache::Verify(const std::shared_ptr<Image>& image) {
     }
     return Status::Ok();
   }
-  const EVP_MD* md = EVP_get_digestbyname(image->hash_algo.c_str());
-  if (!md) {
+  Digest digest(image->hash_algo);
+  if (!digest.ok()) {
     LOG_WARNING("cache: image %s: unknown hash algorithm '%s'; not verified", image->id.c_str(),
                 image->hash_algo.c_str());
     std::lock_guard<std::mutex> lock(mu_);
@@ -929,15 +965,11 @@ Status BlockCache::Verify(const std::shared_ptr<Image>& image) {
     }
     return Status::Ok();
   }
-  GLANCEFS_ASSIGN_OR_RETURN(std::string got, DigestStored(*image, no, md));
-  return Judge(*image, no, got);
+  GLANCEFS_RETURN_IF_ERROR(DigestStored(*image, no, digest));
+  return Judge(*image, no, digest.Hex());
 }
 
-Result<std::string> BlockCache::DigestStored(Image& image, uint64_t no, const EVP_MD* md) {
-  std::unique_ptr<EVP_MD_CTX, void (*)(EVP_MD_CTX*)> ctx(EVP_MD_CTX_new(), EVP_MD_CTX_free);
-  if (!ctx || EVP_DigestInit_ex(ctx.get(), md, nullptr) != 1) {
-    return Status::IOError("cannot start a " + image.hash_algo + " digest");
-  }
+Status BlockCache::DigestStored(Image& image, uint64_t no, Digest& digest) {
   // Read in runs (one store request each, as a sequential reader's); a run that fails is
   // read again block by block to find the block at fault.
   const uint64_t per_run = std::max<uint64_t>(1, kStoreLoadRunBytes / block_size_);
@@ -961,7 +993,7 @@ Result<std::string> BlockCache::DigestStored(Image& image, uint64_t no, const EV
     }
     for (uint64_t k = 0; k < count; ++k) {
       if (whole) {
-        EVP_DigestUpdate(ctx.get(), run[k]->data(), run[k]->size());
+        digest.Update(run[k]->data(), run[k]->size());
         continue;
       }
       auto block = LoadBlock(image, {no, i + k});
@@ -972,13 +1004,10 @@ Result<std::string> BlockCache::DigestStored(Image& image, uint64_t no, const EV
         return Status::Unavailable("image " + image.id + ": block " + std::to_string(i + k) +
                                    " must be fetched again before verification");
       }
-      EVP_DigestUpdate(ctx.get(), (*block)->data(), (*block)->size());
+      digest.Update((*block)->data(), (*block)->size());
     }
   }
-  unsigned char digest[EVP_MAX_MD_SIZE];
-  unsigned len = 0;
-  EVP_DigestFinal_ex(ctx.get(), digest, &len);
-  return HexOf(digest, len);
+  return Status::Ok();
 }
 
 Status BlockCache::Judge(Image& image, uint64_t no, const std::string& got) {
@@ -1009,12 +1038,11 @@ Status BlockCache::Judge(Image& image, uint64_t no, const std::string& got) {
 Status BlockCache::FetchWholeHashed(const std::shared_ptr<Image>& image,
                                    const std::shared_ptr<ByteSource>& upstream,
                                    const std::function<bool()>& stop, uint64_t bytes_per_s) {
-  const EVP_MD* md =
-      image->hash_algo.empty() ? nullptr : EVP_get_digestbyname(image->hash_algo.c_str());
+  Digest digest(image->hash_algo);
   uint64_t no;
   {
     std::lock_guard<std::mutex> lock(mu_);
-    if (!md || image->nblocks == 0 || image->present_blocks > 0 || image->verifying ||
+    if (!digest.ok() || image->nblocks == 0 || image->present_blocks > 0 || image->verifying ||
         image->streaming || image->retired || image->state != CacheState::kPartial) {
       return Status::NotSupported("not a whole, hashed fetch");
     }
@@ -1040,10 +1068,6 @@ Status BlockCache::FetchWholeHashed(const std::shared_ptr<Image>& image,
       cache->flight_cv_.notify_all();
     }
   } done{this, image, upstream};
-  std::unique_ptr<EVP_MD_CTX, void (*)(EVP_MD_CTX*)> ctx(EVP_MD_CTX_new(), EVP_MD_CTX_free);
-  if (!ctx || EVP_DigestInit_ex(ctx.get(), md, nullptr) != 1) {
-    return Status::IOError("cannot start a " + image->hash_algo + " digest");
-  }
   // Each block is hashed as it arrives (in order, while it is in the CPU's cache); a rate cap
   // paces the one request by holding its receiver back.
   uint64_t received = 0;
@@ -1051,15 +1075,9 @@ Status BlockCache::FetchWholeHashed(const std::shared_ptr<Image>& image,
   const auto start = std::chrono::steady_clock::now();
   Status status = FetchClaimed(
       image, no, 0, image->nblocks, upstream, Why::kPrefetch, nullptr, [&](const Block& block) {
-        EVP_DigestUpdate(ctx.get(), block.data(), block.size());
+        digest.Update(block.data(), block.size());
         received += block.size();
-        if (bytes_per_s > 0) {
-          auto until = start + std::chrono::microseconds(received * 1000000 / bytes_per_s);
-          while (!stop() && std::chrono::steady_clock::now() < until) {
-            std::this_thread::sleep_until(std::min(
-                until, std::chrono::steady_clock::now() + std::chrono::milliseconds(100)));
-          }
-        }
+        PaceUntil(start, received, bytes_per_s, stop);
         stopped = stop();
         return !stopped;
       });
@@ -1068,12 +1086,9 @@ Status BlockCache::FetchWholeHashed(const std::shared_ptr<Image>& image,
   if (received != image->size) {
     return Status::Unavailable("image " + image->id + ": some blocks could not be fetched");
   }
-  unsigned char digest[EVP_MAX_MD_SIZE];
-  unsigned len = 0;
-  EVP_DigestFinal_ex(ctx.get(), digest, &len);
   // Durable first: a verified mark must never outlive its blocks.
   GLANCEFS_RETURN_IF_ERROR(store_->Sync());
-  return Judge(*image, no, HexOf(digest, len));
+  return Judge(*image, no, digest.Hex());
 }
 
 Status BlockCache::FetchAll(const ImageRecord& record, const std::shared_ptr<ByteSource>& upstream,
@@ -1098,11 +1113,7 @@ Status BlockCache::FetchAll(const ImageRecord& record, const std::shared_ptr<Byt
   uint64_t cursor = 0;
   for (;;) {
     if (bytes_per_s > 0) {
-      auto until = start + std::chrono::microseconds(requested * 1000000 / bytes_per_s);
-      while (!stop() && std::chrono::steady_clock::now() < until) {  // stop() is honoured
-        std::this_thread::sleep_until(
-            std::min(until, std::chrono::steady_clock::now() + std::chrono::milliseconds(100)));
-      }
+      PaceUntil(start, requested, bytes_per_s, stop);
       if (stop()) break;
     }
     std::vector<std::pair<uint64_t, uint64_t>> runs;

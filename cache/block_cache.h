@@ -56,9 +56,9 @@
 #include "fs/base/byte_source.h"
 #include "fs/base/catalog.h"
 
-struct evp_md_st;  // OpenSSL's EVP_MD
-
 namespace glancefs::cache {
+
+class Digest;  // block_cache.cc: an OpenSSL digest of bytes given in order
 
 struct CacheOptions {
   // Fixed for the life of a cache directory: a store made with another size keeps its own.
@@ -224,8 +224,8 @@ class BlockCache {
   void EnforceLimits(const Image* fetching);
   // Hashes a complete image against its record; updates its state.
   Status Verify(const std::shared_ptr<Image>& image);
-  // The hex digest (md) of the stored blocks of image number `no`, read back from the store.
-  Result<std::string> DigestStored(Image& image, uint64_t no, const evp_md_st* md);
+  // Feeds the stored blocks of image number `no`, read back from the store, to `digest`.
+  Status DigestStored(Image& image, uint64_t no, Digest& digest);
   // Marks image number `no`, all of it stored and synced, verified if `digest` is its record's,
   // else corrupt (its data dropped).
   Status Judge(Image& image, uint64_t no, const std::string& digest);
