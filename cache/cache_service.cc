@@ -38,6 +38,11 @@ class CachingCatalog final : public Catalog {
     return cache_->Wrap(record, std::move(source));
   }
 
+  std::vector<std::pair<std::string, std::string>> ImageInfo(const ImageRecord& record) override {
+    return upstream_->ImageInfo(record);
+  }
+  std::string Metrics() override { return upstream_->Metrics(); }
+
  private:
   Catalog* const upstream_;
   BlockCache* const cache_;

@@ -12,6 +12,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "fs/base/byte_source.h"
@@ -75,6 +76,16 @@ class Catalog {
 
   // Opens the data of an image for reading. The source's size() equals *record.size.
   virtual Result<std::shared_ptr<ByteSource>> OpenData(const ImageRecord& record) = 0;
+
+  // How the catalog serves an image (say, which store), as name/value pairs the file system
+  // shows as user.glancefs.<name> xattrs of the image. Default: nothing.
+  virtual std::vector<std::pair<std::string, std::string>> ImageInfo(const ImageRecord& record) {
+    (void)record;
+    return {};
+  }
+
+  // The catalog's own metrics in the Prometheus text format, appended to metrics.prom.
+  virtual std::string Metrics() { return {}; }
 };
 
 }  // namespace glancefs

@@ -240,7 +240,7 @@ Result<struct stat> FileSystem::StatOf(const NodeKey& key, const Namespace& ns) 
       if (!options_.cache) return Status::NotFound("no cache");
       st.st_mode = S_IFREG | 0444;
       st.st_nlink = 1;
-      st.st_size = static_cast<off_t>(options_.cache->Prometheus().size());
+      st.st_size = static_cast<off_t>(MetricsText().size());
       mtime = ::time(nullptr);
       break;
     case NodeKind::kImagesDir:
@@ -471,7 +471,7 @@ Result<std::unique_ptr<OpenFile>> FileSystem::Open(uint64_t ino, int flags) {
   if (key.kind == NodeKind::kMetricsFile && options_.cache) {
     auto file = std::make_unique<OpenFile>();
     file->synthetic = true;
-    file->text = options_.cache->Prometheus();
+    file->text = MetricsText();
     file->size = file->text.size();
     return file;
   }
@@ -561,9 +561,14 @@ std::vector<std::pair<std::string, std::string>> FileSystem::RootXattrs() const 
   return out;
 }
 
+std::string FileSystem::MetricsText() const {
+  return options_.cache->Prometheus() + catalog_->Metrics();
+}
+
 std::vector<std::pair<std::string, std::string>> FileSystem::ImageXattrs(const ImageRecord& image) {
   std::vector<std::pair<std::string, std::string>> out;
   if (fsns::FilesOf(image).size() < 2) return out;  // no data to judge
+  for (auto& [k, v] : catalog_->ImageInfo(image)) out.emplace_back(std::string(kGlancefsPrefix) + k, v);
   auto verdict = VerdictFor(image);
   if (!verdict.ok()) return out;
   out.emplace_back("user.glancefs.format", verdict->format);

@@ -147,6 +147,8 @@ class FileSystem {
   std::shared_ptr<const ImageRecord> XattrImage(const NodeKey& key,
                                                 const fsns::Namespace& ns) const;
   std::vector<std::pair<std::string, std::string>> RootXattrs() const;
+  // metrics.prom: the cache's metrics, then the catalog's.
+  std::string MetricsText() const;
   // user.glancefs.* of an image (format verdict).
   std::vector<std::pair<std::string, std::string>> ImageXattrs(const ImageRecord& image);
   // The image `name` in queue/ or cache/ names: an id, or a by-name entry.

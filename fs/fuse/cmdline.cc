@@ -46,6 +46,12 @@ struct RawOptions {
   unsigned prefetch_workers = 2;
   char* prefetch_rate = nullptr;
   unsigned prefetch_interval_s = 0;
+  int norbd = 0;
+  char* ceph_conf_dir = nullptr;
+  char* rbd_user = nullptr;
+  unsigned rbd_timeout_s = 30;
+  unsigned rbd_retry_s = 30;
+  char* store = nullptr;
 };
 
 #define GLANCEFS_OPT(t, p) \
@@ -74,6 +80,12 @@ const struct fuse_opt kOptions[] = {
     GLANCEFS_OPT("prefetch_workers=%u", prefetch_workers),
     GLANCEFS_OPT("prefetch_rate=%s", prefetch_rate),
     GLANCEFS_OPT("prefetch_interval=%u", prefetch_interval_s),
+    GLANCEFS_OPT("ceph_conf_dir=%s", ceph_conf_dir),
+    GLANCEFS_OPT("rbd_user=%s", rbd_user),
+    GLANCEFS_OPT("rbd_timeout=%u", rbd_timeout_s),
+    GLANCEFS_OPT("rbd_retry=%u", rbd_retry_s),
+    GLANCEFS_OPT("store=%s", store),
+    {"norbd", offsetof(RawOptions, norbd), 1},
     {"nocache", offsetof(RawOptions, nocache), 1},
     {"insecure", offsetof(RawOptions, insecure), 1},
     FUSE_OPT_END,
@@ -116,7 +128,7 @@ Result<CommandLine> ParseCommandLine(int argc, char** argv) {
     std::free(raw.spool_dir);
     std::free(raw.log_level);
     std::free(raw.source);
-    for (char* p : {raw.cache_dir, raw.cache_size, raw.cache_min_free, raw.cache_memory,
+    for (char* p : {raw.ceph_conf_dir, raw.rbd_user, raw.store, raw.cache_dir, raw.cache_size, raw.cache_min_free, raw.cache_memory,
                     raw.cache_block, raw.fetch_size, raw.readahead_max, raw.prefetch_rate}) {
       std::free(p);
     }
@@ -159,6 +171,12 @@ Result<CommandLine> ParseCommandLine(int argc, char** argv) {
   cl.fetch_threads = raw.fetch_threads;
   cl.prefetch_workers = raw.prefetch_workers;
   cl.prefetch_interval_s = raw.prefetch_interval_s;
+  cl.rbd = raw.norbd == 0;
+  if (raw.ceph_conf_dir) cl.ceph_conf_dir = raw.ceph_conf_dir;
+  if (raw.rbd_user) cl.rbd_user = raw.rbd_user;
+  if (raw.store) cl.store = raw.store;
+  cl.rbd_timeout_s = raw.rbd_timeout_s;
+  cl.rbd_retry_s = raw.rbd_retry_s;
   struct SizeOption {
     const char* name;
     char* text;
@@ -196,6 +214,10 @@ Result<CommandLine> ParseCommandLine(int argc, char** argv) {
   if (cl.page_limit == 0 || cl.page_limit > 1000) {
     cleanup();
     return Status::InvalidArgument("page_limit must be 1 to 1000");
+  }
+  if (cl.rbd_timeout_s == 0 || cl.rbd_timeout_s > 3600) {
+    cleanup();
+    return Status::InvalidArgument("rbd_timeout must be 1 to 3600 seconds");
   }
   if (cl.relist == 0) {
     cleanup();
@@ -286,6 +308,14 @@ void PrintHelp(const char* program) {
       "    -o region=NAME         keystone: endpoint region (default OS_REGION_NAME)\n"
       "    -o spool_dir=DIR       with nocache: where images whose store refuses Range\n"
       "                           are streamed (default /var/tmp)\n"
+      "\n"
+      "Ceph RBD options (docs/RBD.md):\n"
+      "    -o norbd               never read from Ceph: rbd:// images through the SOURCE\n"
+      "    -o ceph_conf_dir=DIR   one <cluster>.conf per cluster (default /etc/ceph)\n"
+      "    -o rbd_user=NAME       Ceph client id, client.NAME (default glance)\n"
+      "    -o rbd_timeout=SECONDS bound on every Ceph wait (default 30)\n"
+      "    -o rbd_retry=SECONDS   leave a failed cluster or location alone (default 30)\n"
+      "    -o store=NAME          prefer this Glance store's locations\n"
       "\n"
       "cache options (sizes take K, M, G, T):\n"
       "    -o nocache             no block cache: every read goes to the source\n"

@@ -55,6 +55,13 @@ struct CommandLine {
   unsigned prefetch_workers = 2;          // -o prefetch_workers=N: images pre-fetched at once
   uint64_t prefetch_rate = 0;             // -o prefetch_rate=SIZE: bytes/s per worker (0: any)
   unsigned prefetch_interval_s = 0;       // -o prefetch_interval=SECONDS (0: at once)
+  // Ceph RBD (docs/RBD.md): images with rbd:// locations are read straight from Ceph.
+  bool rbd = true;                          // -o norbd: never read from Ceph directly
+  std::string ceph_conf_dir = "/etc/ceph";  // -o ceph_conf_dir=DIR: one <cluster>.conf each
+  std::string rbd_user = "glance";          // -o rbd_user=NAME: the client id (client.NAME)
+  unsigned rbd_timeout_s = 30;              // -o rbd_timeout=SECONDS: every Ceph wait
+  unsigned rbd_retry_s = 30;                // -o rbd_retry=SECONDS: after a failed location
+  std::string store;                        // -o store=NAME: the node's preferred store
   std::vector<std::string> fuse_args;  // for fuse_session_new, argv[0] first
 };
 

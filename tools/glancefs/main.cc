@@ -19,6 +19,7 @@
 #include "backends/glance/clouds_yaml.h"
 #include "backends/glance/glance_catalog.h"
 #include "backends/glance/keystone.h"
+#include "backends/rbd/rbd_catalog.h"
 #include "cache/cache_service.h"
 #include "fs/base/log.h"
 #include "fs/core/file_system.h"
@@ -54,7 +55,7 @@ Result<std::string> ReadToken(const std::string& token_file) {
   return token;
 }
 
-Result<std::unique_ptr<Catalog>> OpenCatalog(const glancefs::fuse::CommandLine& cl) {
+Result<std::unique_ptr<Catalog>> OpenSourceCatalog(const glancefs::fuse::CommandLine& cl) {
   const std::string& source = cl.source;
   if (source.rfind("dir:", 0) == 0) {
     auto catalog = glancefs::backends::DirCatalog::Open(source.substr(4));
@@ -120,6 +121,20 @@ Result<std::unique_ptr<Catalog>> OpenCatalog(const glancefs::fuse::CommandLine& 
   }
   return Status::InvalidArgument("unknown SOURCE '" + source +
                                  "': expected dir:PATH, http(s)://HOST:PORT or keystone");
+}
+
+// The SOURCE's catalog, reading rbd:// locations straight from Ceph unless -o norbd.
+Result<std::unique_ptr<Catalog>> OpenCatalog(const glancefs::fuse::CommandLine& cl) {
+  auto catalog = OpenSourceCatalog(cl);
+  if (!catalog.ok() || !cl.rbd) return catalog;
+  glancefs::backends::rbd::RbdCatalogOptions rbd;
+  rbd.ceph.conf_dir = cl.ceph_conf_dir;
+  rbd.ceph.user = cl.rbd_user;
+  rbd.ceph.timeout_s = cl.rbd_timeout_s;
+  rbd.ceph.retry_s = cl.rbd_retry_s;
+  rbd.store = cl.store;
+  return std::unique_ptr<Catalog>(std::make_unique<glancefs::backends::rbd::RbdCatalog>(
+      std::move(catalog).value(), std::move(rbd)));
 }
 
 int Fail(const Status& status) {

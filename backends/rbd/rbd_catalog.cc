@@ -1,0 +1,223 @@
+#include "backends/rbd/rbd_catalog.h"
+
+#include <algorithm>
+#include <sstream>
+
+#include <nlohmann/json.hpp>
+
+#include "fs/base/log.h"
+
+namespace glancefs::backends::rbd {
+namespace {
+
+// Counts what the upstream serves, so that metrics show bytes by source for every source.
+class CountingSource final : public ByteSource {
+ public:
+  CountingSource(std::shared_ptr<ByteSource> inner, std::shared_ptr<SourceStats> stats)
+      : inner_(std::move(inner)), stats_(std::move(stats)) {}
+  uint64_t size() const override { return inner_->size(); }
+  Status ReadAt(uint64_t off, size_t n, char* dst) override {
+    return Count(n, inner_->ReadAt(off, n, dst));
+  }
+  Status ReadScattered(uint64_t off, uint64_t n, const SliceFor& slice_for,
+                       const SliceDone& done) override {
+    return Count(n, inner_->ReadScattered(off, n, slice_for, done));
+  }
+  Result<Extent> MapExtent(uint64_t off) override { return inner_->MapExtent(off); }
+  uint64_t allocated_bytes() const override { return inner_->allocated_bytes(); }
+
+ private:
+  Status Count(uint64_t n, Status s) {
+    stats_->reads.fetch_add(1, std::memory_order_relaxed);
+    if (s.ok()) {
+      stats_->bytes.fetch_add(n, std::memory_order_relaxed);
+    } else if (!s.IsNotSupported()) {
+      stats_->errors.fetch_add(1, std::memory_order_relaxed);
+    }
+    return s;
+  }
+  const std::shared_ptr<ByteSource> inner_;
+  const std::shared_ptr<SourceStats> stats_;
+};
+
+constexpr const char* kUpstreamLabel = "upstream";
+
+std::vector<std::string> SplitCommas(const std::string& text) {
+  std::vector<std::string> out;
+  std::stringstream in(text);
+  for (std::string item; std::getline(in, item, ',');) {
+    item.erase(0, item.find_first_not_of(' '));
+    item.erase(item.find_last_not_of(' ') + 1);
+    if (!item.empty()) out.push_back(item);
+  }
+  return out;
+}
+
+std::string Property(const ImageRecord& record, const char* name) {
+  auto it = record.properties.find(name);
+  return it == record.properties.end() ? "" : it->second;
+}
+
+std::string PromLabel(const std::string& v) {
+  std::string out;
+  for (char c : v) {
+    if (c == '\\' || c == '"') out.push_back('\\');
+    out.push_back(c == '\n' ? 'n' : c);
+  }
+  return out;
+}
+
+}  // namespace
+
+std::vector<ImageLocation> LocationsOf(const ImageRecord& record) {
+  std::vector<ImageLocation> out;
+  std::string text = Property(record, "locations");
+  if (!text.empty()) {
+    auto json = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
+    if (json.is_array()) {
+      for (const auto& item : json) {
+        if (!item.is_object() || !item.contains("url") || !item["url"].is_string()) continue;
+        ImageLocation loc{item["url"].get<std::string>(), ""};
+        if (item.contains("metadata") && item["metadata"].is_object()) {
+          const auto& meta = item["metadata"];
+          if (meta.contains("store") && meta["store"].is_string()) {
+            loc.store = meta["store"].get<std::string>();
+          }
+        }
+        out.push_back(std::move(loc));
+      }
+    }
+  }
+  std::string direct = Property(record, "direct_url");
+  if (!direct.empty() && std::none_of(out.begin(), out.end(),
+                                      [&](const ImageLocation& l) { return l.url == direct; })) {
+    out.push_back({direct, ""});
+  }
+  return out;
+}
+
+std::vector<std::pair<RbdLocation, std::string>> RbdCandidates(const ImageRecord& record,
+                                                               const std::string& store) {
+  const auto importing = SplitCommas(Property(record, "os_glance_importing_to_stores"));
+  std::vector<std::pair<RbdLocation, std::string>> preferred, others;
+  for (const ImageLocation& loc : LocationsOf(record)) {
+    if (loc.url.rfind("rbd://", 0) != 0) continue;  // no other scheme is ever followed
+    auto parsed = ParseRbdUrl(loc.url);
+    if (!parsed.ok()) {
+      LOG_WARNING("image %s: location ignored: %s", record.id.c_str(),
+                  parsed.status().message().c_str());
+      continue;
+    }
+    if (!loc.store.empty() &&
+        std::find(importing.begin(), importing.end(), loc.store) != importing.end()) {
+      LOG_INFO("image %s: store %s is still importing it: not read from there", record.id.c_str(),
+               loc.store.c_str());
+      continue;
+    }
+    auto& list = !store.empty() && loc.store == store ? preferred : others;
+    list.emplace_back(std::move(parsed).value(), loc.store);
+  }
+  preferred.insert(preferred.end(), others.begin(), others.end());
+  return preferred;
+}
+
+RbdCatalog::RbdCatalog(std::unique_ptr<Catalog> upstream, RbdCatalogOptions options)
+    : upstream_(std::move(upstream)), options_(std::move(options)), clusters_(options_.ceph) {}
+
+std::string RbdCatalog::LabelOf(const RbdLocation& location, const std::string& store) {
+  return "rbd:" + (store.empty() ? location.fsid + "/" + location.pool : store);
+}
+
+std::shared_ptr<SourceStats> RbdCatalog::StatsFor(const std::string& label) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto& stats = stats_[label];
+  if (!stats) stats = std::make_shared<SourceStats>();
+  return stats;
+}
+
+Result<std::shared_ptr<ByteSource>> RbdCatalog::OpenData(const ImageRecord& record) {
+  if (!record.size) return upstream_->OpenData(record);
+  const std::string key = record.id + "\n" + record.data_version;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = open_.find(key);
+    if (it != open_.end()) {
+      if (auto source = it->second.lock()) return source;
+    }
+  }
+  std::shared_ptr<ByteSource> source;
+  std::string label;
+  for (const auto& [location, store] : RbdCandidates(record, options_.store)) {
+    const std::string url = FormatRbdUrl(location);
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      auto failed = failed_until_.find(url);
+      if (failed != failed_until_.end() && Clock::now() < failed->second) continue;
+    }
+    label = LabelOf(location, store);
+    auto pool = clusters_.Pool(location.fsid, location.pool);
+    Result<std::shared_ptr<RbdByteSource>> opened =
+        pool.ok() ? RbdByteSource::Open(*pool, location, *record.size, StatsFor(label))
+                  : Result<std::shared_ptr<RbdByteSource>>(pool.status());
+    if (opened.ok()) {
+      source = std::move(opened).value();
+      break;
+    }
+    LOG_WARNING("image %s: location %s (store %s) skipped for %u s: %s", record.id.c_str(),
+                url.c_str(), store.empty() ? "-" : store.c_str(), options_.ceph.retry_s,
+                opened.status().message().c_str());
+    std::lock_guard<std::mutex> lock(mu_);
+    failed_until_[url] = Clock::now() + std::chrono::seconds(options_.ceph.retry_s);
+    ++location_failures_;
+  }
+  if (!source) {
+    GLANCEFS_ASSIGN_OR_RETURN(auto upstream, upstream_->OpenData(record));
+    label = kUpstreamLabel;
+    source = std::make_shared<CountingSource>(std::move(upstream), StatsFor(label));
+  }
+  std::lock_guard<std::mutex> lock(mu_);
+  auto& slot = open_[key];
+  if (auto existing = slot.lock()) return existing;  // another open won the race
+  slot = source;
+  source_of_[record.id] = label;
+  const auto now = Clock::now();
+  kept_.emplace_back(now, source);
+  while (kept_.size() > kKeepOpen ||
+         (!kept_.empty() && now - kept_.front().first > std::chrono::seconds(kKeepSeconds))) {
+    kept_.pop_front();
+  }
+  for (auto it = open_.begin(); it != open_.end();) {
+    it = it->second.expired() ? open_.erase(it) : std::next(it);
+  }
+  return source;
+}
+
+std::vector<std::pair<std::string, std::string>> RbdCatalog::ImageInfo(const ImageRecord& record) {
+  auto info = upstream_->ImageInfo(record);
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = source_of_.find(record.id);
+  if (it != source_of_.end()) info.emplace_back("source", it->second);
+  return info;
+}
+
+std::string RbdCatalog::Metrics() {
+  std::string out = upstream_->Metrics();
+  std::lock_guard<std::mutex> lock(mu_);
+  const std::pair<const char*, std::atomic<uint64_t> SourceStats::*> series[] = {
+      {"glancefs_source_bytes_total", &SourceStats::bytes},
+      {"glancefs_source_reads_total", &SourceStats::reads},
+      {"glancefs_source_errors_total", &SourceStats::errors},
+  };
+  for (const auto& [name, member] : series) {
+    out += std::string("# TYPE ") + name + " counter\n";
+    for (const auto& [label, stats] : stats_) {
+      out += std::string(name) + "{source=\"" + PromLabel(label) + "\"} " +
+             std::to_string(((*stats).*member).load()) + "\n";
+    }
+  }
+  out += "# TYPE glancefs_location_failures_total counter\n";
+  out += "glancefs_location_failures_total " + std::to_string(location_failures_) + "\n";
+  return out;
+}
+
+}  // namespace glancefs::backends::rbd
