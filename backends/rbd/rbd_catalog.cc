@@ -6,6 +6,7 @@
 #include <nlohmann/json.hpp>
 
 #include "fs/base/log.h"
+#include "fs/base/thread.h"
 
 namespace glancefs::backends::rbd {
 namespace {
@@ -66,6 +67,15 @@ std::string PromLabel(const std::string& v) {
   }
   return out;
 }
+
+bool HasRbdLocation(const ImageRecord& record) {
+  for (const ImageLocation& loc : LocationsOf(record)) {
+    if (loc.url.rfind("rbd://", 0) == 0) return true;
+  }
+  return false;
+}
+
+std::string KeyOf(const ImageRecord& record) { return record.id + "\n" + record.data_version; }
 
 }  // namespace
 
@@ -135,18 +145,71 @@ std::shared_ptr<SourceStats> RbdCatalog::StatsFor(const std::string& label) {
   return stats;
 }
 
-Result<std::shared_ptr<ByteSource>> RbdCatalog::OpenData(const ImageRecord& record) {
-  if (!record.size) return upstream_->OpenData(record);
-  const std::string key = record.id + "\n" + record.data_version;
+RbdCatalog::~RbdCatalog() {
   {
     std::lock_guard<std::mutex> lock(mu_);
-    auto it = open_.find(key);
-    if (it != open_.end()) {
-      if (auto source = it->second.lock()) return source;
+    stopping_ = true;
+  }
+  probe_cv_.notify_all();
+  if (prober_.joinable()) prober_.join();
+}
+
+Result<std::shared_ptr<const CatalogSnapshot>> RbdCatalog::Refresh() {
+  GLANCEFS_ASSIGN_OR_RETURN(auto snap, upstream_->Refresh());
+  std::lock_guard<std::mutex> lock(mu_);
+  if (snap == last_upstream_ && learned_ == last_learned_ && last_out_) return last_out_;
+  auto out = std::make_shared<CatalogSnapshot>();
+  out->images.reserve(snap->images.size());
+  bool queued = false;
+  for (const auto& record : snap->images) {
+    if (!record->size || *record->size == 0 || !HasRbdLocation(*record)) {
+      out->images.push_back(record);
+      continue;
+    }
+    const std::string key = KeyOf(*record);
+    auto known = allocated_.find(key);
+    if (known != allocated_.end()) {
+      auto copy = std::make_shared<ImageRecord>(*record);
+      copy->allocated_bytes = known->second;
+      out->images.push_back(std::move(copy));
+      continue;
+    }
+    out->images.push_back(record);
+    if (probed_.insert(key).second) {
+      probe_queue_.push_back(record);
+      queued = true;
     }
   }
-  std::shared_ptr<ByteSource> source;
-  std::string label;
+  if (queued) {
+    if (!prober_.joinable()) prober_ = NamedThread("gfs-rbd-probe", [this] { ProbeLoop(); });
+    probe_cv_.notify_one();
+  }
+  last_upstream_ = std::move(snap);
+  last_learned_ = learned_;
+  last_out_ = out;
+  return last_out_;
+}
+
+void RbdCatalog::ProbeLoop() {
+  std::unique_lock<std::mutex> lock(mu_);
+  for (;;) {
+    probe_cv_.wait(lock, [&] { return stopping_ || !probe_queue_.empty(); });
+    if (stopping_) return;
+    auto record = std::move(probe_queue_.front());
+    probe_queue_.pop_front();
+    lock.unlock();
+    std::string label;
+    auto source = OpenFromCeph(*record, &label);
+    lock.lock();
+    if (source.ok()) {
+      allocated_[KeyOf(*record)] = (*source)->allocated_bytes();
+      ++learned_;
+    }
+  }
+}
+
+Result<std::shared_ptr<RbdByteSource>> RbdCatalog::OpenFromCeph(const ImageRecord& record,
+                                                                 std::string* label) {
   for (const auto& [location, store] : RbdCandidates(record, options_.store)) {
     const std::string url = FormatRbdUrl(location);
     {
@@ -154,15 +217,11 @@ Result<std::shared_ptr<ByteSource>> RbdCatalog::OpenData(const ImageRecord& reco
       auto failed = failed_until_.find(url);
       if (failed != failed_until_.end() && Clock::now() < failed->second) continue;
     }
-    label = LabelOf(location, store);
+    *label = LabelOf(location, store);
     auto pool = clusters_.Pool(location.fsid, location.pool);
-    Result<std::shared_ptr<RbdByteSource>> opened =
-        pool.ok() ? RbdByteSource::Open(*pool, location, *record.size, StatsFor(label))
-                  : Result<std::shared_ptr<RbdByteSource>>(pool.status());
-    if (opened.ok()) {
-      source = std::move(opened).value();
-      break;
-    }
+    auto opened = pool.ok() ? RbdByteSource::Open(*pool, location, *record.size, StatsFor(*label))
+                            : Result<std::shared_ptr<RbdByteSource>>(pool.status());
+    if (opened.ok()) return opened;
     LOG_WARNING("image %s: location %s (store %s) skipped for %u s: %s", record.id.c_str(),
                 url.c_str(), store.empty() ? "-" : store.c_str(), options_.ceph.retry_s,
                 opened.status().message().c_str());
@@ -170,7 +229,24 @@ Result<std::shared_ptr<ByteSource>> RbdCatalog::OpenData(const ImageRecord& reco
     failed_until_[url] = Clock::now() + std::chrono::seconds(options_.ceph.retry_s);
     ++location_failures_;
   }
-  if (!source) {
+  return Status::NotFound("no rbd location of image " + record.id + " to read from");
+}
+
+Result<std::shared_ptr<ByteSource>> RbdCatalog::OpenData(const ImageRecord& record) {
+  if (!record.size) return upstream_->OpenData(record);
+  const std::string key = KeyOf(record);
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = open_.find(key);
+    if (it != open_.end()) {
+      if (auto source = it->second.lock()) return source;
+    }
+  }
+  std::string label;
+  std::shared_ptr<ByteSource> source;
+  if (auto ceph = OpenFromCeph(record, &label); ceph.ok()) {
+    source = std::move(ceph).value();
+  } else {
     GLANCEFS_ASSIGN_OR_RETURN(auto upstream, upstream_->OpenData(record));
     label = kUpstreamLabel;
     source = std::make_shared<CountingSource>(std::move(upstream), StatsFor(label));

@@ -13,17 +13,24 @@
 //    glancefs open a path or a URL.
 //  - The sources of the last kKeepOpen images opened stay open for kKeepSeconds, since opening
 //    an RBD image costs round trips; every open file of one image version shares one source.
+//  - Allocation: a background prober opens each listed image that has rbd:// locations once
+//    per image version, learns its allocation (RbdByteSource) and the next Refresh publishes it
+//    as the record's allocated_bytes, so st_blocks tells `cp --sparse`/`rsync -S` that a thin
+//    image is sparse before anyone opened it.
 //  - ImageInfo says which source serves an image (user.glancefs.source); Metrics counts bytes,
 //    reads and errors by source, and location failures.
 // Thread-safe.
 #pragma once
 
 #include <chrono>
+#include <condition_variable>
 #include <deque>
 #include <map>
 #include <memory>
 #include <mutex>
+#include <set>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "backends/rbd/ceph_clusters.h"
@@ -58,9 +65,11 @@ class RbdCatalog final : public Catalog {
   static constexpr int kKeepSeconds = 300;
 
   RbdCatalog(std::unique_ptr<Catalog> upstream, RbdCatalogOptions options);
+  ~RbdCatalog() override;
 
   std::string Describe() const override { return upstream_->Describe(); }
-  Result<std::shared_ptr<const CatalogSnapshot>> Refresh() override { return upstream_->Refresh(); }
+  // The upstream's snapshot, with the allocation the prober learned in allocated_bytes.
+  Result<std::shared_ptr<const CatalogSnapshot>> Refresh() override;
   Result<std::shared_ptr<ByteSource>> OpenData(const ImageRecord& record) override;
   std::vector<std::pair<std::string, std::string>> ImageInfo(const ImageRecord& record) override;
   std::string Metrics() override;
@@ -68,6 +77,11 @@ class RbdCatalog final : public Catalog {
  private:
   using Clock = std::chrono::steady_clock;
   std::shared_ptr<SourceStats> StatsFor(const std::string& label);
+  // The first rbd location of `record` that opens, skipping those that failed lately; the
+  // label it is counted under goes to *label. NotFound when there is none to try.
+  Result<std::shared_ptr<RbdByteSource>> OpenFromCeph(const ImageRecord& record,
+                                                      std::string* label);
+  void ProbeLoop();
   // The label a location's reads are counted under: "rbd:<store>", or "rbd:<fsid>/<pool>".
   static std::string LabelOf(const RbdLocation& location, const std::string& store);
 
@@ -82,7 +96,19 @@ class RbdCatalog final : public Catalog {
   std::map<std::string, Clock::time_point> failed_until_;  // by location url
   std::map<std::string, std::shared_ptr<SourceStats>> stats_;  // by label
   uint64_t location_failures_ = 0;
-  uint64_t upstream_opens_ = 0;
+
+  // The allocation prober. mu_ guards these too.
+  std::map<std::string, uint64_t> allocated_;  // by id + data version
+  std::set<std::string> probed_;               // keys queued or probed (failed ones too)
+  std::deque<std::shared_ptr<const ImageRecord>> probe_queue_;
+  uint64_t learned_ = 0;  // allocations learned so far
+  bool stopping_ = false;
+  std::condition_variable probe_cv_;
+  std::thread prober_;
+  // Refresh's own state (refreshes do not overlap).
+  std::shared_ptr<const CatalogSnapshot> last_upstream_;
+  std::shared_ptr<const CatalogSnapshot> last_out_;
+  uint64_t last_learned_ = 0;
 };
 
 }  // namespace glancefs::backends::rbd

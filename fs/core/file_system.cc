@@ -126,7 +126,15 @@ void FileSystem::Diff(const Namespace& old_ns, const Namespace& new_ns,
       bool shown_before = o && Shows(*o, f);
       bool same =
           shown_before && n && Shows(*n, f) && ContentVersion(*o, f) == ContentVersion(*n, f);
-      if (same) continue;
+      if (same) {
+        // Same bytes, new allocation (a store learned it): attributes only (st_blocks).
+        if (o->allocated_bytes != n->allocated_bytes) {
+          if (auto file_ino = inodes_.Find(FileKey(*o, f))) {
+            out->push_back({Kind::kInodeAttrs, *file_ino, ""});
+          }
+        }
+        continue;
+      }
       // The name now means another inode (or none): drop the dentry; drop the old inode's pages.
       if (dir_ino) out->push_back({Kind::kEntry, *dir_ino, fsns::FileName(f)});
       if (!shown_before) continue;
