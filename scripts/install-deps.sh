@@ -10,6 +10,7 @@ PACKAGES=(
   libfuse3-dev libcurl4-openssl-dev librocksdb-dev nlohmann-json3-dev libboost-dev
   libgtest-dev libgmock-dev libssl-dev zlib1g-dev libzstd-dev libsystemd-dev libxxhash-dev
   libyaml-cpp-dev
+  librbd-dev librados-dev   # backends/rbd (Ceph); the test cluster's daemons: tests/fixtures/ceph
   # runtime
   fuse3
   # what the tests drive: the oracles and the tools a user has
