@@ -6,29 +6,57 @@
 #include <cerrno>
 #include <cstdio>
 #include <ctime>
+#include <cstdlib>
 #include <filesystem>
+#include <functional>
+#include <mutex>
+#include <optional>
 
 #include "cache/rocks_block_store.h"
+#include "cache/stored_catalog.h"
 #include "fs/base/log.h"
+#include "fs/base/time_util.h"
 
 namespace glancefs::cache {
 namespace {
 
-// The Catalog decorator: data through the cache; every good refresh reported to the cache.
+// The Catalog decorator: data through the cache; every good refresh reported to the cache and
+// stored beside it (stored_catalog.h), so that a mount whose source cannot be reached serves the
+// last good catalog instead of failing.
 class CachingCatalog final : public Catalog {
  public:
-  CachingCatalog(Catalog* upstream, BlockCache* cache, Prefetcher* prefetcher)
-      : upstream_(upstream), cache_(cache), prefetcher_(prefetcher) {}
+  CachingCatalog(Catalog* upstream, BlockCache* cache, Prefetcher* prefetcher,
+                 std::function<int64_t()> now)
+      : upstream_(upstream), cache_(cache), prefetcher_(prefetcher), now_(std::move(now)) {}
 
   std::string Describe() const override { return upstream_->Describe(); }
 
   Result<std::shared_ptr<const CatalogSnapshot>> Refresh() override {
     auto snap = upstream_->Refresh();
-    if (snap.ok() && *snap != last_) {
-      last_ = *snap;
-      cache_->Observe(**snap);
-      prefetcher_->Observe(*snap);
+    if (!snap.ok()) {
+      if (last_ || tried_stored_) return snap;  // the file system keeps what it has
+      tried_stored_ = true;
+      auto stored = LoadStored();
+      if (!stored) return snap;
+      LOG_WARNING("%s: %s; serving the catalog stored at %s (%zu images) until it answers",
+                  upstream_->Describe().c_str(), snap.status().message().c_str(),
+                  FormatIso8601(stored->taken_at).c_str(), stored->snapshot->images.size());
+      Observe(stored->snapshot);
+      std::lock_guard<std::mutex> lock(mu_);
+      stored_at_ = stored->taken_at;
+      return stored->snapshot;
     }
+    const int64_t now = now_();
+    if (*snap != last_) {
+      Observe(*snap);
+      Status put = cache_->store()->PutMeta(kStoredCatalogKey, EncodeCatalog(**snap, now));
+      if (!put.ok()) LOG_WARNING("cannot store the catalog: %s", put.ToString().c_str());
+    }
+    // The time of the last answer, cheap to keep current: the record above changes less often.
+    (void)cache_->store()->PutMeta(kSeenKey, std::to_string(now));  // only makes the age exact
+    std::lock_guard<std::mutex> lock(mu_);
+    if (stored_at_) LOG_INFO("%s answers again: the stored catalog is replaced", Describe().c_str());
+    stored_at_ = 0;
     return snap;
   }
 
@@ -43,11 +71,54 @@ class CachingCatalog final : public Catalog {
   }
   std::string Metrics() override { return upstream_->Metrics(); }
 
+  std::vector<std::pair<std::string, std::string>> Info() override {
+    auto info = upstream_->Info();
+    std::lock_guard<std::mutex> lock(mu_);
+    if (stored_at_) {
+      info.emplace_back("catalog_state",
+                        "stored (as of " + FormatIso8601(stored_at_) + ", " +
+                            std::to_string(std::max<int64_t>(0, now_() - stored_at_)) +
+                            " s old; the source does not answer)");
+    } else {
+      info.emplace_back("catalog_state", "live");
+    }
+    return info;
+  }
+
  private:
+  static constexpr std::string_view kSeenKey = "catalog_seen";
+
+  void Observe(const std::shared_ptr<const CatalogSnapshot>& snap) {
+    last_ = snap;
+    cache_->Observe(*snap);
+    prefetcher_->Observe(snap);
+  }
+
+  // The stored catalog, or nothing (none, or damaged: logged).
+  std::optional<StoredCatalog> LoadStored() {
+    auto bytes = cache_->store()->GetMeta(kStoredCatalogKey);
+    if (!bytes.ok() || !*bytes) return std::nullopt;
+    auto stored = DecodeCatalog(**bytes);
+    if (!stored.ok()) {
+      LOG_ERROR("the stored catalog cannot be used: %s", stored.status().ToString().c_str());
+      return std::nullopt;
+    }
+    auto seen = cache_->store()->GetMeta(kSeenKey);
+    if (seen.ok() && *seen) {
+      stored->taken_at = std::max<int64_t>(stored->taken_at, std::atoll((*seen)->c_str()));
+    }
+    return std::move(stored).value();
+  }
+
   Catalog* const upstream_;
   BlockCache* const cache_;
   Prefetcher* const prefetcher_;
-  std::shared_ptr<const CatalogSnapshot> last_;  // only the refresher thread calls Refresh
+  const std::function<int64_t()> now_;
+  // Only the refresher thread calls Refresh: these two are its own.
+  std::shared_ptr<const CatalogSnapshot> last_;
+  bool tried_stored_ = false;
+  std::mutex mu_;
+  int64_t stored_at_ = 0;  // GUARDED_BY(mu_): serving a stored catalog taken then; 0: live
 };
 
 std::string Num(uint64_t v) { return std::to_string(v); }
@@ -119,7 +190,8 @@ Result<std::unique_ptr<CacheService>> CacheService::OpenWithStore(
 }
 
 std::unique_ptr<Catalog> CacheService::WrapCatalog() {
-  return std::make_unique<CachingCatalog>(upstream_, cache_.get(), prefetcher_.get());
+  return std::make_unique<CachingCatalog>(upstream_, cache_.get(), prefetcher_.get(),
+                                          options_.cache.now);
 }
 
 CacheEntry CacheService::EntryOf(const CachedImageInfo& info,

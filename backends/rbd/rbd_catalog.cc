@@ -247,9 +247,13 @@ Result<std::shared_ptr<ByteSource>> RbdCatalog::OpenData(const ImageRecord& reco
   if (auto ceph = OpenFromCeph(record, &label); ceph.ok()) {
     source = std::move(ceph).value();
   } else {
+    // The upstream keeps its own sources (and may refuse an open, e.g. a vanished file).
     GLANCEFS_ASSIGN_OR_RETURN(auto upstream, upstream_->OpenData(record));
-    label = kUpstreamLabel;
-    source = std::make_shared<CountingSource>(std::move(upstream), StatsFor(label));
+    auto stats = StatsFor(kUpstreamLabel);
+    std::lock_guard<std::mutex> lock(mu_);
+    source_of_[record.id] = kUpstreamLabel;
+    return std::shared_ptr<ByteSource>(
+        std::make_shared<CountingSource>(std::move(upstream), std::move(stats)));
   }
   std::lock_guard<std::mutex> lock(mu_);
   auto& slot = open_[key];

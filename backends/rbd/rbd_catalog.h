@@ -11,8 +11,9 @@
 //    (`os_glance_importing_to_stores`), when no conf names its fsid, and for `retry_s` seconds
 //    after it failed. Schemes other than rbd:// are never followed: a record cannot make
 //    glancefs open a path or a URL.
-//  - The sources of the last kKeepOpen images opened stay open for kKeepSeconds, since opening
-//    an RBD image costs round trips; every open file of one image version shares one source.
+//  - The RBD sources of the last kKeepOpen images opened stay open for kKeepSeconds, since
+//    opening an RBD image costs round trips; every open file of one image version shares one.
+//    Upstream sources are the upstream's to keep: each OpenData asks it again.
 //  - Allocation: a background prober opens each listed image that has rbd:// locations once
 //    per image version, learns its allocation (RbdByteSource) and the next Refresh publishes it
 //    as the record's allocated_bytes, so st_blocks tells `cp --sparse`/`rsync -S` that a thin
@@ -73,6 +74,7 @@ class RbdCatalog final : public Catalog {
   Result<std::shared_ptr<ByteSource>> OpenData(const ImageRecord& record) override;
   std::vector<std::pair<std::string, std::string>> ImageInfo(const ImageRecord& record) override;
   std::string Metrics() override;
+  std::vector<std::pair<std::string, std::string>> Info() override { return upstream_->Info(); }
 
  private:
   using Clock = std::chrono::steady_clock;
