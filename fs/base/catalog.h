@@ -84,6 +84,10 @@ class Catalog {
     return {};
   }
 
+  // The catalog's state as name/value pairs, shown as user.glancefs.<name> xattrs of the mount's
+  // root (say, whether it is live or a stored copy). Default: nothing.
+  virtual std::vector<std::pair<std::string, std::string>> Info() { return {}; }
+
   // The catalog's own metrics in the Prometheus text format, appended to metrics.prom.
   virtual std::string Metrics() { return {}; }
 };

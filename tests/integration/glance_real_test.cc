@@ -329,6 +329,63 @@ TEST_F(RealGlanceTest, GlanceDownGivesEioInBoundedTimeAndTheCatalogStays) {
   EXPECT_EQ(m.Unmount(), 0) << m.Log();
 }
 
+// Issue 12: a node reboots while Glance is down. The mount comes up from the catalog stored
+// with its cache, serves what is cached, answers the rest with EIO in bounded time, and
+// becomes live again when Glance answers. With no stored catalog it still fails clearly.
+TEST_F(RealGlanceTest, MountsFromTheStoredCatalogWhileGlanceIsDown) {
+  std::string cached = work_ + "/s1.raw", uncached = work_ + "/s2.raw";
+  MustSh("head -c 3M /dev/urandom > " + cached + " && head -c 3M /dev/urandom > " + uncached);
+  std::string cached_id = Upload(cached, "rg-stored-cached", "raw");
+  std::string uncached_id = Upload(uncached, "rg-stored-uncached", "raw");
+  const std::string cache = work_ + "/cache";
+  {
+    Mount m(Env("GLANCE_URL"), "-o refresh=1,cache_dir=" + cache);
+    ASSERT_TRUE(m.mounted());
+    MustSh("cmp " + m.path() + "/images/" + cached_id + "/disk.raw " + cached);
+    EXPECT_EQ(Xattr(m.path(), "user.glancefs.catalog_state"), "live");
+    EXPECT_EQ(m.Unmount(), 0) << m.Log();
+  }
+  MustSh(kFixture + "/glance-down.sh " + *state_, 120);  // stopped, data kept
+  struct Restart {
+    ~Restart() { Sh(kFixture + "/glance-up.sh " + *state_ + " >/dev/null 2>&1", 300); }
+  } restart;
+  {
+    MustSh("mkdir -p " + work_ + "/mnt-fresh");
+    CmdResult fresh = Sh(std::string(GLANCEFS_BIN) + " " + Env("GLANCE_URL") + " " + work_ +
+                             "/mnt-fresh -f -o cache_dir=" + work_ + "/empty-cache",
+                         60);
+    EXPECT_NE(fresh.status, 0) << "mounted with nothing stored and Glance down";
+    EXPECT_NE(fresh.out.find("cannot read catalog"), std::string::npos) << fresh.out;
+  }
+  auto t0 = std::chrono::steady_clock::now();
+  Mount m(Env("GLANCE_URL"), "-o refresh=1,cache_dir=" + cache);
+  ASSERT_TRUE(m.mounted()) << m.Log();
+  std::printf("mounted from the stored catalog in %.1f s\n",
+              std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+  std::string state = Xattr(m.path(), "user.glancefs.catalog_state");
+  EXPECT_EQ(state.rfind("stored (as of ", 0), 0u) << state;
+  EXPECT_NE(m.Log().find("serving the catalog stored at"), std::string::npos) << m.Log();
+  std::set<std::string> shown = Ls(m.path() + "/images");
+  EXPECT_EQ(shown.count(cached_id) + shown.count(uncached_id), 2u);
+  MustSh("cmp " + m.path() + "/images/" + cached_id + "/disk.raw " + cached);
+  EXPECT_EQ(MustSh("readlink " + m.path() + "/by-name/rg-stored-cached"),
+            "../images/" + cached_id + "\n");
+  t0 = std::chrono::steady_clock::now();
+  CmdResult r = Sh("cat " + m.path() + "/images/" + uncached_id + "/disk.raw > /dev/null", 60);
+  double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  EXPECT_NE(r.out.find("Input/output error"), std::string::npos) << r.out;
+  EXPECT_LT(secs, 20.0);
+
+  // Glance answers again: the next refresh replaces the stored catalog, new images show.
+  ASSERT_EQ(Sh(kFixture + "/glance-up.sh " + *state_ + " >/dev/null 2>&1", 300).status, 0);
+  std::string later = Upload(cached, "rg-stored-later", "raw");
+  MustSh("for i in $(seq 100); do test -d " + m.path() + "/images/" + later +
+         " && exit 0; sleep 0.2; done; exit 1");
+  EXPECT_EQ(Xattr(m.path(), "user.glancefs.catalog_state"), "live");
+  MustSh("cmp " + m.path() + "/images/" + uncached_id + "/disk.raw " + uncached);
+  EXPECT_EQ(m.Unmount(), 0) << m.Log();
+}
+
 // Issue 5: touch queue/ for 8 images; kill -9 in the middle; a restart resumes without
 // refetching what was complete; then every image reads correctly with Glance stopped.
 TEST_F(RealGlanceTest, PrefetchQueueSurvivesKillNineAndServesOffline) {

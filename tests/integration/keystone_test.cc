@@ -161,6 +161,34 @@ TEST(KeystoneTest, MountsWhatTheProjectSees) {
     EXPECT_EQ(r.out.find("wrong-password"), std::string::npos) << r.out;
     ::setenv("OS_PASSWORD", env["OS_PASSWORD"].c_str(), 1);
   }
+  {
+    // A node boots while Keystone and Glance are down: it mounts from the catalog stored with
+    // its cache, reads what is cached, gets EIO for the rest, and goes live when they answer.
+    const std::string cache = work + "/ks-cache";
+    {
+      Mount m("keystone", "-o refresh=1,readahead_max=0,cache_dir=" + cache);
+      ASSERT_TRUE(m.mounted()) << m.Log();
+      MustSh("cmp -n 4M " + m.path() + "/images/" + id + "/disk.raw " + file);
+      EXPECT_EQ(m.Unmount(), 0) << m.Log();
+    }
+    MustSh(kFixture + "/glance-down.sh " + state, 120);  // stopped, data kept
+    Mount m("keystone", "-o refresh=1,readahead_max=0,cache_dir=" + cache);
+    ASSERT_TRUE(m.mounted()) << m.Log();
+    EXPECT_NE(m.Log().find("asking again at every refresh"), std::string::npos) << m.Log();
+    std::string state_xattr = MustSh("getfattr --absolute-names --only-values -n "
+                                     "user.glancefs.catalog_state " + m.path());
+    EXPECT_EQ(state_xattr.rfind("stored (as of ", 0), 0u) << state_xattr;
+    const std::string disk = m.path() + "/images/" + id + "/disk.raw";
+    MustSh("cmp -n 4M " + disk + " " + file);
+    CmdResult r = Sh("dd if=" + disk + " of=/dev/null bs=1M skip=900 count=1 status=none", 60);
+    EXPECT_NE(r.out.find("Input/output error"), std::string::npos) << r.out;
+    ASSERT_EQ(Sh(kFixture + "/glance-up.sh " + state + " >/dev/null 2>&1", 300).status, 0);
+    MustSh("for i in $(seq 150); do getfattr --absolute-names --only-values -n "
+           "user.glancefs.catalog_state " + m.path() + " | grep -qx live && exit 0; sleep 0.2; "
+           "done; exit 1", 60);
+    MustSh("cmp " + disk + " " + file, 300);
+    EXPECT_EQ(m.Unmount(), 0) << m.Log();
+  }
   Sh(kFixture + "/glance-down.sh --purge " + state, 120);
   Sh("rm -rf " + work);
 }

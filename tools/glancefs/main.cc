@@ -11,7 +11,9 @@
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
+#include <functional>
 #include <map>
+#include <mutex>
 #include <memory>
 #include <string>
 
@@ -25,6 +27,7 @@
 #include "fs/core/file_system.h"
 #include "fs/fuse/cmdline.h"
 #include "fs/fuse/session.h"
+#include "tools/glancefs/metrics_server.h"
 
 namespace {
 
@@ -54,6 +57,63 @@ Result<std::string> ReadToken(const std::string& token_file) {
   if (token.empty()) return Status::InvalidArgument("token_file " + token_file + " is empty");
   return token;
 }
+
+// A source whose catalog cannot be built until a service answers (Keystone, at boot): built at
+// the first refresh that can build it. Until then refreshes fail (the cache serves its stored
+// catalog) and image data reads fail with Unavailable (the cache serves what it holds).
+class DeferredCatalog final : public Catalog {
+ public:
+  using Factory = std::function<Result<std::unique_ptr<Catalog>>()>;
+  DeferredCatalog(std::string description, Factory factory)
+      : description_(std::move(description)), factory_(std::move(factory)) {}
+
+  std::string Describe() const override { return description_; }
+
+  Result<std::shared_ptr<const glancefs::CatalogSnapshot>> Refresh() override {
+    Catalog* inner = Inner();
+    if (!inner) {
+      auto built = factory_();
+      if (!built.ok()) return built.status();
+      LOG_INFO("%s answers: the catalog is live", description_.c_str());
+      std::lock_guard<std::mutex> lock(mu_);
+      inner_ = std::move(built).value();
+      inner = inner_.get();
+    }
+    return inner->Refresh();
+  }
+
+  Result<std::shared_ptr<glancefs::ByteSource>> OpenData(
+      const glancefs::ImageRecord& record) override {
+    if (Catalog* inner = Inner()) return inner->OpenData(record);
+    return std::shared_ptr<glancefs::ByteSource>(
+        std::make_shared<UnreachableSource>(record.size.value_or(0), description_));
+  }
+
+ private:
+  // Reads fail: the source of the image's bytes has not been reached yet.
+  class UnreachableSource final : public glancefs::ByteSource {
+   public:
+    UnreachableSource(uint64_t size, std::string what) : size_(size), what_(std::move(what)) {}
+    uint64_t size() const override { return size_; }
+    Status ReadAt(uint64_t, size_t, char*) override {
+      return Status::Unavailable(what_ + " has not answered yet");
+    }
+
+   private:
+    const uint64_t size_;
+    const std::string what_;
+  };
+
+  Catalog* Inner() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return inner_.get();
+  }
+
+  const std::string description_;
+  const Factory factory_;  // called by the refresher thread only
+  std::mutex mu_;
+  std::unique_ptr<Catalog> inner_;  // GUARDED_BY(mu_); set once, never reset
+};
 
 Result<std::unique_ptr<Catalog>> OpenSourceCatalog(const glancefs::fuse::CommandLine& cl) {
   const std::string& source = cl.source;
@@ -108,16 +168,27 @@ Result<std::unique_ptr<Catalog>> OpenSourceCatalog(const glancefs::fuse::Command
     std::shared_ptr<glancefs::backends::HttpClient> client =
         glancefs::backends::NewCurlHttpClient(http);
     auto keystone = std::make_shared<glancefs::backends::KeystoneTokenSource>(client, *creds);
-    if (Status s = keystone->Authenticate(); !s.ok()) return s;
-    auto endpoint = keystone->ImageEndpoint();
-    if (!endpoint.ok()) return endpoint.status();
     glancefs::backends::GlanceOptions glance;
-    glance.endpoint = *endpoint;
     glance.spool_dir = cl.spool_dir;
     glance.page_limit = cl.page_limit;
     glance.relist = cl.relist;
+    auto build = [client, keystone, glance]() mutable -> Result<std::unique_ptr<Catalog>> {
+      if (Status s = keystone->Authenticate(); !s.ok()) return s;
+      auto endpoint = keystone->ImageEndpoint();
+      if (!endpoint.ok()) return endpoint.status();
+      glance.endpoint = *endpoint;
+      return std::unique_ptr<Catalog>(
+          std::make_unique<glancefs::backends::GlanceCatalog>(client, keystone, glance));
+    };
+    auto built = build();
+    // Keystone out of reach (not wrong credentials): with a cache, mount from the stored
+    // catalog and ask Keystone again at every refresh.
+    if (built.ok() || built.status().code() != Status::Code::kUnavailable || !cl.cache) {
+      return built;
+    }
+    LOG_WARNING("%s: asking again at every refresh", built.status().message().c_str());
     return std::unique_ptr<Catalog>(
-        std::make_unique<glancefs::backends::GlanceCatalog>(client, keystone, glance));
+        std::make_unique<DeferredCatalog>("keystone:" + creds->auth_url, std::move(build)));
   }
   return Status::InvalidArgument("unknown SOURCE '" + source +
                                  "': expected dir:PATH, http(s)://HOST:PORT or keystone");
@@ -245,6 +316,14 @@ int main(int argc, char** argv) {
                                         s.message()));
   }
 
+  std::unique_ptr<glancefs::tools::MetricsServer> metrics;
+  if (!cl->metrics_listen.empty()) {
+    auto started = glancefs::tools::MetricsServer::Start(cl->metrics_listen,
+                                                         [&fs] { return fs.MetricsText(); });
+    if (!started.ok()) return Fail(started.status());
+    metrics = std::move(started).value();
+  }
+
   glancefs::fuse::SessionOptions session_options;
   session_options.mountpoint = cl->mountpoint;
   session_options.fuse_args = cl->fuse_args;
@@ -265,6 +344,7 @@ int main(int argc, char** argv) {
   Status run = (*session)->Run();
   ::sd_notify(0, "STOPPING=1");
   session->reset();  // unmounts
+  metrics.reset();
   if (!run.ok()) {
     LOG_ERROR("%s", run.ToString().c_str());
     return 1;
