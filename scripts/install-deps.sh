@@ -11,6 +11,7 @@ PACKAGES=(
   libgtest-dev libgmock-dev libssl-dev zlib1g-dev libzstd-dev libsystemd-dev libxxhash-dev
   libyaml-cpp-dev
   librbd-dev librados-dev   # backends/rbd (Ceph); the test cluster's daemons: tests/fixtures/ceph
+  libcpp-httplib-dev        # -o metrics_listen
   # runtime
   fuse3
   # what the tests drive: the oracles and the tools a user has

@@ -20,7 +20,6 @@ using fsns::Namespace;
 constexpr std::string_view kGlancePrefix = "user.glance.";
 constexpr std::string_view kGlancefsPrefix = "user.glancefs.";
 constexpr size_t kXattrNameMax = 255;    // XATTR_NAME_MAX
-constexpr size_t kXattrListMax = 65536;  // XATTR_LIST_MAX
 
 NodeKey DirKey(NodeKind kind) { return NodeKey{kind, ImageFile::kMetadata, "", ""}; }
 NodeKey ImageDirKey(const std::string& id) {
@@ -64,6 +63,7 @@ Status FileSystem::Refresh(std::vector<Invalidation>* invalidations) {
   auto snap = catalog_->Refresh();
   if (!snap.ok()) {
     std::lock_guard<std::mutex> lock(refresh_mu_);
+    ++refresh_failures_;
     if (refresh_error_ != snap.status().ToString()) {
       refresh_error_ = snap.status().ToString();
       LOG_ERROR("catalog %s: refresh failed, serving the last good catalog: %s",
@@ -563,6 +563,7 @@ std::vector<std::pair<std::string, std::string>> FileSystem::RootXattrs() const 
   std::lock_guard<std::mutex> lock(refresh_mu_);
   if (last_refresh_) out.emplace_back("user.glancefs.last_refresh", FormatIso8601(last_refresh_));
   if (!refresh_error_.empty()) out.emplace_back("user.glancefs.refresh_error", refresh_error_);
+  for (auto& [k, v] : catalog_->Info()) out.emplace_back(std::string(kGlancefsPrefix) + k, v);
   if (options_.cache) {
     for (auto& [k, v] : options_.cache->Stats()) out.emplace_back("user.glancefs.cache." + k, v);
   }
@@ -570,7 +571,22 @@ std::vector<std::pair<std::string, std::string>> FileSystem::RootXattrs() const 
 }
 
 std::string FileSystem::MetricsText() const {
-  return options_.cache->Prometheus() + catalog_->Metrics();
+  std::string out = options_.cache ? options_.cache->Prometheus() : "";
+  const size_t images = ns()->snapshot()->images.size();
+  std::lock_guard<std::mutex> lock(refresh_mu_);
+  out += "# HELP glancefs_catalog_images Images in the catalog the mount shows (hidden included).\n"
+         "# TYPE glancefs_catalog_images gauge\n"
+         "glancefs_catalog_images " + std::to_string(images) + "\n"
+         "# HELP glancefs_catalog_last_refresh_timestamp_seconds When the catalog last refreshed.\n"
+         "# TYPE glancefs_catalog_last_refresh_timestamp_seconds gauge\n"
+         "glancefs_catalog_last_refresh_timestamp_seconds " + std::to_string(last_refresh_) + "\n"
+         "# HELP glancefs_catalog_refresh_failures_total Refreshes that failed.\n"
+         "# TYPE glancefs_catalog_refresh_failures_total counter\n"
+         "glancefs_catalog_refresh_failures_total " + std::to_string(refresh_failures_) + "\n"
+         "# HELP glancefs_catalog_refresh_failing 1 while the last refresh failed.\n"
+         "# TYPE glancefs_catalog_refresh_failing gauge\n"
+         "glancefs_catalog_refresh_failing " + (refresh_error_.empty() ? "0" : "1") + "\n";
+  return out + catalog_->Metrics();
 }
 
 std::vector<std::pair<std::string, std::string>> FileSystem::ImageXattrs(const ImageRecord& image) {
@@ -646,8 +662,8 @@ Result<std::string> FileSystem::ListXattr(uint64_t ino) {
         k.empty()) {
       continue;
     }
-    // The kernel refuses lists over 64 KiB (XATTR_LIST_MAX) outright: list what fits.
-    if (out.size() + kGlancePrefix.size() + k.size() + 1 > kXattrListMax) break;
+    // A list over 64 KiB (XATTR_LIST_MAX) is answered whole: the kernel then fails listxattr
+    // with E2BIG, as for any file system, rather than a silently truncated list.
     out += kGlancePrefix;
     out += k;
     out.push_back('\0');

@@ -127,6 +127,10 @@ class FileSystem {
   // The names, each followed by a NUL, as listxattr(2) returns them.
   Result<std::string> ListXattr(uint64_t ino);
 
+  // metrics.prom, in the Prometheus text format: the cache's metrics, the catalog's state, then
+  // the catalog's own (sources). Also what -o metrics_listen serves.
+  std::string MetricsText() const;
+
   size_t inode_count() const { return inodes_.size(); }
   // Counts namespace swaps: a directory handle older than this may list a stale tree.
   uint64_t generation() const {
@@ -147,8 +151,7 @@ class FileSystem {
   std::shared_ptr<const ImageRecord> XattrImage(const NodeKey& key,
                                                 const fsns::Namespace& ns) const;
   std::vector<std::pair<std::string, std::string>> RootXattrs() const;
-  // metrics.prom: the cache's metrics, then the catalog's.
-  std::string MetricsText() const;
+
   // user.glancefs.* of an image (format verdict).
   std::vector<std::pair<std::string, std::string>> ImageXattrs(const ImageRecord& image);
   // The image `name` in queue/ or cache/ names: an id, or a by-name entry.
@@ -180,9 +183,10 @@ class FileSystem {
   std::mutex verdict_mu_;                                    // guards verdicts_; a leaf
   std::unordered_map<std::string, CachedVerdict> verdicts_;  // by image id
 
-  mutable std::mutex refresh_mu_;  // guards the two below
+  mutable std::mutex refresh_mu_;  // guards the three below
   int64_t last_refresh_ = 0;       // GUARDED_BY(refresh_mu_): time of the last good refresh
   std::string refresh_error_;      // GUARDED_BY(refresh_mu_): last error, empty if none
+  uint64_t refresh_failures_ = 0;  // GUARDED_BY(refresh_mu_)
 };
 
 }  // namespace glancefs::core

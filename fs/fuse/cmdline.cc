@@ -52,6 +52,7 @@ struct RawOptions {
   unsigned rbd_timeout_s = 30;
   unsigned rbd_retry_s = 30;
   char* store = nullptr;
+  char* metrics_listen = nullptr;
 };
 
 #define GLANCEFS_OPT(t, p) \
@@ -85,6 +86,7 @@ const struct fuse_opt kOptions[] = {
     GLANCEFS_OPT("rbd_timeout=%u", rbd_timeout_s),
     GLANCEFS_OPT("rbd_retry=%u", rbd_retry_s),
     GLANCEFS_OPT("store=%s", store),
+    GLANCEFS_OPT("metrics_listen=%s", metrics_listen),
     {"norbd", offsetof(RawOptions, norbd), 1},
     {"nocache", offsetof(RawOptions, nocache), 1},
     {"insecure", offsetof(RawOptions, insecure), 1},
@@ -128,7 +130,8 @@ Result<CommandLine> ParseCommandLine(int argc, char** argv) {
     std::free(raw.spool_dir);
     std::free(raw.log_level);
     std::free(raw.source);
-    for (char* p : {raw.ceph_conf_dir, raw.rbd_user, raw.store, raw.cache_dir, raw.cache_size, raw.cache_min_free, raw.cache_memory,
+    for (char* p : {raw.ceph_conf_dir, raw.rbd_user, raw.store, raw.metrics_listen,
+                    raw.cache_dir, raw.cache_size, raw.cache_min_free, raw.cache_memory,
                     raw.cache_block, raw.fetch_size, raw.readahead_max, raw.prefetch_rate}) {
       std::free(p);
     }
@@ -175,6 +178,7 @@ Result<CommandLine> ParseCommandLine(int argc, char** argv) {
   if (raw.ceph_conf_dir) cl.ceph_conf_dir = raw.ceph_conf_dir;
   if (raw.rbd_user) cl.rbd_user = raw.rbd_user;
   if (raw.store) cl.store = raw.store;
+  if (raw.metrics_listen) cl.metrics_listen = raw.metrics_listen;
   cl.rbd_timeout_s = raw.rbd_timeout_s;
   cl.rbd_retry_s = raw.rbd_retry_s;
   struct SizeOption {
@@ -308,6 +312,9 @@ void PrintHelp(const char* program) {
       "    -o region=NAME         keystone: endpoint region (default OS_REGION_NAME)\n"
       "    -o spool_dir=DIR       with nocache: where images whose store refuses Range\n"
       "                           are streamed (default /var/tmp)\n"
+      "    -o metrics_listen=[HOST:]PORT\n"
+      "                           serve metrics.prom at http://HOST:PORT/metrics for\n"
+      "                           Prometheus (HOST default 127.0.0.1)\n"
       "\n"
       "Ceph RBD options (docs/RBD.md):\n"
       "    -o norbd               never read from Ceph: rbd:// images through the SOURCE\n"

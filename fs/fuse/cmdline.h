@@ -62,6 +62,7 @@ struct CommandLine {
   unsigned rbd_timeout_s = 30;              // -o rbd_timeout=SECONDS: every Ceph wait
   unsigned rbd_retry_s = 30;                // -o rbd_retry=SECONDS: after a failed location
   std::string store;                        // -o store=NAME: the node's preferred store
+  std::string metrics_listen;  // -o metrics_listen=[HOST:]PORT: serve /metrics over HTTP
   std::vector<std::string> fuse_args;  // for fuse_session_new, argv[0] first
 };
 

@@ -359,6 +359,55 @@ TEST_F(MountTest, BadInputGetsAnErrnoAndTheRestServes) {
   EXPECT_EQ(m.Unmount(), 0) << m.Log();
 }
 
+// More property names than fit in listxattr's 64 KiB: E2BIG, never a silently cut list; each
+// property still reads by name.
+TEST_F(MountTest, TooManyPropertyNamesGiveE2bigNotATruncatedList) {
+  std::string raw_file = MakeRaw("a.raw");
+  std::string id = AddImage(catalog_, raw_file, "--name many");
+  const std::string record = catalog_ + "/" + id + ".json";
+  MustSh("python3 -c 'import json, sys\n"
+         "r = json.load(open(sys.argv[1]))\n"
+         "r.update({\"property_%05d\" % i: str(i) for i in range(5000)})\n"
+         "json.dump(r, open(sys.argv[1] + \".tmp\", \"w\"))' " +
+         record + " && mv " + record + ".tmp " + record);
+  Mount m("dir:" + catalog_);
+  ASSERT_TRUE(m.mounted());
+  const std::string dir = m.path() + "/images/" + id;
+  CmdResult r = Sh("python3 -c 'import os, sys\n"
+                   "try:\n  print(len(os.listxattr(sys.argv[1])))\n"
+                   "except OSError as e:\n  print(os.strerror(e.errno)); sys.exit(3)' " +
+                   dir);
+  EXPECT_EQ(r.status, 3) << r.out;
+  EXPECT_NE(r.out.find("Argument list too long"), std::string::npos) << r.out;
+  EXPECT_EQ(MustSh("getfattr --absolute-names --only-values -n user.glance.property_04999 " + dir),
+            "4999");
+}
+
+// -o metrics_listen serves metrics.prom for Prometheus; a port already taken fails the mount.
+TEST_F(MountTest, MetricsOverHttpForPrometheus) {
+  AddImage(catalog_, MakeRaw("a.raw"), "--name one");
+  const std::string listen = "127.0.0.1:" + std::to_string(FreePort());
+  Mount m("dir:" + catalog_, "-o refresh=1,metrics_listen=" + listen);
+  ASSERT_TRUE(m.mounted());
+  std::string headers = MustSh("curl -sS -D - -o " + work_ + "/scrape http://" + listen + "/metrics");
+  EXPECT_NE(headers.find("Content-Type: text/plain; version=0.0.4"), std::string::npos) << headers;
+  std::string scrape = ReadFile(work_ + "/scrape");
+  EXPECT_NE(scrape.find("\nglancefs_catalog_images 1\n"), std::string::npos) << scrape;
+  EXPECT_NE(scrape.find("glancefs_catalog_last_refresh_timestamp_seconds "), std::string::npos);
+  EXPECT_NE(scrape.find("# TYPE glancefs_cache_hits_total"), std::string::npos) << scrape;
+  EXPECT_EQ(MustSh("curl -s -o /dev/null -w '%{http_code}' http://" + listen + "/other"), "404");
+  // Every sample line is NAME{LABELS} VALUE with a TYPE line before its family.
+  MustSh("awk '/^#/ { next } !/^[a-z_]+(\\{[^}]*\\})? [0-9.e+-]+$/ { print; bad = 1 } END { exit bad }' " +
+         work_ + "/scrape");
+  std::string other = work_ + "/mnt2";
+  fs::create_directory(other);
+  CmdResult taken = Sh(std::string(GLANCEFS_BIN) + " dir:" + catalog_ + " " + other +
+                       " -f -o nocache,metrics_listen=" + listen, 30);
+  EXPECT_NE(taken.status, 0);
+  EXPECT_NE(taken.out.find("cannot bind"), std::string::npos) << taken.out;
+  EXPECT_EQ(m.Unmount(), 0) << m.Log();
+}
+
 TEST_F(MountTest, StrangeNamesStayInsideTheMount) {
   std::string raw_file = work_ + "/tiny";
   WriteFile(raw_file, "tiny");
