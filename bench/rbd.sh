@@ -100,7 +100,7 @@ eight() {  # EXTRA_OPTS
   for i in $(seq 8); do fusermount3 -u "$W/node$i"; done
   secs "$t0" "$t1"
 }
-served() { grep "GET /v2/images/$ID/file" "$W/glance/log/glance-api.log" | awk '{ for (i = 1; i < NF; i++) if ($i ~ /^200$/) { s += $(i + 1) } } END { print s + 0 }'; }
+served() { grep "GET /v2/images/$ID/file" "$W/glance/log/glance-api.log" | awk '{ for (i = 1; i < NF; i++) if ($i ~ /^200$/) { s += $(i + 1) } } END { printf "%d", s }'; }
 before=$(served); e8=$(eight ""); b8=$(( $(served) - before ))
 before=$(served); r8=$(eight ",norbd"); r8b=$(( $(served) - before ))
 

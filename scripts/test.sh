@@ -6,6 +6,11 @@
 # Fails loudly when something is missing; never skips silently.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# The same environment wherever it runs (a login shell, CI, cron): the system's tools on PATH,
+# a HOME, and no terminal to read from.
+export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin${PATH:+:$PATH}
+export HOME=${HOME:-/root}
+exec </dev/null
 ./scripts/install-deps.sh
 
 echo "== build (RelWithDebInfo)"
@@ -21,6 +26,7 @@ if [[ "${GLANCEFS_SKIP_SANITIZERS:-0}" != 1 ]]; then
   BUILD_DIR=build-asan ./scripts/build.sh -DGLANCEFS_SANITIZE=address,undefined
   echo "== tests (ASan + UBSan)"
   ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+    LSAN_OPTIONS=suppressions=$PWD/tests/lsan.supp \
     ctest --test-dir build-asan --output-on-failure -j 2 --timeout 900
 else
   echo "== sanitizer build skipped: GLANCEFS_SKIP_SANITIZERS=1"
