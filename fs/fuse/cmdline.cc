@@ -285,6 +285,7 @@ std::string DefaultCacheDir(const std::string& source) {
 void PrintHelp(const char* program) {
   std::printf(
       "usage: %s SOURCE MOUNTPOINT [-o opt[,opt...]] [-f] [-d]\n"
+      "       %s --config FILE [MOUNTPOINT] [-o opt[,opt...]] [-f] [-d]\n"
       "\n"
       "Mounts an OpenStack Glance image catalog as a read-only file system.\n"
       "\n"
@@ -340,9 +341,11 @@ void PrintHelp(const char* program) {
       "    -o prefetch_interval=SECONDS\n"
       "                           start queued images every SECONDS (default 0 = at once)\n"
       "\n"
+      "--config FILE: an INI file whose [glancefs] section sets source, mountpoint and\n"
+      "any option above (key = value; flags: key = true); the command line wins.\n"
       "See glancefs(8) for the layout of the mount.\n"
       "\n",
-      program);
+      program, program);
   std::printf("FUSE options:\n");
   fuse_cmdline_help();
   fuse_lowlevel_help();

@@ -408,6 +408,44 @@ TEST_F(MountTest, MetricsOverHttpForPrometheus) {
   EXPECT_EQ(m.Unmount(), 0) << m.Log();
 }
 
+// --config FILE: an INI [glancefs] section gives SOURCE, MOUNTPOINT and options; the command
+// line's options win; what the file gets wrong is named.
+TEST_F(MountTest, ConfigFileSetsSourceAndOptionsAndTheCommandLineWins) {
+  std::string id = AddImage(catalog_, MakeRaw("a.raw"), "--name conf");
+  const std::string mnt = work_ + "/mnt", conf = work_ + "/glancefs.conf";
+  fs::create_directory(mnt);
+  WriteFile(conf, "# a comment\n[glancefs]\nsource = dir:" + catalog_ + "\nmountpoint = " + mnt +
+                      "\nrefresh = 1\ncache_dir = " + work_ + "/cache\nallow_other = true\n"
+                      "nocache = false\nlog_level = bogus\n");
+  CmdResult bad = Sh(std::string(GLANCEFS_BIN) + " --config " + conf + " -f", 30);
+  EXPECT_NE(bad.status, 0);
+  EXPECT_NE(bad.out.find("log_level must be"), std::string::npos) << bad.out;
+  // The command line's log_level wins; the mount point comes from the file.
+  MustSh(std::string(GLANCEFS_BIN) + " --config " + conf + " -o log_level=warning", 30);
+  EXPECT_TRUE(IsMounted(mnt));
+  MustSh("cmp " + mnt + "/images/" + id + "/disk.raw " + work_ + "/a.raw");
+  EXPECT_NE(MustSh("grep ' " + mnt + " ' /proc/mounts"), "");
+  EXPECT_NE(MustSh("grep ' " + mnt + " ' /proc/mounts").find("allow_other"), std::string::npos);
+  EXPECT_TRUE(fs::exists(work_ + "/cache"));
+  MustSh("fusermount3 -u " + mnt);
+  for (const auto& [text, said] : std::vector<std::pair<std::string, std::string>>{
+           {"source = dir:/x\n", "outside the [glancefs] section"},
+           {"[glance]\nsource = dir:/x\n", "unknown section [glance]"},
+           {"[glancefs]\nsource = dir:/x\nsource = dir:/y\n", "duplicate"},
+           {"[glancefs]\nCache-Size = 1G\n", "not an option name"},
+           {"[glancefs]\nrefresh = 1\n", "no source"},
+       }) {
+    WriteFile(conf, text);
+    CmdResult r = Sh(std::string(GLANCEFS_BIN) + " --config " + conf + " " + mnt + " -f", 30);
+    EXPECT_NE(r.status, 0) << text;
+    EXPECT_NE(r.out.find(said), std::string::npos) << text << r.out;
+  }
+  // The example that ships with the unit parses.
+  CmdResult example = Sh(std::string(GLANCEFS_BIN) + " --config " + GLANCEFS_SOURCE_DIR +
+                         "/systemd/glancefs.conf.example " + mnt + " -f -o token_file=/nonexistent", 30);
+  EXPECT_NE(example.out.find("token_file /nonexistent"), std::string::npos) << example.out;
+}
+
 TEST_F(MountTest, StrangeNamesStayInsideTheMount) {
   std::string raw_file = work_ + "/tiny";
   WriteFile(raw_file, "tiny");

@@ -16,6 +16,7 @@
 #include <mutex>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "backends/dir/dir_catalog.h"
 #include "backends/glance/clouds_yaml.h"
@@ -27,6 +28,7 @@
 #include "fs/core/file_system.h"
 #include "fs/fuse/cmdline.h"
 #include "fs/fuse/session.h"
+#include "tools/glancefs/config_file.h"
 #include "tools/glancefs/metrics_server.h"
 
 namespace {
@@ -278,7 +280,13 @@ int main(int argc, char** argv) {
   // keep what 20 threads once held: 370-400 MiB peak RSS against 260-275 MiB (mount_test
   // MemoryStaysWithinTheBudgetUnderEightReaders). 64 KiB blocks are pooled (cache/block.h).
   ::mallopt(M_MMAP_THRESHOLD, 128 << 10);
-  auto cl = glancefs::fuse::ParseCommandLine(argc, argv);
+  // --config FILE becomes SOURCE, MOUNTPOINT and -o options ahead of the command line's own.
+  auto args = glancefs::tools::ExpandConfig(std::vector<std::string>(argv, argv + argc));
+  if (!args.ok()) return Fail(args.status());
+  std::vector<char*> expanded;
+  for (std::string& a : *args) expanded.push_back(a.data());
+  expanded.push_back(nullptr);
+  auto cl = glancefs::fuse::ParseCommandLine(static_cast<int>(args->size()), expanded.data());
   if (!cl.ok()) return Fail(cl.status());
   if (cl->show_help) {
     glancefs::fuse::PrintHelp(argv[0]);
