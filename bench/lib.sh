@@ -26,14 +26,15 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f×", a / b }'; }
 # Waits for a FUSE mount at $1 (10 s at most).
 wait_mounted() { for _ in $(seq 100); do grep -q " $1 " /proc/self/mounts && return 0; sleep 0.1; done; return 1; }
 # best_of WARM_FILE CMD...: the fastest of RUNS runs, the page cache dropped before each and
-# WARM_FILE (if not empty) read back into it. BEST_PRE, if set, is a command run (untimed)
+# WARM_FILE (if not empty; several paths separated by spaces) read back into it. BEST_PRE, if set, is a command run (untimed)
 # before the page cache is dropped.
 best_of() {
   local warm=$1 best="" t0 t1 t; shift
   for _ in $(seq "$RUNS"); do
     [[ -n ${BEST_PRE:-} ]] && $BEST_PRE
     sync; echo 3 > /proc/sys/vm/drop_caches
-    [[ -n $warm ]] && cat "$warm" > /dev/null
+    # shellcheck disable=SC2086  # WARM_FILE may be a list of files
+    [[ -n $warm ]] && cat $warm > /dev/null
     t0=$(date +%s.%N); "$@" > /dev/null; t1=$(date +%s.%N)
     t=$(secs "$t0" "$t1")
     best=$(awk -v a="$best" -v b="$t" 'BEGIN { if (a == "" || b < a) print b; else print a }')

@@ -7,6 +7,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <vector>
 
 #include "backends/common/image_record_json.h"
 #include "backends/rbd/ceph_clusters.h"
@@ -39,7 +40,7 @@ TEST(RbdUrl, DecodesPercentEscapesAndLowercasesTheFsid) {
 
 TEST(RbdUrl, RefusesAnythingElse) {
   const std::string f = kFsid;
-  for (const std::string bad : {
+  for (const std::string& bad : std::vector<std::string>{
            std::string("rbd://image-only"),          // legacy: no fsid, no pool
            "rbd://" + f + "/images/img",             // no snapshot
            "rbd://" + f + "/images/img/snap/extra",  // too many parts

@@ -70,7 +70,9 @@ TEST(StoredCatalog, AnyDamageIsCorruptionNeverAPartialCatalog) {
     bad[i] ^= 0x20;
     auto d = DecodeCatalog(bad);
     EXPECT_FALSE(d.ok()) << "flipped byte " << i;
-    if (!d.ok()) EXPECT_TRUE(d.status().IsCorruption()) << d.status().ToString();
+    if (!d.ok()) {
+      EXPECT_TRUE(d.status().IsCorruption()) << d.status().ToString();
+    }
   }
   for (size_t n : {size_t{0}, size_t{10}, size_t{27}, good.size() / 2, good.size() - 1}) {
     EXPECT_FALSE(DecodeCatalog(good.substr(0, n)).ok()) << "truncated to " << n;
