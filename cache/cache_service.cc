@@ -15,6 +15,7 @@
 #include "cache/rocks_block_store.h"
 #include "cache/stored_catalog.h"
 #include "fs/base/log.h"
+#include "fs/base/prometheus.h"
 #include "fs/base/time_util.h"
 
 namespace glancefs::cache {
@@ -122,16 +123,6 @@ class CachingCatalog final : public Catalog {
 };
 
 std::string Num(uint64_t v) { return std::to_string(v); }
-
-// A Prometheus label value: backslash, quote and newline escaped.
-std::string Label(const std::string& v) {
-  std::string out;
-  for (char c : v) {
-    if (c == '\\' || c == '"') out.push_back('\\');
-    out.push_back(c == '\n' ? 'n' : c);
-  }
-  return out;
-}
 
 }  // namespace
 
@@ -334,8 +325,8 @@ std::string CacheService::Prometheus() {
   out += "# HELP glancefs_image_cached_bytes Bytes of the image in the cache.\n"
          "# TYPE glancefs_image_cached_bytes gauge\n";
   for (const auto& i : infos) {
-    out += "glancefs_image_cached_bytes{image=\"" + Label(i.id) + "\"} " + Num(i.cached_bytes) +
-           "\n";
+    out += "glancefs_image_cached_bytes{image=\"" + PrometheusLabel(i.id) + "\"} " +
+           Num(i.cached_bytes) + "\n";
   }
   for (const char* name : {"hits_memory", "hits_disk", "misses", "bytes_fetched"}) {
     std::string metric_name = std::string("glancefs_image_") + name + "_total";
@@ -344,7 +335,7 @@ std::string CacheService::Prometheus() {
     for (const auto& i : infos) {
       for (const auto& [k, v] : i.counters) {
         if (k == name) {
-          out += metric_name + "{image=\"" + Label(i.id) + "\"} " + Num(v) + "\n";
+          out += metric_name + "{image=\"" + PrometheusLabel(i.id) + "\"} " + Num(v) + "\n";
         }
       }
     }

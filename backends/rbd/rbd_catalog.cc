@@ -6,6 +6,7 @@
 #include <nlohmann/json.hpp>
 
 #include "fs/base/log.h"
+#include "fs/base/prometheus.h"
 #include "fs/base/thread.h"
 
 namespace glancefs::backends::rbd {
@@ -57,15 +58,6 @@ std::vector<std::string> SplitCommas(const std::string& text) {
 std::string Property(const ImageRecord& record, const char* name) {
   auto it = record.properties.find(name);
   return it == record.properties.end() ? "" : it->second;
-}
-
-std::string PromLabel(const std::string& v) {
-  std::string out;
-  for (char c : v) {
-    if (c == '\\' || c == '"') out.push_back('\\');
-    out.push_back(c == '\n' ? 'n' : c);
-  }
-  return out;
 }
 
 bool HasRbdLocation(const ImageRecord& record) {
@@ -291,7 +283,7 @@ std::string RbdCatalog::Metrics() {
   for (const auto& [name, member] : series) {
     out += std::string("# TYPE ") + name + " counter\n";
     for (const auto& [label, stats] : stats_) {
-      out += std::string(name) + "{source=\"" + PromLabel(label) + "\"} " +
+      out += std::string(name) + "{source=\"" + PrometheusLabel(label) + "\"} " +
              std::to_string(((*stats).*member).load()) + "\n";
     }
   }
