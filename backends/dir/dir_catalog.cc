@@ -163,7 +163,14 @@ Result<std::shared_ptr<const CatalogSnapshot>> DirCatalog::Refresh() {
       continue;
     }
     struct stat st;
-    if (!StatAt(dirfd, std::string(name), &st) || !S_ISREG(st.st_mode)) continue;
+    if (!StatAt(dirfd, std::string(name), &st)) continue;
+    if (!S_ISREG(st.st_mode)) {
+      if (not_regular_.insert(id).second) {
+        LOG_WARNING("catalog %s: ignoring %s: not a regular file", path_.c_str(), de->d_name);
+      }
+      continue;
+    }
+    not_regular_.erase(id);
     Stamp record_stamp = StampOf(st);
     Stamp data_stamp;
     if (StatAt(dirfd, id, &st)) {

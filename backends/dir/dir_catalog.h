@@ -18,6 +18,7 @@
 #include <mutex>
 #include <string>
 #include <unordered_map>
+#include <unordered_set>
 
 #include "fs/base/catalog.h"
 
@@ -60,6 +61,8 @@ class DirCatalog final : public Catalog {
   std::unordered_map<std::string, Entry> entries_;
   std::shared_ptr<const CatalogSnapshot> snapshot_;
   bool last_refresh_failed_ = false;
+  // Record names that are not regular files (a FIFO, a device): logged once, until they are.
+  std::unordered_set<std::string> not_regular_;
 };
 
 }  // namespace glancefs::backends

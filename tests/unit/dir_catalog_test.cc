@@ -139,8 +139,14 @@ TEST_F(DirCatalogTest, FifosNeverBlock) {
   ASSERT_EQ(::mkfifo((dir_ + "/pipe").c_str(), 0644), 0);
   ASSERT_EQ(::mkfifo((dir_ + "/fifo.json").c_str(), 0644), 0);
   auto catalog = DirCatalog::Open(dir_);
-  auto snap = Refresh(**catalog);  // fifo.json is not a regular file: ignored
+  ::testing::internal::CaptureStderr();
+  auto snap = Refresh(**catalog);  // fifo.json is not a regular file: ignored, said once
+  Refresh(**catalog);
+  std::string log = ::testing::internal::GetCapturedStderr();
   ASSERT_EQ(snap->images.size(), 1u);
+  const std::string said = "ignoring fifo.json: not a regular file";
+  ASSERT_NE(log.find(said), std::string::npos) << log;
+  EXPECT_EQ(log.find(said, log.find(said) + 1), std::string::npos) << log;
   auto src = (*catalog)->OpenData(*snap->Find("pipe"));  // would block without O_NONBLOCK
   EXPECT_TRUE(src.status().IsCorruption()) << src.status().ToString();
 }
