@@ -288,6 +288,8 @@ BlockCache::BlockCache(std::unique_ptr<BlockStore> store, CacheOptions options,
     : store_(std::move(store)),
       options_(std::move(options)),
       block_size_(block_size),
+      max_bytes_(options_.max_bytes),
+      min_free_bytes_(options_.min_free_bytes),
       memory_(options_.memory_bytes),
       buffers_(block_size, std::max<size_t>(1, kIdleBufferBytes / block_size)),
       latency_counts_(std::size(kLatencyBounds) + 1, 0) {}
@@ -890,15 +892,23 @@ void BlockCache::EvictLocked(Image& image) {
   image.meta_written = false;
 }
 
+void BlockCache::SetLimits(uint64_t max_bytes, uint64_t min_free_bytes) {
+  max_bytes_ = max_bytes;
+  min_free_bytes_ = min_free_bytes;
+  EnforceLimits(nullptr);
+}
+
 void BlockCache::EnforceLimits(const Image* fetching) {
-  bool over_size = options_.max_bytes > 0;
+  const uint64_t max_bytes = max_bytes_.load();
+  const uint64_t min_free_bytes = min_free_bytes_.load();
+  bool over_size = max_bytes > 0;
   uint64_t need_free = 0;
-  if (options_.min_free_bytes > 0 && options_.free_bytes) {
+  if (min_free_bytes > 0 && options_.free_bytes) {
     uint64_t free = options_.free_bytes();
-    if (free < options_.min_free_bytes) need_free = options_.min_free_bytes - free;
+    if (free < min_free_bytes) need_free = min_free_bytes - free;
   }
   std::lock_guard<std::mutex> lock(mu_);
-  over_size = over_size && cached_bytes_ > options_.max_bytes;
+  over_size = over_size && cached_bytes_ > max_bytes;
   if (!over_size && need_free == 0) return;
   std::vector<Image*> victims;
   for (auto& [id, image] : images_) {
@@ -910,7 +920,7 @@ void BlockCache::EnforceLimits(const Image* fetching) {
   });
   uint64_t freed = 0;
   for (Image* v : victims) {
-    bool still_over = (options_.max_bytes > 0 && cached_bytes_ > options_.max_bytes) ||
+    bool still_over = (max_bytes > 0 && cached_bytes_ > max_bytes) ||
                       freed < need_free;
     if (!still_over) break;
     LOG_INFO("cache: evicting image %s (%llu bytes, last read %lld)", v->id.c_str(),

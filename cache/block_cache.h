@@ -32,7 +32,8 @@
 //
 // Limits. max_bytes (soft, like Glance's image_cache_max_size) and min_free_bytes (a floor of
 // free disk) are enforced after each fetch by evicting whole images, least recently used first,
-// pinned (queued) images last, never the image being fetched.
+// pinned (queued) images last, never the image being fetched. SetLimits changes both while
+// the cache runs (a reload) and evicts at once what the new ones ask.
 //
 // Thread-safe. Lock order: mu_ is taken before a MemoryTier shard lock and never held while
 // reading the backend. Store calls are made with mu_ held only for meta records and deletions.
@@ -159,6 +160,8 @@ class BlockCache {
   std::optional<CachedImageInfo> Find(const std::string& id);
   CacheTotals Totals();
   uint32_t block_size() const { return block_size_; }
+  void SetLimits(uint64_t max_bytes, uint64_t min_free_bytes);
+  uint64_t max_bytes() const { return max_bytes_.load(); }
   std::string Describe() const { return store_->Describe(); }
   BlockStore* store() const { return store_.get(); }
 
@@ -236,6 +239,8 @@ class BlockCache {
   const std::unique_ptr<BlockStore> store_;
   const CacheOptions options_;
   const uint32_t block_size_;
+  std::atomic<uint64_t> max_bytes_;       // options_.max_bytes until SetLimits
+  std::atomic<uint64_t> min_free_bytes_;  // options_.min_free_bytes until SetLimits
   MemoryTier memory_;
   BlockPool buffers_;
 

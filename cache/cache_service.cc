@@ -70,7 +70,21 @@ class CachingCatalog final : public Catalog {
   std::vector<std::pair<std::string, std::string>> ImageInfo(const ImageRecord& record) override {
     return upstream_->ImageInfo(record);
   }
-  std::string Metrics() override { return upstream_->Metrics(); }
+  std::string Metrics() override {
+    int64_t stored_at;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      stored_at = stored_at_;
+    }
+    return "# HELP glancefs_catalog_stored 1 while the mount serves the catalog stored with the "
+           "cache (the source does not answer).\n# TYPE glancefs_catalog_stored gauge\n"
+           "glancefs_catalog_stored " + std::string(stored_at ? "1" : "0") +
+           "\n# HELP glancefs_catalog_stored_timestamp_seconds When the stored catalog being "
+           "served was read from the source (0: live).\n"
+           "# TYPE glancefs_catalog_stored_timestamp_seconds gauge\n"
+           "glancefs_catalog_stored_timestamp_seconds " + std::to_string(stored_at) + "\n" +
+           upstream_->Metrics();
+  }
 
   std::vector<std::pair<std::string, std::string>> Info() override {
     auto info = upstream_->Info();
@@ -244,6 +258,14 @@ Status CacheService::Evict(const std::string& id) {
   return cache_->Evict(id);
 }
 
+void CacheService::SetLimits(uint64_t max_bytes, uint64_t min_free_bytes) {
+  cache_->SetLimits(max_bytes, min_free_bytes);
+}
+
+void CacheService::SetPrefetch(const PrefetchOptions& options) {
+  prefetcher_->SetOptions(options);
+}
+
 std::vector<std::pair<std::string, std::string>> CacheService::Stats() {
   CacheTotals t = cache_->Totals();
   std::vector<std::pair<std::string, std::string>> out;
@@ -252,7 +274,7 @@ std::vector<std::pair<std::string, std::string>> CacheService::Stats() {
   out.emplace_back("cached_bytes", Num(t.cached_bytes));
   out.emplace_back("disk_bytes", Num(t.disk_bytes));
   out.emplace_back("memory_bytes", Num(t.memory_bytes));
-  out.emplace_back("max_bytes", Num(options_.cache.max_bytes));
+  out.emplace_back("max_bytes", Num(cache_->max_bytes()));
   out.emplace_back("evictions", Num(t.evictions));
   out.emplace_back("evicted_bytes", Num(t.evicted_bytes));
   out.emplace_back("verified", Num(t.verified));
@@ -307,6 +329,8 @@ std::string CacheService::Prometheus() {
   out += std::string("glancefs_fetch_seconds_sum ") + sum + "\n";
   out += "glancefs_fetch_seconds_count " + Num(t.latency_count) + "\n";
   metric("glancefs_cache_bytes", "gauge", "Image bytes in the cache.", Num(t.cached_bytes));
+  metric("glancefs_cache_max_bytes", "gauge", "The cache's soft size limit (cache_size; 0: none).",
+         Num(cache_->max_bytes()));
   metric("glancefs_cache_disk_bytes", "gauge", "Bytes the cache's store occupies on disk.",
          Num(t.disk_bytes));
   metric("glancefs_cache_memory_bytes", "gauge", "Bytes in the in-memory tier.",
@@ -320,6 +344,8 @@ std::string CacheService::Prometheus() {
          "Images whose data did not match their hash.", Num(t.verify_failures));
   metric("glancefs_queue_images", "gauge", "Images in the pre-fetch queue.",
          Num(prefetcher_->size()));
+  metric("glancefs_queue_bytes_left", "gauge",
+         "Bytes of the queued images not cached yet.", Num(prefetcher_->BytesLeft()));
   // Per image.
   auto infos = cache_->List();
   out += "# HELP glancefs_image_cached_bytes Bytes of the image in the cache.\n"

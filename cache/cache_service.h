@@ -37,6 +37,9 @@ class CacheService final : public CacheAdmin {
   // The catalog the file system should read: `upstream` through the cache.
   std::unique_ptr<Catalog> WrapCatalog();
   BlockCache& block_cache() { return *cache_; }
+  // What a reload changes while the cache runs.
+  void SetLimits(uint64_t max_bytes, uint64_t min_free_bytes);
+  void SetPrefetch(const PrefetchOptions& options);
 
   std::vector<CacheEntry> Cached() override;
   std::vector<CacheEntry> Queued() override;

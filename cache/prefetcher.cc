@@ -1,5 +1,6 @@
 #include "cache/prefetcher.h"
 
+#include <algorithm>
 #include <chrono>
 
 #include "fs/base/log.h"
@@ -13,7 +14,9 @@ Prefetcher::Prefetcher(BlockCache* cache, BlockStore* store, Catalog* upstream,
       store_(store),
       upstream_(upstream),
       options_(options),
-      now_(std::move(now)) {}
+      now_(std::move(now)) {
+  options_.workers = std::max(1, options_.workers);
+}
 
 Prefetcher::~Prefetcher() {
   {
@@ -22,7 +25,12 @@ Prefetcher::~Prefetcher() {
     for (auto& [id, item] : queue_) item.cancel = true;
   }
   cv_.notify_all();
-  for (auto& t : workers_) t.join();
+  std::vector<std::thread> workers;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    workers.swap(workers_);
+  }
+  for (auto& t : workers) t.join();
 }
 
 Status Prefetcher::Start() {
@@ -34,11 +42,24 @@ Status Prefetcher::Start() {
       queue_[std::string(key.substr(2))] = item;
     }));
     if (!queue_.empty()) LOG_INFO("pre-fetch queue: %zu images to resume", queue_.size());
-  }
-  for (int i = 0; i < std::max(1, options_.workers); ++i) {
-    workers_.push_back(NamedThread("gfs-prefetch", [this] { Work(); }));
+    StartWorkersLocked();
   }
   return Status::Ok();
+}
+
+void Prefetcher::StartWorkersLocked() {
+  for (int i = static_cast<int>(workers_.size()); i < std::max(1, options_.workers); ++i) {
+    workers_.push_back(NamedThread("gfs-prefetch", [this, i] { Work(i); }));
+  }
+}
+
+void Prefetcher::SetOptions(const PrefetchOptions& options) {
+  std::lock_guard<std::mutex> lock(mu_);
+  options_.workers = std::max(1, options.workers);
+  options_.bytes_per_s = options.bytes_per_s;
+  options_.interval_s = options.interval_s;
+  if (!stopping_ && !workers_.empty()) StartWorkersLocked();
+  cv_.notify_all();
 }
 
 Status Prefetcher::Queue(const ImageRecord& record) {
@@ -100,6 +121,24 @@ size_t Prefetcher::size() {
   return queue_.size();
 }
 
+uint64_t Prefetcher::BytesLeft() {
+  std::vector<std::pair<std::string, uint64_t>> sizes;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (const auto& [id, item] : queue_) {
+      auto record = snapshot_ ? snapshot_->Find(id) : nullptr;
+      if (record && record->size) sizes.emplace_back(id, *record->size);
+    }
+  }
+  uint64_t left = 0;
+  for (const auto& [id, size] : sizes) {
+    auto info = cache_->Find(id);
+    uint64_t cached = info ? std::min(info->cached_bytes, size) : 0;
+    left += size - cached;
+  }
+  return left;
+}
+
 void Prefetcher::Observe(std::shared_ptr<const CatalogSnapshot> snapshot) {
   std::lock_guard<std::mutex> lock(mu_);
   snapshot_ = std::move(snapshot);
@@ -119,10 +158,14 @@ void Prefetcher::Observe(std::shared_ptr<const CatalogSnapshot> snapshot) {
   cv_.notify_all();
 }
 
-void Prefetcher::Work() {
+void Prefetcher::Work(int index) {
   std::unique_lock<std::mutex> lock(mu_);
   int64_t next_tick = 0;
   while (!stopping_) {
+    if (index >= options_.workers) {  // idle after SetOptions asked for fewer
+      cv_.wait(lock);
+      continue;
+    }
     int64_t now = now_();
     // The oldest queued image that is due and known to the catalog.
     std::string pick;
@@ -155,6 +198,7 @@ void Prefetcher::Work() {
     Item& item = queue_[pick];
     item.running = true;
     item.cancel = false;
+    const uint64_t bytes_per_s = options_.bytes_per_s;
     lock.unlock();
 
     Status s;
@@ -171,7 +215,7 @@ void Prefetcher::Work() {
             auto it = queue_.find(pick);
             return stopping_ || it == queue_.end() || it->second.cancel;
           },
-          options_.bytes_per_s);
+          bytes_per_s);
     }
 
     lock.lock();

@@ -6,7 +6,9 @@
 // is complete and verified (or fails verification: it is then marked corrupt), when it is
 // dequeued, or when the catalog no longer has it. A failed download (Glance down) is retried
 // every retry_s seconds, so queued work resumes when Glance comes back. Queued images are pinned:
-// evicted last. Thread-safe.
+// evicted last. SetOptions changes workers, rate and interval while it runs (a reload): a rate
+// applies from the next image, fewer workers leave the extra ones idle after their image.
+// Thread-safe.
 #pragma once
 
 #include <condition_variable>
@@ -55,6 +57,9 @@ class Prefetcher {
   std::vector<QueueItem> List();
   std::optional<QueueItem> Find(const std::string& id);
   size_t size();  // images queued
+  uint64_t BytesLeft();  // bytes of the queued images not cached yet (known sizes only)
+  // workers, bytes_per_s and interval_s from now on (retry_s stays).
+  void SetOptions(const PrefetchOptions& options);
   // The catalog as it is now: records for queued ids, and ids that are gone.
   void Observe(std::shared_ptr<const CatalogSnapshot> snapshot);
 
@@ -67,13 +72,14 @@ class Prefetcher {
     std::string error;
   };
   static QueueItem ItemOf(const std::string& id, const Item& item);
-  void Work();
+  void Work(int index);
+  void StartWorkersLocked();  // REQUIRES: mu_ held
   void Remove(const std::string& id);  // REQUIRES: mu_ held
 
   BlockCache* const cache_;
   BlockStore* const store_;
   Catalog* const upstream_;
-  const PrefetchOptions options_;
+  PrefetchOptions options_;  // GUARDED_BY(mu_) but retry_s, which never changes
   const std::function<int64_t()> now_;
 
   std::mutex mu_;
@@ -81,7 +87,7 @@ class Prefetcher {
   std::map<std::string, Item> queue_;                  // GUARDED_BY(mu_)
   std::shared_ptr<const CatalogSnapshot> snapshot_;    // GUARDED_BY(mu_)
   bool stopping_ = false;                              // GUARDED_BY(mu_)
-  std::vector<std::thread> workers_;
+  std::vector<std::thread> workers_;  // GUARDED_BY(mu_): grows, never shrinks
 };
 
 }  // namespace glancefs::cache

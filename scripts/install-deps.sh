@@ -16,6 +16,8 @@ PACKAGES=(
   fuse3
   # what the tests drive: the oracles and the tools a user has
   qemu-utils attr rsync procps util-linux e2fsprogs coreutils openssl socat
+  # the Debian package (scripts/package.sh) and the Prometheus that scrapes a mount in a test
+  debhelper dpkg-dev lintian man-db prometheus
   # a VM that boots from the mount (tests/integration/boot_test.cc)
   qemu-system-x86
   # the decoder fuzzer (libFuzzer)

@@ -45,14 +45,23 @@ class TokenSource {
   virtual void Invalidate(const std::string& token) = 0;
 };
 
+// The operator's token (token_file or $OS_AUTH_TOKEN): Set replaces it (a reload).
 class StaticToken final : public TokenSource {
  public:
   explicit StaticToken(std::string token) : token_(std::move(token)) {}
-  Result<std::string> Token() override { return token_; }
+  Result<std::string> Token() override {
+    std::lock_guard<std::mutex> lock(mu_);
+    return token_;
+  }
   void Invalidate(const std::string&) override {}
+  void Set(std::string token) {
+    std::lock_guard<std::mutex> lock(mu_);
+    token_ = std::move(token);
+  }
 
  private:
-  const std::string token_;
+  std::mutex mu_;
+  std::string token_;  // GUARDED_BY(mu_)
 };
 
 struct GlanceOptions {

@@ -172,6 +172,17 @@ Status KeystoneTokenSource::AuthenticateLocked() {
   return Status::Ok();
 }
 
+Status KeystoneTokenSource::UpdateCredentials(KeystoneCredentials credentials) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (credentials.auth_url != creds_.auth_url || credentials.interface != creds_.interface ||
+      credentials.region != creds_.region) {
+    return Status::InvalidArgument(
+        "keystone: a new auth_url, interface or region needs a remount");
+  }
+  creds_ = std::move(credentials);
+  return Status::Ok();
+}
+
 Result<std::string> KeystoneTokenSource::ImageEndpoint() {
   std::lock_guard<std::mutex> lock(mu_);
   if (image_endpoint_.empty()) {

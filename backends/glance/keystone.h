@@ -54,12 +54,17 @@ class KeystoneTokenSource final : public TokenSource {
   Result<std::string> Token() override;
   void Invalidate(const std::string& token) override;
 
+  // New secrets for the same identity (a reload: a rotated password or application
+  // credential), used from the next authentication on; the token in hand stays until then.
+  // InvalidArgument if auth_url, interface or region differ: those need a remount.
+  Status UpdateCredentials(KeystoneCredentials credentials);
+
  private:
   Status AuthenticateLocked();  // REQUIRES: mu_ held
 
   const std::shared_ptr<HttpClient> http_;
-  const KeystoneCredentials creds_;
-  std::mutex mu_;               // guards the four below
+  std::mutex mu_;               // guards the five below
+  KeystoneCredentials creds_;
   std::string token_;           // empty: none, or invalidated
   int64_t expires_at_ = 0;      // seconds since the epoch
   int64_t renew_at_ = 0;        // seconds since the epoch

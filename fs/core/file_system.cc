@@ -589,6 +589,27 @@ std::string FileSystem::MetricsText() const {
   return out + catalog_->Metrics();
 }
 
+std::string FileSystem::StatusLine() const {
+  std::string catalog = "live";
+  for (auto& [k, v] : catalog_->Info()) {
+    if (k == "catalog_state") catalog = v;
+  }
+  std::string out = std::to_string(ns()->snapshot()->images.size()) + " images, catalog " + catalog;
+  {
+    std::lock_guard<std::mutex> lock(refresh_mu_);
+    if (!refresh_error_.empty()) out += ", refresh failing: " + refresh_error_;
+  }
+  if (options_.cache) {
+    std::string cached = "?", max = "?";
+    for (auto& [k, v] : options_.cache->Stats()) {
+      if (k == "cached_bytes") cached = v;
+      if (k == "max_bytes") max = v;
+    }
+    out += "; cache " + cached + " of " + (max == "0" ? "unlimited" : max) + " bytes";
+  }
+  return out;
+}
+
 std::vector<std::pair<std::string, std::string>> FileSystem::ImageXattrs(const ImageRecord& image) {
   std::vector<std::pair<std::string, std::string>> out;
   if (fsns::FilesOf(image).size() < 2) return out;  // no data to judge

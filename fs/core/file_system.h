@@ -130,6 +130,8 @@ class FileSystem {
   // metrics.prom, in the Prometheus text format: the cache's metrics, the catalog's state, then
   // the catalog's own (sources). Also what -o metrics_listen serves.
   std::string MetricsText() const;
+  // One line for a service manager's status: images, the catalog's state, the cache's fill.
+  std::string StatusLine() const;
 
   size_t inode_count() const { return inodes_.size(); }
   // Counts namespace swaps: a directory handle older than this may list a stale tree.

@@ -1,8 +1,11 @@
 #include "fs/fuse/session.h"
 
+#include <fcntl.h>
+#include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <algorithm>
 #include <cerrno>
 #include <climits>
@@ -17,6 +20,19 @@
 
 namespace glancefs::fuse {
 namespace {
+
+// The write end of the Session's reload pipe, for SIGHUP's handler; -1 when none.
+std::atomic<int> g_reload_fd{-1};
+
+void OnSighup(int) {
+  int saved = errno;
+  int fd = g_reload_fd.load();
+  if (fd >= 0) {
+    char c = 'H';
+    (void)!::write(fd, &c, 1);  // a full pipe already holds a pending reload
+  }
+  errno = saved;
+}
 
 // Undoes the octal escapes of /proc/self/mountinfo ("\040" for a space).
 std::string UnescapeMountinfo(const std::string& s) {
@@ -89,7 +105,7 @@ Status CheckMountpoint(const std::string& mountpoint) {
 }  // namespace
 
 Session::Session(core::FileSystem* fs, SessionOptions options)
-    : fs_(fs), options_(std::move(options)) {
+    : fs_(fs), options_(std::move(options)), refresh_interval_s_(options_.refresh_interval_s) {
   ctx_.fs = fs_;
   ctx_.cache_timeout_s = options_.cache_timeout_s;
   ctx_.negative_timeout_s =
@@ -116,6 +132,19 @@ Result<std::unique_ptr<Session>> Session::Create(core::FileSystem* fs, SessionOp
     return Status::IOError("cannot install signal handlers");
   }
   session->signals_ = true;
+  if (session->options_.on_reload) {
+    if (::pipe2(session->reload_pipe_, O_CLOEXEC) != 0 ||
+        ::fcntl(session->reload_pipe_[1], F_SETFL, O_NONBLOCK) != 0) {
+      return Status::FromErrno(errno, "reload pipe");
+    }
+    g_reload_fd = session->reload_pipe_[1];
+    struct sigaction sa;
+    std::memset(&sa, 0, sizeof sa);
+    sa.sa_handler = OnSighup;
+    sigemptyset(&sa.sa_mask);
+    sa.sa_flags = SA_RESTART;
+    if (::sigaction(SIGHUP, &sa, nullptr) != 0) return Status::FromErrno(errno, "SIGHUP");
+  }
   if (fuse_session_mount(session->se_, session->options_.mountpoint.c_str()) != 0) {
     return Status::IOError("cannot mount on " + session->options_.mountpoint +
                            " (see the message above)");
@@ -133,23 +162,39 @@ Result<std::unique_ptr<Session>> Session::Create(core::FileSystem* fs, SessionOp
 }
 
 Session::~Session() {
+  StopThreads();
+  if (se_ != nullptr) {
+    if (signals_) fuse_remove_signal_handlers(se_);
+    if (mounted_) fuse_session_unmount(se_);
+  }
+  // After the unmount: a stat still waiting for an answer has failed by now.
+  if (ready_checker_.joinable()) ready_checker_.join();
+  if (se_ != nullptr) fuse_session_destroy(se_);
+  g_reload_fd = -1;
+  for (int fd : reload_pipe_) {
+    if (fd >= 0) ::close(fd);
+  }
+}
+
+void Session::StopThreads() {
   {
     std::lock_guard<std::mutex> lock(mu_);
     stopping_ = true;
   }
   cv_.notify_all();
   if (refresher_.joinable()) refresher_.join();
-  if (se_ != nullptr) {
-    if (signals_) fuse_remove_signal_handlers(se_);
-    if (mounted_) fuse_session_unmount(se_);
-    fuse_session_destroy(se_);
+  if (reloader_.joinable()) {
+    char c = 'Q';
+    while (::write(reload_pipe_[1], &c, 1) < 0 && errno == EINTR) {
+    }
+    reloader_.join();
   }
 }
 
 Status Session::Run() {
-  if (options_.refresh_interval_s > 0) {
-    refresher_ = NamedThread("gfs-refresh", [this] { RefreshLoop(); });
-  }
+  refresher_ = NamedThread("gfs-refresh", [this] { RefreshLoop(); });
+  if (options_.on_reload) reloader_ = NamedThread("gfs-reload", [this] { ReloadLoop(); });
+  if (options_.on_ready) ready_checker_ = NamedThread("gfs-ready", [this] { ReadyCheck(); });
   int rc;
   if (options_.single_thread) {
     rc = fuse_session_loop(se_);
@@ -160,28 +205,62 @@ Status Session::Run() {
     rc = fuse_session_loop_mt(se_, cfg);
     fuse_loop_cfg_destroy(cfg);
   }
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    stopping_ = true;
-  }
-  cv_.notify_all();
-  if (refresher_.joinable()) refresher_.join();
+  StopThreads();
   // rc is the signal number when a signal ended the loop: a clean stop.
   if (rc < 0) return Status::IOError(std::string("FUSE session ended: ") + std::strerror(-rc));
   return Status::Ok();
 }
 
+void Session::SetRefreshInterval(unsigned seconds) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    refresh_interval_s_ = seconds;
+  }
+  cv_.notify_all();
+}
+
 void Session::RefreshLoop() {
   std::unique_lock<std::mutex> lock(mu_);
   for (;;) {
-    cv_.wait_for(lock, std::chrono::seconds(options_.refresh_interval_s),
-                 [this] { return stopping_; });
-    if (stopping_) return;
+    // A new interval restarts the wait.
+    const unsigned interval = refresh_interval_s_;
+    auto changed = [&] { return stopping_ || refresh_interval_s_ != interval; };
+    if (interval == 0) {
+      cv_.wait(lock, changed);
+      if (stopping_) return;
+      continue;
+    }
+    if (cv_.wait_for(lock, std::chrono::seconds(interval), changed)) {
+      if (stopping_) return;
+      continue;
+    }
     lock.unlock();
     std::vector<core::Invalidation> invalidations;
     if (fs_->Refresh(&invalidations).ok()) Notify(invalidations);
+    if (options_.on_refreshed) options_.on_refreshed();
     lock.lock();
   }
+}
+
+void Session::ReloadLoop() {
+  for (;;) {
+    char c;
+    ssize_t n = ::read(reload_pipe_[0], &c, 1);
+    if (n < 0 && errno == EINTR) continue;
+    if (n != 1 || c == 'Q') return;
+    options_.on_reload();
+  }
+}
+
+void Session::ReadyCheck() {
+  struct stat st;
+  // Answered by the session loop, so it returns once the mount serves requests.
+  if (::stat(options_.mountpoint.c_str(), &st) != 0) return;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (stopping_) return;
+  }
+  options_.on_ready();
 }
 
 void Session::Notify(const std::vector<core::Invalidation>& invalidations) {

@@ -1,12 +1,15 @@
 // Session: one mounted glancefs, from fuse_session_new to unmount.
 //
-// Owns the FUSE session, the signal handlers (SIGINT, SIGTERM, SIGHUP unmount cleanly) and the
-// refresher thread that re-reads the catalog every refresh interval and tells the kernel what to
-// forget. Construction order: Create (checks, mount) → Run → destructor (stops the
-// refresher, unmounts, destroys the session).
+// Owns the FUSE session, the signal handlers (SIGINT and SIGTERM unmount cleanly; SIGHUP calls
+// on_reload on a thread of its own and the mount stays), the refresher thread that re-reads the
+// catalog every refresh interval and tells the kernel what to forget, and the thread that calls
+// on_ready once the mount has answered a request. Construction order: Create (checks, mount) →
+// Run → destructor (stops the threads, unmounts, destroys the session). One Session per process
+// (SIGHUP's handler is process-wide).
 #pragma once
 
 #include <condition_variable>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -28,6 +31,14 @@ struct SessionOptions {
   double cache_timeout_s = 3600;
   unsigned refresh_interval_s = 30;  // 0: never refresh
   unsigned read_ahead_kb = 4096;     // 0: leave the kernel's default (128 KiB)
+  // Called once the mount has answered its first request (a stat of its root), from a thread of
+  // the Session's: a service manager's readiness.
+  std::function<void()> on_ready;
+  // Called after each refresh, from the refresher thread (a service manager's STATUS=).
+  std::function<void()> on_refreshed;
+  // Called on SIGHUP, one call at a time, from a thread of the Session's. Unset: SIGHUP
+  // unmounts, as libfuse's handlers do.
+  std::function<void()> on_reload;
 };
 
 class Session {
@@ -41,9 +52,15 @@ class Session {
   // Serves requests until unmounted or signalled.
   Status Run();
 
+  // The refresher's period from now on; 0 stops refreshing. Thread-safe.
+  void SetRefreshInterval(unsigned seconds);
+
  private:
   Session(core::FileSystem* fs, SessionOptions options);
   void RefreshLoop();
+  void ReloadLoop();
+  void ReadyCheck();
+  void StopThreads();
   void Notify(const std::vector<core::Invalidation>& invalidations);
 
   core::FileSystem* const fs_;
@@ -56,7 +73,11 @@ class Session {
   std::mutex mu_;
   std::condition_variable cv_;
   bool stopping_ = false;  // GUARDED_BY(mu_)
+  unsigned refresh_interval_s_;  // GUARDED_BY(mu_)
   std::thread refresher_;
+  std::thread reloader_;
+  std::thread ready_checker_;
+  int reload_pipe_[2] = {-1, -1};  // SIGHUP's handler writes, reloader_ reads
 };
 
 }  // namespace glancefs::fuse

@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <functional>
 #include <map>
+#include <mutex>
 #include <random>
 #include <string>
 
@@ -25,7 +26,7 @@ struct FakeGlance {
   RangeMode range_mode = RangeMode::kHonour;
   // Per request: return true and fill *answer to inject a fault.
   std::function<bool(const HttpRequest&, HttpAnswer*)> fault;
-  std::string required_token;
+  std::string required_token;  // set before serving; while serving, RotateToken
   // Real MD5 checksums (what a glancefs with a cache verifies), instead of "c<i>".
   bool md5_checksums = false;
 
@@ -60,12 +61,22 @@ struct FakeGlance {
     EVP_Digest(bytes.data(), bytes.size(), md, &len, EVP_md5(), nullptr);
     return HexOf(md, len);
   }
+  // The token Glance accepts from now on, while the server runs.
+  void RotateToken(std::string token) {
+    std::lock_guard<std::mutex> lock(token_mu_);
+    required_token = std::move(token);
+  }
   HttpAnswer Handle(const HttpRequest& req) {
     HttpAnswer a;
     if (fault && fault(req, &a)) return a;
-    if (!required_token.empty()) {
+    std::string token;
+    {
+      std::lock_guard<std::mutex> lock(token_mu_);
+      token = required_token;
+    }
+    if (!token.empty()) {
       auto it = req.headers.find("x-auth-token");
-      if (it == req.headers.end() || it->second != required_token) {
+      if (it == req.headers.end() || it->second != token) {
         a.status = 401;
         a.body = "<h1>401 Unauthorized</h1>";
         return a;
@@ -119,6 +130,9 @@ struct FakeGlance {
     a.status = 404;
     return a;
   }
+
+ private:
+  std::mutex token_mu_;
 };
 
 }  // namespace glancefs::testing

@@ -333,15 +333,18 @@ TEST_F(RealGlanceTest, GlanceDownGivesEioInBoundedTimeAndTheCatalogStays) {
 // with its cache, serves what is cached, answers the rest with EIO in bounded time, and
 // becomes live again when Glance answers. With no stored catalog it still fails clearly.
 TEST_F(RealGlanceTest, MountsFromTheStoredCatalogWhileGlanceIsDown) {
-  std::string cached = work_ + "/s1.raw", uncached = work_ + "/s2.raw";
-  MustSh("head -c 3M /dev/urandom > " + cached + " && head -c 3M /dev/urandom > " + uncached);
+  std::string cached = work_ + "/s1.raw", cached2 = work_ + "/s3.raw", uncached = work_ + "/s2.raw";
+  MustSh("head -c 3M /dev/urandom > " + cached + " && head -c 3M /dev/urandom > " + uncached +
+         " && head -c 5M /dev/urandom > " + cached2);
   std::string cached_id = Upload(cached, "rg-stored-cached", "raw");
+  std::string cached2_id = Upload(cached2, "rg-stored-cached2", "raw");
   std::string uncached_id = Upload(uncached, "rg-stored-uncached", "raw");
   const std::string cache = work_ + "/cache";
   {
     Mount m(Env("GLANCE_URL"), "-o refresh=1,cache_dir=" + cache);
     ASSERT_TRUE(m.mounted());
     MustSh("cmp " + m.path() + "/images/" + cached_id + "/disk.raw " + cached);
+    MustSh("cmp " + m.path() + "/images/" + cached2_id + "/disk.raw " + cached2);
     EXPECT_EQ(Xattr(m.path(), "user.glancefs.catalog_state"), "live");
     EXPECT_EQ(m.Unmount(), 0) << m.Log();
   }
@@ -357,32 +360,67 @@ TEST_F(RealGlanceTest, MountsFromTheStoredCatalogWhileGlanceIsDown) {
     EXPECT_NE(fresh.status, 0) << "mounted with nothing stored and Glance down";
     EXPECT_NE(fresh.out.find("cannot read catalog"), std::string::npos) << fresh.out;
   }
-  auto t0 = std::chrono::steady_clock::now();
+  {
+    auto t0 = std::chrono::steady_clock::now();
+    Mount m(Env("GLANCE_URL"), "-o refresh=1,cache_dir=" + cache);
+    ASSERT_TRUE(m.mounted()) << m.Log();
+    std::printf("mounted from the stored catalog in %.1f s\n",
+                std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+    std::string state = Xattr(m.path(), "user.glancefs.catalog_state");
+    EXPECT_EQ(state.rfind("stored (as of ", 0), 0u) << state;
+    EXPECT_NE(m.Log().find("serving the catalog stored at"), std::string::npos) << m.Log();
+    EXPECT_NE(MustSh("cat " + m.path() + "/metrics.prom").find("\nglancefs_catalog_stored 1\n"),
+              std::string::npos);
+    std::set<std::string> shown = Ls(m.path() + "/images");
+    EXPECT_EQ(shown.count(cached_id) + shown.count(cached2_id) + shown.count(uncached_id), 3u);
+    MustSh("cmp " + m.path() + "/images/" + cached_id + "/disk.raw " + cached);
+    MustSh("cmp " + m.path() + "/images/" + cached2_id + "/disk.raw " + cached2);
+    EXPECT_EQ(MustSh("readlink " + m.path() + "/by-name/rg-stored-cached"),
+              "../images/" + cached_id + "\n");
+    t0 = std::chrono::steady_clock::now();
+    CmdResult r = Sh("cat " + m.path() + "/images/" + uncached_id + "/disk.raw > /dev/null", 60);
+    double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    EXPECT_NE(r.out.find("Input/output error"), std::string::npos) << r.out;
+    EXPECT_LT(secs, 20.0);
+
+    // Glance answers again: the next refresh replaces the stored catalog, new images show.
+    ASSERT_EQ(Sh(kFixture + "/glance-up.sh " + *state_ + " >/dev/null 2>&1", 300).status, 0);
+    std::string later = Upload(cached, "rg-stored-later", "raw");
+    MustSh("for i in $(seq 100); do test -d " + m.path() + "/images/" + later +
+           " && exit 0; sleep 0.2; done; exit 1");
+    EXPECT_EQ(Xattr(m.path(), "user.glancefs.catalog_state"), "live");
+    MustSh("cmp " + m.path() + "/images/" + uncached_id + "/disk.raw " + uncached);
+    EXPECT_EQ(m.Unmount(), 0) << m.Log();
+  }
+
+  // Glance down again and the cache's data files damaged (bytes flipped all over them): every
+  // read gives the right bytes or an error, never wrong bytes.
+  MustSh(kFixture + "/glance-down.sh " + *state_, 120);
+  std::string flipped = MustSh(
+      "n=0; for f in $(find " + cache + "/data -type f -size +64k); do "
+      "size=$(stat -c %s $f); for off in $(seq 4096 65536 $size); do "
+      "printf '\\xde\\xad\\xbe\\xef' | dd of=$f bs=1 seek=$off conv=notrunc status=none; "
+      "n=$((n+1)); done; done; echo $n");
+  ASSERT_GT(std::stoi(flipped), 100) << "nothing to damage in " << cache << "/data";
   Mount m(Env("GLANCE_URL"), "-o refresh=1,cache_dir=" + cache);
   ASSERT_TRUE(m.mounted()) << m.Log();
-  std::printf("mounted from the stored catalog in %.1f s\n",
-              std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
-  std::string state = Xattr(m.path(), "user.glancefs.catalog_state");
-  EXPECT_EQ(state.rfind("stored (as of ", 0), 0u) << state;
-  EXPECT_NE(m.Log().find("serving the catalog stored at"), std::string::npos) << m.Log();
-  std::set<std::string> shown = Ls(m.path() + "/images");
-  EXPECT_EQ(shown.count(cached_id) + shown.count(uncached_id), 2u);
-  MustSh("cmp " + m.path() + "/images/" + cached_id + "/disk.raw " + cached);
-  EXPECT_EQ(MustSh("readlink " + m.path() + "/by-name/rg-stored-cached"),
-            "../images/" + cached_id + "\n");
-  t0 = std::chrono::steady_clock::now();
-  CmdResult r = Sh("cat " + m.path() + "/images/" + uncached_id + "/disk.raw > /dev/null", 60);
-  double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  EXPECT_NE(r.out.find("Input/output error"), std::string::npos) << r.out;
-  EXPECT_LT(secs, 20.0);
-
-  // Glance answers again: the next refresh replaces the stored catalog, new images show.
-  ASSERT_EQ(Sh(kFixture + "/glance-up.sh " + *state_ + " >/dev/null 2>&1", 300).status, 0);
-  std::string later = Upload(cached, "rg-stored-later", "raw");
-  MustSh("for i in $(seq 100); do test -d " + m.path() + "/images/" + later +
-         " && exit 0; sleep 0.2; done; exit 1");
-  EXPECT_EQ(Xattr(m.path(), "user.glancefs.catalog_state"), "live");
-  MustSh("cmp " + m.path() + "/images/" + uncached_id + "/disk.raw " + uncached);
+  int right = 0, refused = 0;
+  for (const auto& [id, file] : std::vector<std::pair<std::string, std::string>>{
+           {cached_id, cached}, {cached2_id, cached2}, {uncached_id, uncached}}) {
+    const std::string out = work_ + "/read-back";
+    CmdResult r = Sh("dd if=" + m.path() + "/images/" + id + "/disk.raw of=" + out +
+                     " bs=64k status=none", 60);
+    if (r.status == 0) {
+      EXPECT_EQ(Sh("cmp " + out + " " + file).status, 0) << "wrong bytes served for " << id;
+      ++right;
+    } else {
+      EXPECT_NE(r.out.find("Input/output error"), std::string::npos) << r.out;
+      ++refused;
+    }
+  }
+  std::printf("damaged cache, Glance down: %d images read right, %d refused with EIO\n", right,
+              refused);
+  EXPECT_GT(refused, 0) << "the damage went unnoticed";
   EXPECT_EQ(m.Unmount(), 0) << m.Log();
 }
 

@@ -477,6 +477,29 @@ TEST(BlockCacheTest, EvictsLeastRecentlyUsedUnpinnedImagesFirst) {
   EXPECT_EQ(cache->Totals().evictions, 1u);
 }
 
+// A reload's new limits take effect at once: the cache evicts down to them.
+TEST(BlockCacheTest, NewLimitsEvictAtOnce) {
+  int64_t clock = 1000;
+  CacheOptions o = SmallOptions();
+  o.max_bytes = 0;  // none
+  o.readahead_max = 0;
+  o.now = [&] { return clock; };
+  auto cache = BlockCache::Open(NewMemBlockStore(), o).value();
+  std::map<std::string, std::string> data;
+  for (std::string id : {"a", "b", "c"}) {
+    data[id] = Pattern(8 * kBlock, id[0]);
+    ++clock;
+    auto s = cache->Wrap(Record(id, data[id], "v"), std::make_shared<CountingSource>(data[id]));
+    ASSERT_EQ(ReadAll(*s, kBlock), data[id]);
+  }
+  EXPECT_EQ(cache->Totals().cached_bytes, 24u * kBlock);
+  cache->SetLimits(10 * kBlock, 0);
+  EXPECT_EQ(cache->max_bytes(), 10u * kBlock);
+  EXPECT_EQ(cache->Find("a")->cached_bytes, 0u);  // the two least recently read
+  EXPECT_EQ(cache->Find("b")->cached_bytes, 0u);
+  EXPECT_EQ(cache->Find("c")->cached_bytes, 8u * kBlock);
+}
+
 class RocksCacheTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -626,6 +649,36 @@ TEST(CacheServiceTest, QueueRetriesWhileTheBackendIsDown) {
   }
   ASSERT_TRUE(WaitFor([&] { return service->Queued().empty(); }));
   EXPECT_EQ(service->Cached().at(0).cached_bytes, saved.size());
+}
+
+// A reload's pre-fetch settings: one worker at first (images one at a time), then three.
+TEST(CacheServiceTest, PrefetchWorkersChangeWhileRunning) {
+  FakeCatalog catalog;
+  for (int i = 0; i < 6; ++i) catalog.Add("img" + std::to_string(i), "x", "raw", Pattern(64 * kBlock, i));
+  ServiceOptions o;
+  o.cache = SmallOptions();
+  o.prefetch.workers = 1;
+  o.prefetch.bytes_per_s = 16 * kBlock;  // 4 s an image
+  auto service = CacheService::OpenWithStore(&catalog, NewMemBlockStore(), o).value();
+  auto wrapped = service->WrapCatalog();
+  auto snap = wrapped->Refresh().value();
+  for (int i = 0; i < 6; ++i) ASSERT_TRUE(service->Queue(*snap->Find("img" + std::to_string(i))).ok());
+  auto fetching = [&] {
+    int n = 0;
+    for (const auto& q : service->Queued()) {
+      for (const auto& [k, v] : q.xattrs) n += (k == "queue_state" && v == "fetching");
+    }
+    return n;
+  };
+  ASSERT_TRUE(WaitFor([&] { return fetching() == 1; }));
+  EXPECT_EQ(fetching(), 1);
+  PrefetchOptions more = o.prefetch;
+  more.workers = 3;
+  more.bytes_per_s = 0;
+  service->SetPrefetch(more);
+  // The first image still has ~3 s to go at its old rate; the new workers take the others.
+  EXPECT_TRUE(WaitFor([&] { return service->Queued().size() <= 3; }, 2));
+  EXPECT_TRUE(WaitFor([&] { return service->Queued().empty(); }));
 }
 
 }  // namespace

@@ -357,6 +357,20 @@ TEST(KeystoneTokenSourceTest, RenewsBeforeExpiryAndAfterA401) {
   EXPECT_EQ(*keystone->Token(), "t5");
   std::this_thread::sleep_for(std::chrono::milliseconds(1100));
   EXPECT_EQ(*keystone->Token(), "t6");  // within its last quarter (1 s): renewed
+
+  // A reload's rotated password is used from the next authentication on; the token in hand
+  // stays. Another endpoint needs a remount.
+  lifetime_s = 3600;
+  KeystoneCredentials rotated = creds;
+  rotated.password = "rotated-pass";
+  ASSERT_TRUE(keystone->UpdateCredentials(rotated).ok());
+  EXPECT_EQ(last_body.find("rotated-pass"), std::string::npos);
+  keystone->Invalidate("t6");
+  EXPECT_EQ(*keystone->Token(), "t7");
+  EXPECT_NE(last_body.find(R"("password":"rotated-pass")"), std::string::npos) << last_body;
+  KeystoneCredentials moved = rotated;
+  moved.auth_url = "http://elsewhere:5000/v3";
+  EXPECT_EQ(keystone->UpdateCredentials(moved).code(), Status::Code::kInvalidArgument);
 }
 
 }  // namespace

@@ -26,39 +26,17 @@
 #include "cache/cache_service.h"
 #include "fs/base/log.h"
 #include "fs/core/file_system.h"
-#include "fs/fuse/cmdline.h"
 #include "fs/fuse/session.h"
 #include "tools/glancefs/config_file.h"
 #include "tools/glancefs/metrics_server.h"
+#include "tools/glancefs/options.h"
+#include "tools/glancefs/reloader.h"
 
 namespace {
 
 using glancefs::Catalog;
 using glancefs::Result;
 using glancefs::Status;
-
-// The Glance token: the first line of -o token_file= (which must not be world-readable), else
-// $OS_AUTH_TOKEN, else none.
-Result<std::string> ReadToken(const std::string& token_file) {
-  if (token_file.empty()) {
-    const char* env = std::getenv("OS_AUTH_TOKEN");
-    return std::string(env ? env : "");
-  }
-  struct stat st;
-  if (::stat(token_file.c_str(), &st) != 0) {
-    return Status::FromErrno(errno, "token_file " + token_file);
-  }
-  if (st.st_mode & S_IROTH) {
-    return Status::PermissionDenied("token_file " + token_file +
-                                    " is world-readable: chmod o-r it first");
-  }
-  std::ifstream in(token_file);
-  std::string token;
-  std::getline(in, token);
-  while (!token.empty() && std::isspace(static_cast<unsigned char>(token.back()))) token.pop_back();
-  if (token.empty()) return Status::InvalidArgument("token_file " + token_file + " is empty");
-  return token;
-}
 
 // A source whose catalog cannot be built until a service answers (Keystone, at boot): built at
 // the first refresh that can build it. Until then refreshes fail (the cache serves its stored
@@ -117,7 +95,47 @@ class DeferredCatalog final : public Catalog {
   std::unique_ptr<Catalog> inner_;  // GUARDED_BY(mu_); set once, never reset
 };
 
-Result<std::unique_ptr<Catalog>> OpenSourceCatalog(const glancefs::fuse::CommandLine& cl) {
+// Keystone credentials from clouds.yaml (-o cloud=, else $OS_CLOUD), else from OS_* variables;
+// -o interface= and -o region= win.
+struct KeystoneSettings {
+  glancefs::backends::KeystoneCredentials creds;
+  std::function<std::string(const char*)> setting;  // OS_* name → value
+  std::string from;                                  // where they came from, for the log
+};
+
+Result<KeystoneSettings> ReadKeystoneSettings(const glancefs::tools::Options& cl) {
+  std::string cloud = cl.cloud;
+  if (cloud.empty() && std::getenv("OS_CLOUD")) cloud = std::getenv("OS_CLOUD");
+  KeystoneSettings out;
+  if (!cloud.empty()) {
+    auto read = glancefs::backends::ReadCloud(cloud, glancefs::backends::DefaultCloudsYamlPaths());
+    if (!read.ok()) return read.status().WithContext("cloud " + cloud);
+    out.setting = [settings = std::move(read).value()](const char* name) {
+      auto it = settings.find(name);
+      return it == settings.end() ? std::string() : it->second;
+    };
+    out.from = "clouds.yaml entry " + cloud;
+  } else {
+    out.setting = [](const char* name) {
+      const char* v = std::getenv(name);
+      return std::string(v ? v : "");
+    };
+    out.from = "OS_* variables";
+  }
+  auto creds = glancefs::backends::KeystoneCredentialsFrom(out.setting);
+  if (!creds.ok()) {
+    return cloud.empty() ? creds.status() : creds.status().WithContext("cloud " + cloud);
+  }
+  out.creds = std::move(creds).value();
+  if (!cl.interface.empty()) out.creds.interface = cl.interface;
+  if (!cl.region.empty()) out.creds.region = cl.region;
+  return out;
+}
+
+// `reread`: set to what re-reads the source's credentials on a reload (the token file of an
+// http(s) SOURCE, the clouds.yaml entry or OS_* variables of keystone).
+Result<std::unique_ptr<Catalog>> OpenSourceCatalog(const glancefs::tools::Options& cl,
+                                                   glancefs::tools::CredentialsReader* reread) {
   const std::string& source = cl.source;
   if (source.rfind("dir:", 0) == 0) {
     auto catalog = glancefs::backends::DirCatalog::Open(source.substr(4));
@@ -125,8 +143,14 @@ Result<std::unique_ptr<Catalog>> OpenSourceCatalog(const glancefs::fuse::Command
     return std::unique_ptr<Catalog>(std::move(catalog).value());
   }
   if (source.rfind("http://", 0) == 0 || source.rfind("https://", 0) == 0) {
-    auto token = ReadToken(cl.token_file);
-    if (!token.ok()) return token.status();
+    auto read = glancefs::tools::ReadToken(cl.token_file);
+    if (!read.ok()) return read.status();
+    auto token = std::make_shared<glancefs::backends::StaticToken>(*read);
+    *reread = [token](const glancefs::tools::Options& o) -> Result<std::string> {
+      GLANCEFS_ASSIGN_OR_RETURN(std::string next, glancefs::tools::ReadToken(o.token_file));
+      token->Set(std::move(next));
+      return "token re-read from " + (o.token_file.empty() ? "$OS_AUTH_TOKEN" : o.token_file);
+    };
     glancefs::backends::HttpOptions http;
     http.ca_file = cl.cacert;
     http.insecure = cl.insecure;
@@ -138,38 +162,21 @@ Result<std::unique_ptr<Catalog>> OpenSourceCatalog(const glancefs::fuse::Command
     glance.relist = cl.relist;
     return std::unique_ptr<Catalog>(std::make_unique<glancefs::backends::GlanceCatalog>(
         glancefs::backends::NewCurlHttpClient(http),
-        std::make_shared<glancefs::backends::StaticToken>(*token), glance));
+        token, glance));
   }
   if (source == "keystone") {
-    // Credentials from clouds.yaml (-o cloud=, else $OS_CLOUD), else from OS_* variables.
-    std::string cloud = cl.cloud;
-    if (cloud.empty() && std::getenv("OS_CLOUD")) cloud = std::getenv("OS_CLOUD");
-    std::map<std::string, std::string> settings;
-    if (!cloud.empty()) {
-      auto read = glancefs::backends::ReadCloud(cloud, glancefs::backends::DefaultCloudsYamlPaths());
-      if (!read.ok()) return read.status().WithContext("cloud " + cloud);
-      settings = std::move(read).value();
-    }
-    auto setting = [&](const char* name) -> std::string {
-      if (!cloud.empty()) {
-        auto it = settings.find(name);
-        return it == settings.end() ? "" : it->second;
-      }
-      const char* v = std::getenv(name);
-      return v ? v : "";
-    };
-    auto creds = glancefs::backends::KeystoneCredentialsFrom(setting);
-    if (!creds.ok()) {
-      return cloud.empty() ? creds.status() : creds.status().WithContext("cloud " + cloud);
-    }
-    if (!cl.interface.empty()) creds->interface = cl.interface;
-    if (!cl.region.empty()) creds->region = cl.region;
+    GLANCEFS_ASSIGN_OR_RETURN(KeystoneSettings ks, ReadKeystoneSettings(cl));
     glancefs::backends::HttpOptions http;
-    http.ca_file = cl.cacert.empty() ? setting("OS_CACERT") : cl.cacert;
-    http.insecure = cl.insecure || !setting("OS_INSECURE").empty();
+    http.ca_file = cl.cacert.empty() ? ks.setting("OS_CACERT") : cl.cacert;
+    http.insecure = cl.insecure || !ks.setting("OS_INSECURE").empty();
     std::shared_ptr<glancefs::backends::HttpClient> client =
         glancefs::backends::NewCurlHttpClient(http);
-    auto keystone = std::make_shared<glancefs::backends::KeystoneTokenSource>(client, *creds);
+    auto keystone = std::make_shared<glancefs::backends::KeystoneTokenSource>(client, ks.creds);
+    *reread = [keystone](const glancefs::tools::Options& o) -> Result<std::string> {
+      GLANCEFS_ASSIGN_OR_RETURN(KeystoneSettings next, ReadKeystoneSettings(o));
+      GLANCEFS_RETURN_IF_ERROR(keystone->UpdateCredentials(next.creds));
+      return "keystone credentials re-read from " + next.from;
+    };
     glancefs::backends::GlanceOptions glance;
     glance.spool_dir = cl.spool_dir;
     glance.page_limit = cl.page_limit;
@@ -190,15 +197,16 @@ Result<std::unique_ptr<Catalog>> OpenSourceCatalog(const glancefs::fuse::Command
     }
     LOG_WARNING("%s: asking again at every refresh", built.status().message().c_str());
     return std::unique_ptr<Catalog>(
-        std::make_unique<DeferredCatalog>("keystone:" + creds->auth_url, std::move(build)));
+        std::make_unique<DeferredCatalog>("keystone:" + ks.creds.auth_url, std::move(build)));
   }
   return Status::InvalidArgument("unknown SOURCE '" + source +
                                  "': expected dir:PATH, http(s)://HOST:PORT or keystone");
 }
 
 // The SOURCE's catalog, reading rbd:// locations straight from Ceph unless -o norbd.
-Result<std::unique_ptr<Catalog>> OpenCatalog(const glancefs::fuse::CommandLine& cl) {
-  auto catalog = OpenSourceCatalog(cl);
+Result<std::unique_ptr<Catalog>> OpenCatalog(const glancefs::tools::Options& cl,
+                                             glancefs::tools::CredentialsReader* reread) {
+  auto catalog = OpenSourceCatalog(cl, reread);
   if (!catalog.ok() || !cl.rbd) return catalog;
   glancefs::backends::rbd::RbdCatalogOptions rbd;
   rbd.ceph.conf_dir = cl.ceph_conf_dir;
@@ -254,24 +262,6 @@ void ReportReady(int ready_fd) {
   ::close(ready_fd);
 }
 
-glancefs::cache::ServiceOptions CacheOptionsOf(const glancefs::fuse::CommandLine& cl) {
-  glancefs::cache::ServiceOptions o;
-  o.dir = cl.cache_dir.empty() ? glancefs::fuse::DefaultCacheDir(cl.source) : cl.cache_dir;
-  o.cache.max_bytes = cl.cache_size;
-  o.cache.min_free_bytes = cl.cache_min_free;
-  o.cache.memory_bytes = cl.cache_memory;
-  o.cache.block_size = static_cast<uint32_t>(cl.cache_block);
-  o.cache.request_bytes = static_cast<uint32_t>(cl.fetch_size);
-  o.cache.readahead_max = cl.readahead_max;
-  o.cache.readahead_initial = std::min<uint64_t>(cl.readahead_max, 4ULL << 20);
-  o.cache.fetch_threads = static_cast<int>(cl.fetch_threads);
-  o.prefetch.workers = static_cast<int>(cl.prefetch_workers);
-  o.prefetch.bytes_per_s = cl.prefetch_rate;
-  o.prefetch.interval_s = static_cast<int>(cl.prefetch_interval_s);
-  return o;
-}
-
-
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -280,33 +270,33 @@ int main(int argc, char** argv) {
   // keep what 20 threads once held: 370-400 MiB peak RSS against 260-275 MiB (mount_test
   // MemoryStaysWithinTheBudgetUnderEightReaders). 64 KiB blocks are pooled (cache/block.h).
   ::mallopt(M_MMAP_THRESHOLD, 128 << 10);
+  const std::vector<std::string> argv_given(argv, argv + argc);
   // --config FILE becomes SOURCE, MOUNTPOINT and -o options ahead of the command line's own.
-  auto args = glancefs::tools::ExpandConfig(std::vector<std::string>(argv, argv + argc));
+  auto args = glancefs::tools::ExpandConfig(argv_given);
   if (!args.ok()) return Fail(args.status());
-  std::vector<char*> expanded;
-  for (std::string& a : *args) expanded.push_back(a.data());
-  expanded.push_back(nullptr);
-  auto cl = glancefs::fuse::ParseCommandLine(static_cast<int>(args->size()), expanded.data());
+  auto cl = glancefs::tools::ParseOptions(*args);
   if (!cl.ok()) return Fail(cl.status());
   if (cl->show_help) {
-    glancefs::fuse::PrintHelp(argv[0]);
+    glancefs::tools::PrintHelp(argv[0]);
     return 0;
   }
   if (cl->show_version) {
-    glancefs::fuse::PrintVersion();
+    glancefs::tools::PrintVersion();
     return 0;
   }
   glancefs::SetLogLevel(cl->log_level);
   int ready_fd = cl->foreground ? -1 : ForkDaemon();
 
-  auto catalog = OpenCatalog(*cl);
+  glancefs::tools::CredentialsReader reread_credentials;
+  auto catalog = OpenCatalog(*cl, &reread_credentials);
   if (!catalog.ok()) return Fail(catalog.status());
 
   // The block cache sits between the backend and the file system (docs/ARCHITECTURE.md).
   std::unique_ptr<glancefs::cache::CacheService> cache;
   std::unique_ptr<Catalog> cached_catalog;
   if (cl->cache) {
-    auto service = glancefs::cache::CacheService::Open(catalog->get(), CacheOptionsOf(*cl));
+    auto service =
+        glancefs::cache::CacheService::Open(catalog->get(), glancefs::tools::CacheOptionsOf(*cl));
     if (!service.ok()) return Fail(service.status());
     cache = std::move(service).value();
     cached_catalog = cache->WrapCatalog();
@@ -332,6 +322,7 @@ int main(int argc, char** argv) {
     metrics = std::move(started).value();
   }
 
+  std::unique_ptr<glancefs::tools::Reloader> reloader;
   glancefs::fuse::SessionOptions session_options;
   session_options.mountpoint = cl->mountpoint;
   session_options.fuse_args = cl->fuse_args;
@@ -341,14 +332,20 @@ int main(int argc, char** argv) {
   session_options.cache_timeout_s = cl->cache_timeout_s;
   session_options.refresh_interval_s = cl->refresh_s;
   session_options.read_ahead_kb = cl->read_ahead_kb;
+  // Ready once the mount answers: the waiting parent (background mode) and systemd (Type=notify).
+  session_options.on_ready = [&] {
+    LOG_INFO("mounted %s on %s", fs_catalog->Describe().c_str(), cl->mountpoint.c_str());
+    ReportReady(ready_fd);
+    glancefs::tools::NotifyServiceManager("READY=1", fs);
+  };
+  session_options.on_refreshed = [&] { glancefs::tools::NotifyServiceManager("", fs); };
+  session_options.on_reload = [&] { reloader->Reload(); };
   auto session = glancefs::fuse::Session::Create(&fs, session_options);
   if (!session.ok()) return Fail(session.status());
+  reloader = std::make_unique<glancefs::tools::Reloader>(
+      argv_given, *cl, glancefs::tools::ReloadTargets{session->get(), cache.get(), &fs, reread_credentials});
 
   if (!cl->foreground) glancefs::SetLogSink(glancefs::LogSink::kSyslog);
-  LOG_INFO("mounted %s on %s", fs_catalog->Describe().c_str(), cl->mountpoint.c_str());
-  ReportReady(ready_fd);
-  ::sd_notify(0, "READY=1");
-
   Status run = (*session)->Run();
   ::sd_notify(0, "STOPPING=1");
   session->reset();  // unmounts
