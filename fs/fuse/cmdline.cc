@@ -21,7 +21,7 @@ int TakeOption(void* data, const char* arg, int key, struct fuse_args*) {
   auto* state = static_cast<ParseState*>(data);
   if (key >= kKeyBase) {
     const OwnOption& option = (*state->own)[key - kKeyBase];
-    state->out->own[option.name] =
+    state->out->given[option.name] =
         option.takes_value ? std::string(arg).substr(option.name.size() + 1) : "";
     return 0;
   }
@@ -71,6 +71,15 @@ Result<SplitCommandLine> SplitFuseCommandLine(const std::vector<std::string>& ar
   std::free(opts.mountpoint);
   for (int i = 0; i < args.argc; ++i) out.fuse_args.emplace_back(args.argv[i]);
   fuse_opt_free_args(&args);
+  return out;
+}
+
+std::string EscapeFuseOption(const std::string& value) {
+  std::string out;
+  for (char c : value) {
+    if (c == ',' || c == '\\') out.push_back('\\');
+    out.push_back(c);
+  }
   return out;
 }
 

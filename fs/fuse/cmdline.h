@@ -20,7 +20,7 @@ struct OwnOption {
 struct SplitCommandLine {
   std::string source;  // the first non-option
   std::string mountpoint;
-  std::map<std::string, std::string> own;  // the caller's options as given ("" for a flag)
+  std::map<std::string, std::string> given;  // the caller's options as given ("" for a flag)
   bool foreground = false;
   bool debug = false;
   bool single_thread = false;
@@ -33,6 +33,9 @@ struct SplitCommandLine {
 
 Result<SplitCommandLine> SplitFuseCommandLine(const std::vector<std::string>& argv,
                                               const std::vector<OwnOption>& own);
+
+// `value` for an -o list: libfuse splits at ',' and unescapes '\'.
+std::string EscapeFuseOption(const std::string& value);
 
 // libfuse's own --help and --version text.
 void PrintFuseHelp();

@@ -5,6 +5,8 @@
 
 #include <cctype>
 
+#include "fs/fuse/cmdline.h"
+
 namespace glancefs::tools {
 namespace {
 
@@ -17,16 +19,6 @@ bool IsOptionName(const std::string& key) {
     }
   }
   return true;
-}
-
-// libfuse's option lists split at ',' and unescape '\'.
-std::string Escape(const std::string& value) {
-  std::string out;
-  for (char c : value) {
-    if (c == ',' || c == '\\') out.push_back('\\');
-    out.push_back(c);
-  }
-  return out;
 }
 
 struct FileSettings {
@@ -72,7 +64,7 @@ Result<FileSettings> ReadConfig(const std::string& path) {
       } else if (value == "false" || value == "no") {
         continue;
       } else {
-        out.options.push_back(key + "=" + Escape(value));
+        out.options.push_back(key + "=" + fuse::EscapeFuseOption(value));
       }
     }
   }

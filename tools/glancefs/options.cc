@@ -146,16 +146,6 @@ std::vector<OptionSpec> MakeTable() {
   };
 }
 
-// fsname goes into the mount table; ',' and '\' must be escaped for libfuse's option parser.
-std::string EscapeOption(const std::string& s) {
-  std::string out;
-  for (char c : s) {
-    if (c == ',' || c == '\\') out.push_back('\\');
-    out.push_back(c);
-  }
-  return out;
-}
-
 void PrintGroup(OptionGroup group) {
   for (const OptionSpec& spec : OptionTable()) {
     if (spec.group != group) continue;
@@ -192,17 +182,7 @@ Result<Options> ParseOptions(const std::vector<std::string>& argv) {
   for (const OptionSpec& spec : OptionTable()) own.push_back({spec.name, !spec.arg.empty()});
   GLANCEFS_ASSIGN_OR_RETURN(fuse::SplitCommandLine split, fuse::SplitFuseCommandLine(argv, own));
   Options o;
-  o.source = split.source;
-  o.mountpoint = split.mountpoint;
-  o.show_help = split.show_help;
-  o.show_version = split.show_version;
-  o.foreground = split.foreground;
-  o.debug = split.debug;
-  o.single_thread = split.single_thread;
-  o.max_threads = split.max_threads;
-  o.clone_fd = split.clone_fd;
-  o.fuse_args = split.fuse_args;
-  o.given = split.own;
+  static_cast<fuse::SplitCommandLine&>(o) = std::move(split);
   if (o.debug) o.log_level = LogLevel::kDebug;
   for (const auto& [name, value] : o.given) {
     if (Status s = FindOption(name)->set(&o, value); !s.ok()) {
@@ -214,7 +194,7 @@ Result<Options> ParseOptions(const std::vector<std::string>& argv) {
   if (o.mountpoint.empty()) return Status::InvalidArgument("missing MOUNTPOINT (try --help)");
   o.fuse_args.push_back("-o");
   o.fuse_args.push_back("default_permissions,subtype=glancefs,fsname=" +
-                        EscapeOption("glancefs:" + o.source));
+                        fuse::EscapeFuseOption("glancefs:" + o.source));
   return o;
 }
 

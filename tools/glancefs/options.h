@@ -16,22 +16,13 @@
 
 #include "fs/base/log.h"
 #include "fs/base/status.h"
+#include "fs/fuse/cmdline.h"
 
 namespace glancefs::tools {
 
-struct Options {
-  std::string source;
-  std::string mountpoint;
-  bool foreground = false;
-  bool debug = false;
-  bool single_thread = false;
-  bool show_help = false;
-  bool show_version = false;
-  unsigned max_threads = 10;
-  bool clone_fd = false;
-  // The table's options as given, name → value ("" for a flag); a reload diffs two of these.
-  std::map<std::string, std::string> given;
-
+// What the command line gives: SOURCE, MOUNTPOINT, libfuse's flags and the table's options as
+// given (`given`, name → value; a reload diffs two of these), then each option's value.
+struct Options : fuse::SplitCommandLine {
   unsigned refresh_s = 30;
   // Every change the refresher sees is invalidated explicitly, so the timeout only bounds the
   // cost of a missed invalidation.
@@ -71,7 +62,6 @@ struct Options {
   unsigned rbd_retry_s = 30;
   std::string store;
 
-  std::vector<std::string> fuse_args;  // for fuse_session_new, argv[0] first
 };
 
 enum class OptionGroup { kGlancefs, kCeph, kCache };
