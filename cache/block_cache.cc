@@ -10,6 +10,7 @@
 #include <sstream>
 #include <thread>
 
+#include "cache/signature.h"
 #include "fs/base/hash.h"
 #include "fs/base/log.h"
 
@@ -36,6 +37,61 @@ class Digest {
   std::unique_ptr<EVP_MD_CTX, void (*)(EVP_MD_CTX*)> ctx_;
   const EVP_MD* md_;
   bool ok_ = false;
+};
+
+// One pass's checks over an image's bytes, given in order: the record's hash (os_hash_value, or
+// the MD5 checksum) and the signature (signature.h), whose certificate it fetches when built.
+class ImageCheck {
+ public:
+  ImageCheck(const std::string& hash_algo, const std::optional<SignatureSpec>& spec,
+             CertificateStore* certificates)
+      : digest_(hash_algo.empty() ? "-" : hash_algo) {
+    hashing_ = !hash_algo.empty() && digest_.ok();
+    if (!spec) {
+      verdict_ = kSignatureUnsigned;
+      return;
+    }
+    if (!certificates) {
+      verdict_ = SignatureUnverifiable("no certificate source (-o cert_dir=)");
+      return;
+    }
+    auto certificate = certificates->Get(spec->certificate_uuid);
+    if (!certificate.ok()) {
+      verdict_ = SignatureUnverifiable(certificate.status().message());
+      return;
+    }
+    auto check = SignatureCheck::Start(*spec, *certificate);
+    if (check.ok()) {
+      signature_ = std::move(check).value();
+    } else if (check.status().code() == Status::Code::kInvalidArgument) {
+      verdict_ = SignatureInvalid(check.status().message());
+    } else {
+      verdict_ = SignatureUnverifiable(check.status().message());
+    }
+  }
+  bool hashing() const { return hashing_; }
+  // Whether the bytes are needed at all.
+  bool any() const { return hashing_ || signature_ != nullptr; }
+  void Update(const char* data, size_t n) {
+    if (hashing_) digest_.Update(data, n);
+    if (signature_) signature_->Update(data, n);
+  }
+  std::string HashHex() { return hashing_ ? digest_.Hex() : ""; }
+  // After every byte: the signature's verdict.
+  std::string SignatureVerdict() {
+    if (signature_) {
+      Status s = signature_->Finish();
+      verdict_ = s.ok() ? kSignatureVerified : SignatureInvalid(s.message());
+      signature_.reset();
+    }
+    return verdict_;
+  }
+
+ private:
+  Digest digest_;
+  bool hashing_ = false;
+  std::unique_ptr<SignatureCheck> signature_;
+  std::string verdict_;
 };
 
 namespace {
@@ -124,6 +180,8 @@ struct BlockCache::Image {
   uint64_t nblocks = 0;
   std::string hash_algo;   // OpenSSL digest name ("sha512", "md5"); empty: cannot verify
   std::string hash_value;  // lowercase hex
+  std::optional<SignatureSpec> signature_spec;  // GUARDED_BY(mu_) (set once); none: unsigned
+  std::string signature_fp;                     // its Fingerprint(); "" when unsigned
 
   // GUARDED_BY(BlockCache::mu_)
   std::atomic<uint64_t> no{0};  // written under mu_, read anywhere
@@ -132,6 +190,7 @@ struct BlockCache::Image {
   uint64_t cached_bytes = 0;
   CacheState state = CacheState::kPartial;
   std::string reason;
+  std::string signature;  // the last verdict (signature.h's words); "": none yet
   bool pinned = false;
   bool meta_written = false;
   bool verifying = false;
@@ -352,6 +411,8 @@ Status BlockCache::Load() {
     image->hash_algo = Field(text, "hash_algo");
     image->hash_value = Field(text, "hash_value");
     image->reason = Field(text, "reason");
+    image->signature_fp = Field(text, "signature_fp");
+    image->signature = Field(text, "signature");
     image->pinned = Field(text, "pinned") == "1";
     image->last_access = static_cast<int64_t>(ToU64(Field(text, "last_access")));
     std::string state = Field(text, "state");
@@ -406,8 +467,9 @@ void BlockCache::PersistLocked(Image& image) {
                      CacheStateName(image.state) + "\nhash_algo=" + image.hash_algo +
                      "\nhash_value=" + image.hash_value + "\nlast_access=" +
                      std::to_string(image.last_access.load()) + "\npinned=" +
-                     (image.pinned ? "1" : "0") + "\nreason=" +
-                     OneLine(image.reason) + "\n";
+                     (image.pinned ? "1" : "0") + "\nreason=" + OneLine(image.reason) +
+                     "\nsignature_fp=" + image.signature_fp +
+                     "\nsignature=" + OneLine(image.signature) + "\n";
   if (Status s = store_->PutMeta("img/" + image.id, text); !s.ok()) {
     LOG_WARNING("cache: cannot record image %s: %s", image.id.c_str(), s.ToString().c_str());
     return;
@@ -422,7 +484,16 @@ void BlockCache::EnsureMetaLocked(Image& image) {
 std::shared_ptr<BlockCache::Image> BlockCache::ImageFor(const ImageRecord& record) {
   std::lock_guard<std::mutex> lock(mu_);
   auto& slot = images_[record.id];
-  if (slot && slot->version == record.data_version && slot->size == *record.size) return slot;
+  auto spec = SignatureSpecOf(record);
+  const std::string fp = spec ? spec->Fingerprint() : "";
+  if (slot && slot->version == record.data_version && slot->size == *record.size) {
+    if (slot->signature_fp != fp) {
+      NewSignatureLocked(slot, spec);
+    } else if (!slot->signature_spec) {
+      slot->signature_spec = spec;  // a record loaded from the store
+    }
+    return slot;
+  }
   if (slot) {
     LOG_INFO("cache: image %s has new data; dropping the cached version", record.id.c_str());
     EvictLocked(*slot);
@@ -449,6 +520,8 @@ std::shared_ptr<BlockCache::Image> BlockCache::ImageFor(const ImageRecord& recor
     image->hash_algo = "md5";
     image->hash_value = prop("checksum");
   }
+  image->signature_spec = spec;
+  image->signature_fp = fp;
   std::transform(image->hash_value.begin(), image->hash_value.end(), image->hash_value.begin(),
                  [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
   if (image->nblocks == 0) image->SetState(CacheState::kComplete);
@@ -956,30 +1029,16 @@ Status BlockCache::Verify(const std::shared_ptr<Image>& image) {
   // Durable first: a verified mark must never outlive its blocks.
   GLANCEFS_RETURN_IF_ERROR(store_->Sync());
   uint64_t no = image->no;
-  if (image->hash_algo.empty()) {
-    std::lock_guard<std::mutex> lock(mu_);
-    if (image->no == no && image->present_blocks == image->nblocks) {
-      image->SetState(CacheState::kComplete);
-      PersistLocked(*image);
-    }
-    return Status::Ok();
-  }
-  Digest digest(image->hash_algo);
-  if (!digest.ok()) {
+  ImageCheck check(image->hash_algo, SignatureSpecOfImage(*image), options_.certificates.get());
+  if (!image->hash_algo.empty() && !check.hashing()) {
     LOG_WARNING("cache: image %s: unknown hash algorithm '%s'; not verified", image->id.c_str(),
                 image->hash_algo.c_str());
-    std::lock_guard<std::mutex> lock(mu_);
-    if (image->no == no) {
-      image->SetState(CacheState::kComplete);
-      PersistLocked(*image);
-    }
-    return Status::Ok();
   }
-  GLANCEFS_RETURN_IF_ERROR(DigestStored(*image, no, digest));
-  return Judge(*image, no, digest.Hex());
+  if (check.any()) GLANCEFS_RETURN_IF_ERROR(DigestStored(*image, no, check));
+  return Judge(*image, no, check);
 }
 
-Status BlockCache::DigestStored(Image& image, uint64_t no, Digest& digest) {
+Status BlockCache::DigestStored(Image& image, uint64_t no, ImageCheck& check) {
   // Read in runs (one store request each, as a sequential reader's); a run that fails is
   // read again block by block to find the block at fault.
   const uint64_t per_run = std::max<uint64_t>(1, kStoreLoadRunBytes / block_size_);
@@ -1003,7 +1062,7 @@ Status BlockCache::DigestStored(Image& image, uint64_t no, Digest& digest) {
     }
     for (uint64_t k = 0; k < count; ++k) {
       if (whole) {
-        digest.Update(run[k]->data(), run[k]->size());
+        check.Update(run[k]->data(), run[k]->size());
         continue;
       }
       auto block = LoadBlock(image, {no, i + k});
@@ -1014,16 +1073,59 @@ Status BlockCache::DigestStored(Image& image, uint64_t no, Digest& digest) {
         return Status::Unavailable("image " + image.id + ": block " + std::to_string(i + k) +
                                    " must be fetched again before verification");
       }
-      digest.Update((*block)->data(), (*block)->size());
+      check.Update((*block)->data(), (*block)->size());
     }
   }
   return Status::Ok();
 }
 
-Status BlockCache::Judge(Image& image, uint64_t no, const std::string& got) {
+void BlockCache::NewSignatureLocked(const std::shared_ptr<Image>& image,
+                                    const std::optional<SignatureSpec>& spec) {
+  // Glance lets the properties change after upload and never checks them again: the bytes
+  // stay, the verdict goes, and a complete image is checked again.
+  LOG_INFO("cache: image %s has new signature properties; checking them", image->id.c_str());
+  image->signature_spec = spec;
+  image->signature_fp = spec ? spec->Fingerprint() : "";
+  image->signature.clear();
+  if (image->state == CacheState::kVerified || image->state == CacheState::kComplete) {
+    image->SetState(CacheState::kPartial);
+  }
+  PersistLocked(*image);
+  MaybeScheduleVerify(image);
+}
+
+std::optional<SignatureSpec> BlockCache::SignatureSpecOfImage(const Image& image) {
+  std::lock_guard<std::mutex> lock(mu_);  // ImageFor completes a loaded record's
+  return image.signature_spec;
+}
+
+void BlockCache::JudgeSignatureLocked(Image& image, const std::string& verdict) {
+  image.signature = verdict;
+  if (verdict == kSignatureUnsigned) return;
+  if (verdict == kSignatureVerified) {
+    signatures_verified_.fetch_add(1, std::memory_order_relaxed);
+    LOG_INFO("cache: image %s: signature verified", image.id.c_str());
+  } else if (verdict.rfind("invalid", 0) == 0) {
+    signatures_invalid_.fetch_add(1, std::memory_order_relaxed);
+    LOG_ERROR("cache: image %s: signature %s", image.id.c_str(), verdict.c_str());
+  } else {
+    signatures_unverifiable_.fetch_add(1, std::memory_order_relaxed);
+    LOG_WARNING("cache: image %s: signature %s", image.id.c_str(), verdict.c_str());
+  }
+}
+
+Status BlockCache::Judge(Image& image, uint64_t no, ImageCheck& check) {
+  const std::string got = check.HashHex();
+  const std::string signature = check.SignatureVerdict();
   std::lock_guard<std::mutex> lock(mu_);
   if (image.no != no || image.present_blocks != image.nblocks) {
     return Status::Unavailable("image " + image.id + " changed while it was verified");
+  }
+  JudgeSignatureLocked(image, signature);
+  if (!check.hashing()) {
+    image.SetState(CacheState::kComplete);
+    PersistLocked(image);
+    return Status::Ok();
   }
   if (got == image.hash_value) {
     image.SetState(CacheState::kVerified);
@@ -1048,11 +1150,11 @@ Status BlockCache::Judge(Image& image, uint64_t no, const std::string& got) {
 Status BlockCache::FetchWholeHashed(const std::shared_ptr<Image>& image,
                                    const std::shared_ptr<ByteSource>& upstream,
                                    const std::function<bool()>& stop, uint64_t bytes_per_s) {
-  Digest digest(image->hash_algo);
+  ImageCheck check(image->hash_algo, SignatureSpecOfImage(*image), options_.certificates.get());
   uint64_t no;
   {
     std::lock_guard<std::mutex> lock(mu_);
-    if (!digest.ok() || image->nblocks == 0 || image->present_blocks > 0 || image->verifying ||
+    if (!check.any() || image->nblocks == 0 || image->present_blocks > 0 || image->verifying ||
         image->streaming || image->retired || image->state != CacheState::kPartial) {
       return Status::NotSupported("not a whole, hashed fetch");
     }
@@ -1085,7 +1187,7 @@ Status BlockCache::FetchWholeHashed(const std::shared_ptr<Image>& image,
   const auto start = std::chrono::steady_clock::now();
   Status status = FetchClaimed(
       image, no, 0, image->nblocks, upstream, Why::kPrefetch, nullptr, [&](const Block& block) {
-        digest.Update(block.data(), block.size());
+        check.Update(block.data(), block.size());
         received += block.size();
         PaceUntil(start, received, bytes_per_s, stop);
         stopped = stop();
@@ -1098,7 +1200,7 @@ Status BlockCache::FetchWholeHashed(const std::shared_ptr<Image>& image,
   }
   // Durable first: a verified mark must never outlive its blocks.
   GLANCEFS_RETURN_IF_ERROR(store_->Sync());
-  return Judge(*image, no, digest.Hex());
+  return Judge(*image, no, check);
 }
 
 Status BlockCache::FetchAll(const ImageRecord& record, const std::shared_ptr<ByteSource>& upstream,
@@ -1235,6 +1337,10 @@ void BlockCache::Observe(const CatalogSnapshot& snapshot) {
   for (auto it = images_.begin(); it != images_.end();) {
     auto record = snapshot.Find(it->first);
     if (record && record->data_version == it->second->version) {
+      auto spec = SignatureSpecOf(*record);
+      if (it->second->signature_fp != (spec ? spec->Fingerprint() : "")) {
+        NewSignatureLocked(it->second, spec);
+      }
       ++it;
       continue;
     }
@@ -1255,6 +1361,7 @@ CachedImageInfo BlockCache::InfoLocked(const Image& image) const {
   info.cached_bytes = image.cached_bytes;
   info.state = image.state;
   info.reason = image.reason;
+  info.signature = image.signature;
   info.pinned = image.pinned;
   info.last_access = image.last_access;
   info.counters = CounterValues(image.counters);
@@ -1303,6 +1410,9 @@ CacheTotals BlockCache::Totals() {
   t.evicted_bytes = evicted_bytes_;
   t.verified = verified_;
   t.verify_failures = verify_failures_;
+  t.signatures_verified = signatures_verified_;
+  t.signatures_invalid = signatures_invalid_;
+  t.signatures_unverifiable = signatures_unverifiable_;
   std::lock_guard<std::mutex> lock(latency_mu_);
   uint64_t cumulative = 0;
   for (size_t i = 0; i < std::size(kLatencyBounds); ++i) {

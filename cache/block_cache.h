@@ -53,13 +53,15 @@
 
 #include "cache/block_store.h"
 #include "cache/memory_tier.h"
+#include "cache/signature.h"
 #include "cache/work_pool.h"
 #include "fs/base/byte_source.h"
 #include "fs/base/catalog.h"
+#include "fs/base/certificates.h"
 
 namespace glancefs::cache {
 
-class Digest;  // block_cache.cc: an OpenSSL digest of bytes given in order
+class ImageCheck;  // block_cache.cc: an image's hash and signature checks, in one pass
 
 struct CacheOptions {
   // Fixed for the life of a cache directory: a store made with another size keeps its own.
@@ -78,6 +80,9 @@ struct CacheOptions {
   uint64_t readahead_max = 64 << 20;     // the window doubles up to this
   int readahead_requests = 4;            // per image in flight
   int fetch_threads = 8;
+  // Where signing certificates come from (cache/signature.h); null: signed images are
+  // "unverifiable: no certificate source".
+  std::shared_ptr<CertificateStore> certificates;
 };
 
 enum class CacheState { kPartial, kComplete, kVerified, kCorrupt };
@@ -106,6 +111,9 @@ struct CachedImageInfo {
   uint64_t cached_bytes = 0;
   CacheState state = CacheState::kPartial;
   std::string reason;  // why kCorrupt
+  // The signature's verdict (signature.h's words) from the last pass over all its bytes; empty
+  // until one ran.
+  std::string signature;
   bool pinned = false;
   int64_t last_access = 0;
   // Counter values of this image, by name.
@@ -122,6 +130,8 @@ struct CacheTotals {
   uint64_t evicted_bytes = 0;
   uint64_t verified = 0;
   uint64_t verify_failures = 0;
+  // Signature verdicts given, by kind.
+  uint64_t signatures_verified = 0, signatures_invalid = 0, signatures_unverifiable = 0;
   // Fetch latency histogram: counts of requests at or under each bound (seconds), cumulative.
   std::vector<std::pair<double, uint64_t>> latency_buckets;
   uint64_t latency_count = 0;
@@ -225,13 +235,19 @@ class BlockCache {
   void DropBlockLocked(Image& image, uint64_t index);
   void EvictLocked(Image& image);
   void EnforceLimits(const Image* fetching);
-  // Hashes a complete image against its record; updates its state.
+  // Hashes a complete image against its record and checks its signature; updates its state.
   Status Verify(const std::shared_ptr<Image>& image);
-  // Feeds the stored blocks of image number `no`, read back from the store, to `digest`.
-  Status DigestStored(Image& image, uint64_t no, Digest& digest);
-  // Marks image number `no`, all of it stored and synced, verified if `digest` is its record's,
-  // else corrupt (its data dropped).
-  Status Judge(Image& image, uint64_t no, const std::string& digest);
+  // Feeds the stored blocks of image number `no`, read back from the store, to `check`.
+  Status DigestStored(Image& image, uint64_t no, ImageCheck& check);
+  // Gives image number `no`, all of it stored and synced, the verdicts of `check`, which saw
+  // all its bytes: verified if its hash is the record's (complete if it has none), else corrupt
+  // (its data dropped); and its signature's verdict.
+  Status Judge(Image& image, uint64_t no, ImageCheck& check);
+  void JudgeSignatureLocked(Image& image, const std::string& verdict);  // REQUIRES: mu_ held
+  std::optional<SignatureSpec> SignatureSpecOfImage(const Image& image);
+  // REQUIRES: mu_ held.
+  void NewSignatureLocked(const std::shared_ptr<Image>& image,
+                          const std::optional<SignatureSpec>& spec);
   void MaybeScheduleVerify(const std::shared_ptr<Image>& image);  // REQUIRES: mu_ held
   CachedImageInfo InfoLocked(const Image& image) const;
   void RecordLatency(uint64_t us);
@@ -254,6 +270,8 @@ class BlockCache {
   std::atomic<bool> closing_{false};  // the destructor runs: fetches stop at their next block
   CacheCounters totals_;
   std::atomic<uint64_t> evictions_{0}, evicted_bytes_{0}, verified_{0}, verify_failures_{0};
+  std::atomic<uint64_t> signatures_verified_{0}, signatures_invalid_{0},
+      signatures_unverifiable_{0};
   std::mutex latency_mu_;
   std::vector<uint64_t> latency_counts_;  // GUARDED_BY(latency_mu_), one per bucket + overflow
   uint64_t latency_total_us_ = 0;         // GUARDED_BY(latency_mu_)

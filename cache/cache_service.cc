@@ -206,11 +206,13 @@ CacheEntry CacheService::EntryOf(const CachedImageInfo& info,
   e.size = info.size;
   e.cached_bytes = info.cached_bytes;
   e.state = CacheStateName(info.state);
+  e.signature = info.signature;
   e.last_access = info.last_access;
   e.xattrs.emplace_back("cached_bytes", Num(info.cached_bytes));
   e.xattrs.emplace_back("size", Num(info.size));
   e.xattrs.emplace_back("state", e.state);
   if (!info.reason.empty()) e.xattrs.emplace_back("error", info.reason);
+  if (!info.signature.empty()) e.xattrs.emplace_back("signature", info.signature);
   e.xattrs.emplace_back("pinned", info.pinned ? "1" : "0");
   if (queued) {
     e.queued = true;
@@ -342,6 +344,12 @@ std::string CacheService::Prometheus() {
          Num(t.verified));
   metric("glancefs_cache_verify_failures_total", "counter",
          "Images whose data did not match their hash.", Num(t.verify_failures));
+  out += "# HELP glancefs_signature_checks_total Image signatures checked, by verdict.\n"
+         "# TYPE glancefs_signature_checks_total counter\n";
+  out += "glancefs_signature_checks_total{verdict=\"verified\"} " + Num(t.signatures_verified) +
+         "\nglancefs_signature_checks_total{verdict=\"invalid\"} " + Num(t.signatures_invalid) +
+         "\nglancefs_signature_checks_total{verdict=\"unverifiable\"} " +
+         Num(t.signatures_unverifiable) + "\n";
   metric("glancefs_queue_images", "gauge", "Images in the pre-fetch queue.",
          Num(prefetcher_->size()));
   metric("glancefs_queue_bytes_left", "gauge",

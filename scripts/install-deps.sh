@@ -18,6 +18,8 @@ PACKAGES=(
   qemu-utils attr rsync procps util-linux e2fsprogs coreutils openssl socat
   # the Debian package (scripts/package.sh) and the Prometheus that scrapes a mount in a test
   debhelper dpkg-dev lintian man-db prometheus
+  # the oracle for image signatures: the library Nova verifies them with
+  python3-cursive
   # a VM that boots from the mount (tests/integration/boot_test.cc)
   qemu-system-x86
   # the decoder fuzzer (libFuzzer)

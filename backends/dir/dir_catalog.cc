@@ -11,6 +11,7 @@
 
 #include "backends/common/image_record_json.h"
 #include "backends/dir/file_byte_source.h"
+#include "fs/base/file_io.h"
 #include "fs/base/log.h"
 
 namespace glancefs::backends {
@@ -24,35 +25,6 @@ bool StatAt(int dirfd, const std::string& name, struct stat* st) {
 
 int64_t Nanos(const struct timespec& ts) {
   return static_cast<int64_t>(ts.tv_sec) * 1000000000 + ts.tv_nsec;
-}
-
-Result<std::string> ReadSmallFile(int dirfd, const std::string& name) {
-  int fd = ::openat(dirfd, name.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
-  if (fd < 0) return Status::FromErrno(errno, name);
-  struct stat st;
-  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-    ::close(fd);
-    return Status::Corruption(name + " is not a regular file");
-  }
-  std::string text;
-  char buf[64 * 1024];
-  for (;;) {
-    ssize_t got = ::read(fd, buf, sizeof buf);
-    if (got < 0 && errno == EINTR) continue;
-    if (got < 0) {
-      int err = errno;
-      ::close(fd);
-      return Status::FromErrno(err, name);
-    }
-    if (got == 0) break;
-    text.append(buf, static_cast<size_t>(got));
-    if (text.size() > kMaxRecordBytes) {
-      ::close(fd);
-      return Status::Corruption(name + " is larger than 16 MiB");
-    }
-  }
-  ::close(fd);
-  return text;
 }
 
 }  // namespace
@@ -84,7 +56,7 @@ DirCatalog::Entry DirCatalog::Load(int dirfd, const std::string& id, const Stamp
                                    const Stamp& data_stamp) {
   Entry entry{record_stamp, data_stamp, nullptr};
   std::string file = id + std::string(kRecordSuffix);
-  auto text = ReadSmallFile(dirfd, file);
+  auto text = ReadSmallFileAt(dirfd, file, kMaxRecordBytes);
   if (!text.ok()) {
     LOG_WARNING("catalog %s: %s: skipped: %s", path_.c_str(), file.c_str(),
                 text.status().ToString().c_str());

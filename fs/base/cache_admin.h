@@ -20,6 +20,9 @@ struct CacheEntry {
   uint64_t size = 0;          // bytes of image data
   uint64_t cached_bytes = 0;  // of them, in the cache
   std::string state;          // "partial", "complete", "verified" or "corrupt"
+  // The signature's verdict from the last pass over all the bytes ("verified", "unsigned",
+  // "invalid: ...", "unverifiable: ..."); empty until one ran.
+  std::string signature;
   bool queued = false;
   int64_t queued_at = 0;  // seconds since the epoch (queued only)
   int64_t last_access = 0;

@@ -1,6 +1,8 @@
 #include "fs/base/file_io.h"
 
+#include <fcntl.h>
 #include <limits.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -62,6 +64,35 @@ int WriteFullyAt(int fd, const char* src, size_t n, uint64_t off) {
     done += static_cast<size_t>(put);
   }
   return 0;
+}
+
+Result<std::string> ReadSmallFileAt(int dirfd, const std::string& name, size_t max_bytes) {
+  int fd = ::openat(dirfd, name.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
+  if (fd < 0) return Status::FromErrno(errno, name);
+  struct stat st;
+  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+    ::close(fd);
+    return Status::Corruption(name + " is not a regular file");
+  }
+  std::string text;
+  char buf[64 * 1024];
+  for (;;) {
+    ssize_t got = ::read(fd, buf, sizeof buf);
+    if (got < 0 && errno == EINTR) continue;
+    if (got < 0) {
+      int err = errno;
+      ::close(fd);
+      return Status::FromErrno(err, name);
+    }
+    if (got == 0) break;
+    text.append(buf, static_cast<size_t>(got));
+    if (text.size() > max_bytes) {
+      ::close(fd);
+      return Status::Corruption(name + " is larger than " + std::to_string(max_bytes) + " bytes");
+    }
+  }
+  ::close(fd);
+  return text;
 }
 
 }  // namespace glancefs

@@ -7,6 +7,9 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <string>
+
+#include "fs/base/status.h"
 
 namespace glancefs {
 
@@ -20,5 +23,9 @@ ssize_t ReadvFullyAt(int fd, const struct iovec* iov, int count, uint64_t off);
 
 // Writes n bytes at off. Returns 0, or the errno of the failed write.
 int WriteFullyAt(int fd, const char* src, size_t n, uint64_t off);
+
+// The whole of a small regular file `name` under `dirfd`, opened without blocking (a FIFO or
+// device is refused, Corruption) and refused past max_bytes (Corruption). Errors name `name`.
+Result<std::string> ReadSmallFileAt(int dirfd, const std::string& name, size_t max_bytes);
 
 }  // namespace glancefs

@@ -610,6 +610,23 @@ std::string FileSystem::StatusLine() const {
   return out;
 }
 
+namespace {
+
+// user.glancefs.signature: the cache's verdict, else whether there is anything to check.
+std::string SignatureState(const ImageRecord& image, const std::optional<CacheEntry>& entry) {
+  if (entry && !entry->signature.empty()) return entry->signature;
+  for (const char* p : {"img_signature", "img_signature_hash_method", "img_signature_key_type",
+                        "img_signature_certificate_uuid"}) {
+    if (image.properties.count(p)) {
+      return "not checked yet: the check runs when all the image's bytes are cached "
+             "(read it whole, or touch queue/<id>)";
+    }
+  }
+  return "unsigned";
+}
+
+}  // namespace
+
 std::vector<std::pair<std::string, std::string>> FileSystem::ImageXattrs(const ImageRecord& image) {
   std::vector<std::pair<std::string, std::string>> out;
   if (fsns::FilesOf(image).size() < 2) return out;  // no data to judge
@@ -622,6 +639,7 @@ std::vector<std::pair<std::string, std::string>> FileSystem::ImageXattrs(const I
     auto entry = options_.cache->Find(image.id);
     out.emplace_back("user.glancefs.cached_bytes", std::to_string(entry ? entry->cached_bytes : 0));
     out.emplace_back("user.glancefs.cache_state", entry ? entry->state : "partial");
+    out.emplace_back("user.glancefs.signature", SignatureState(image, entry));
   }
   return out;
 }

@@ -590,6 +590,95 @@ TEST_F(MountTest, SystemdNotifyAndReloadWithoutUnmounting) {
   EXPECT_GT(notify.status_updates, 0) << "no STATUS= after a refresh";
 }
 
+// Signed images (the four img_signature* properties, signed as the Red Hat guide signs them)
+// are checked in the pass that verifies them, with certificates from -o cert_dir: verified,
+// invalid (a signature of other bytes), unverifiable (no such certificate) and unsigned; the
+// verdict survives a remount, an edited property is checked again without a second download,
+// and a pre-fetch reads each image once.
+TEST_F(MountTest, SignaturesAreCheckedWithCertDirCertificates) {
+  const std::string certs = work_ + "/certs", keys = work_ + "/keys";
+  fs::create_directory(certs);
+  fs::create_directory(keys);
+  MustSh("openssl req -x509 -newkey rsa:2048 -nodes -keyout " + keys + "/rsa.key -out " + certs +
+         "/cert-rsa.pem -days 30 -subj /CN=signer >/dev/null 2>&1");
+  auto sign = [&](const std::string& file) {
+    MustSh("openssl dgst -sha256 -sign " + keys + "/rsa.key -sigopt rsa_padding_mode:pss "
+           "-sigopt rsa_pss_saltlen:max -sigopt rsa_mgf1_md:sha256 -out " + work_ + "/sig " + file);
+    std::string b64 = MustSh("base64 -w0 " + work_ + "/sig");
+    return b64;
+  };
+  auto props = [](const std::string& signature, const std::string& uuid) {
+    return "--property img_signature=" + signature +
+           " --property img_signature_hash_method=SHA-256 --property "
+           "img_signature_key_type=RSA-PSS --property img_signature_certificate_uuid=" + uuid;
+  };
+  std::string good_file = MakeRaw("good.raw"), other = MakeRaw("other.raw");
+  std::map<std::string, std::string> ids = {
+      {"good", AddImage(catalog_, good_file, "--name good " + props(sign(good_file), "cert-rsa"))},
+      {"wrong", AddImage(catalog_, MakeRaw("wrong.raw"), "--name wrong " + props(sign(other), "cert-rsa"))},
+      {"nocert", AddImage(catalog_, MakeRaw("nocert.raw"),
+                          "--name nocert " + props(sign(other), "cert-missing"))},
+      {"plain", AddImage(catalog_, MakeRaw("plain.raw"), "--name plain")},
+  };
+  const std::string cache = work_ + "/cache";
+  auto signature = [&](const Mount& m, const std::string& name) {
+    return MustSh("getfattr --absolute-names --only-values -n user.glancefs.signature " + m.path() +
+                  "/images/" + ids[name]);
+  };
+  {
+    Mount m("dir:" + catalog_, "-o refresh=1,cert_dir=" + certs + ",cache_dir=" + cache);
+    ASSERT_TRUE(m.mounted());
+    EXPECT_EQ(signature(m, "plain"), "unsigned");
+    EXPECT_EQ(signature(m, "good").rfind("not checked yet", 0), 0u) << signature(m, "good");
+    for (const auto& [name, id] : ids) MustSh("touch " + m.path() + "/queue/" + id);
+    ASSERT_TRUE(Eventually("test -z \"$(ls " + m.path() + "/queue)\"", 30)) << m.Log();
+    EXPECT_EQ(signature(m, "good"), "verified");
+    EXPECT_EQ(signature(m, "wrong"),
+              "invalid: the SHA-256 signature does not match the image's bytes");
+    EXPECT_EQ(signature(m, "nocert"),
+              "unverifiable: certificate cert-missing is not in cert_dir " + certs);
+    EXPECT_EQ(signature(m, "plain"), "unsigned");
+    // One pass: the pre-fetch read each image once, and the cache verified its hash too.
+    for (const auto& [name, id] : ids) {
+      EXPECT_EQ(MustSh("getfattr --absolute-names --only-values -n user.glancefs.bytes_fetched " +
+                       m.path() + "/cache/" + id),
+                std::to_string(24 << 20)) << name;
+      EXPECT_EQ(MustSh("getfattr --absolute-names --only-values -n user.glancefs.cache_state " +
+                       m.path() + "/images/" + id),
+                "verified") << name;
+    }
+    std::string metrics = MustSh("cat " + m.path() + "/metrics.prom");
+    EXPECT_NE(metrics.find("glancefs_signature_checks_total{verdict=\"verified\"} 1\n"),
+              std::string::npos) << metrics;
+    EXPECT_NE(metrics.find("glancefs_signature_checks_total{verdict=\"invalid\"} 1\n"),
+              std::string::npos);
+    EXPECT_NE(metrics.find("glancefs_signature_checks_total{verdict=\"unverifiable\"} 1\n"),
+              std::string::npos);
+    EXPECT_NE(m.Log().find("image " + ids["wrong"] + ": signature invalid"), std::string::npos)
+        << m.Log();
+    EXPECT_EQ(m.Unmount(), 0) << m.Log();
+  }
+  // The verdicts are kept with the cache. Then the good image's signature property is edited
+  // (Glance allows it after upload): checked again from the cached bytes, no download.
+  Mount m("dir:" + catalog_, "-o refresh=1,cert_dir=" + certs + ",cache_dir=" + cache);
+  ASSERT_TRUE(m.mounted());
+  EXPECT_EQ(signature(m, "good"), "verified");
+  EXPECT_EQ(signature(m, "wrong").rfind("invalid: ", 0), 0u);
+  MustSh("/usr/bin/python3 -c \"import json,sys; p=sys.argv[1]; r=json.load(open(p)); "
+         "r['img_signature']=sys.argv[2]; json.dump(r, open(p+'.tmp','w'))\" " + catalog_ + "/" +
+         ids["good"] + ".json " + sign(other) + " && mv " + catalog_ + "/" + ids["good"] +
+         ".json.tmp " + catalog_ + "/" + ids["good"] + ".json");
+  EXPECT_TRUE(Eventually("getfattr --absolute-names --only-values -n user.glancefs.signature " +
+                             m.path() + "/images/" + ids["good"] + " | grep -q '^invalid: '",
+                         30))
+      << signature(m, "good") << m.Log();
+  EXPECT_EQ(MustSh("getfattr --absolute-names --only-values -n user.glancefs.bytes_fetched " +
+                   m.path() + "/cache/" + ids["good"]),
+            "0");  // this mount fetched nothing: the check read the cache
+  MustSh("cmp " + m.path() + "/images/" + ids["good"] + "/disk.raw " + good_file);
+  EXPECT_EQ(m.Unmount(), 0) << m.Log();
+}
+
 TEST_F(MountTest, StrangeNamesStayInsideTheMount) {
   std::string raw_file = work_ + "/tiny";
   WriteFile(raw_file, "tiny");

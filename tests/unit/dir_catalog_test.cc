@@ -1,4 +1,5 @@
 #include "backends/dir/dir_catalog.h"
+#include "backends/dir/cert_dir.h"
 
 #include <fcntl.h>
 #include <gtest/gtest.h>
@@ -170,6 +171,22 @@ TEST_F(DirCatalogTest, OpenRefusesNonDirectories) {
   Write("file", "x");
   EXPECT_EQ(DirCatalog::Open(dir_ + "/file").status().code(), Status::Code::kInvalidArgument);
   EXPECT_FALSE(DirCatalog::Open("").ok());
+}
+
+// -o cert_dir: a certificate uuid from an image record can only name DIR/<uuid>.pem.
+TEST_F(DirCatalogTest, CertDirServesUuidNamedPemFilesOnly) {
+  Write("c0ffee-01.pem", "-----BEGIN CERTIFICATE-----\n");
+  Write("secret", "not a certificate");
+  ASSERT_EQ(::mkfifo((dir_ + "/fifo-1.pem").c_str(), 0644), 0);
+  DirCertificateStore store(dir_);
+  EXPECT_EQ(*store.Get("c0ffee-01"), "-----BEGIN CERTIFICATE-----\n");
+  EXPECT_TRUE(store.Get("nope").status().IsNotFound());
+  for (const char* bad : {"../secret", "secret.pem/..", "", "a/b", "x.pem"}) {
+    EXPECT_EQ(store.Get(bad).status().code(), Status::Code::kInvalidArgument) << bad;
+  }
+  EXPECT_TRUE(store.Get("fifo-1").status().IsCorruption());  // never blocks
+  EXPECT_EQ(DirCertificateStore(dir_ + "/gone").Get("c0ffee-01").status().code(),
+            Status::Code::kUnavailable);
 }
 
 }  // namespace

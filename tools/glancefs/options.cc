@@ -101,6 +101,10 @@ std::vector<OptionSpec> MakeTable() {
       {"spool_dir", "DIR",
        "with nocache: where images whose store refuses Range\nare streamed (default /var/tmp)",
        G::kGlancefs, kRemount, Text(&Options::spool_dir)},
+      {"cert_dir", "DIR",
+       "signing certificates as DIR/<uuid>.pem: image signatures\n(img_signature*) are checked "
+       "as the cache verifies images",
+       G::kGlancefs, kRemount, Text(&Options::cert_dir)},
       {"metrics_listen", "[HOST:]PORT",
        "serve metrics.prom at http://HOST:PORT/metrics for\nPrometheus (HOST default 127.0.0.1)",
        G::kGlancefs, kRemount, Text(&Options::metrics_listen)},

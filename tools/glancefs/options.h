@@ -41,6 +41,7 @@ struct Options : fuse::SplitCommandLine {
   std::string region;
   std::string cloud;
   std::string metrics_listen;
+  std::string cert_dir;  // signing certificates, DIR/<uuid>.pem
   // The block cache (docs/CACHE.md).
   bool cache = true;
   std::string cache_dir;  // default: DefaultCacheDir(source)

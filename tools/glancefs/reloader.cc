@@ -10,6 +10,7 @@
 #include <fstream>
 #include <set>
 
+#include "backends/dir/cert_dir.h"
 #include "fs/base/log.h"
 #include "tools/glancefs/config_file.h"
 
@@ -50,6 +51,9 @@ cache::ServiceOptions CacheOptionsOf(const Options& o) {
   s.prefetch.workers = static_cast<int>(o.prefetch_workers);
   s.prefetch.bytes_per_s = o.prefetch_rate;
   s.prefetch.interval_s = static_cast<int>(o.prefetch_interval_s);
+  if (!o.cert_dir.empty()) {
+    s.cache.certificates = std::make_shared<backends::DirCertificateStore>(o.cert_dir);
+  }
   return s;
 }
 
