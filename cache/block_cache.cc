@@ -1203,6 +1203,37 @@ Status BlockCache::FetchWholeHashed(const std::shared_ptr<Image>& image,
   return Judge(*image, no, check);
 }
 
+Result<std::string> BlockCache::CheckSignature(
+    const ImageRecord& record,
+    const std::function<Result<std::shared_ptr<ByteSource>>()>& open_upstream) {
+  std::shared_ptr<Image> image = ImageFor(record);
+  Status last;
+  for (int attempt = 0; attempt < 3; ++attempt) {
+    bool complete;
+    {
+      std::unique_lock<std::mutex> lock(mu_);
+      flight_cv_.wait_for(lock, std::chrono::seconds(600), [&] { return !image->verifying; });
+      const std::string& verdict = image->signature;
+      const bool unverifiable = verdict.rfind("unverifiable", 0) == 0;
+      if (!verdict.empty() && (!unverifiable || attempt > 0)) return verdict;
+      if (image->retired) return Status::Unavailable("image " + record.id + " was replaced");
+      complete = image->nblocks > 0 && image->present_blocks == image->nblocks;
+      if (complete) image->verifying = true;  // Verify's to clear
+    }
+    if (complete) {
+      last = Verify(image);
+      continue;
+    }
+    GLANCEFS_ASSIGN_OR_RETURN(auto upstream, open_upstream());
+    last = FetchAll(record, upstream, [] { return false; }, 0);
+    if (!last.ok() && !last.IsCorruption()) return last;
+  }
+  std::lock_guard<std::mutex> lock(mu_);
+  if (!image->signature.empty()) return image->signature;
+  return last.ok() ? Status::Unavailable("image " + record.id + ": its signature was not checked")
+                   : last;
+}
+
 Status BlockCache::FetchAll(const ImageRecord& record, const std::shared_ptr<ByteSource>& upstream,
                             const std::function<bool()>& stop, uint64_t bytes_per_s) {
   std::shared_ptr<Image> image = ImageFor(record);

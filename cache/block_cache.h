@@ -169,6 +169,12 @@ class BlockCache {
   std::vector<CachedImageInfo> List();
   std::optional<CachedImageInfo> Find(const std::string& id);
   CacheTotals Totals();
+  // The image's signature verdict, reached first if it has none or an unverifiable one: by
+  // checking the stored image again if it is complete, else by fetching the rest from
+  // `open_upstream`'s source and verifying it (FetchAll). Blocks until then.
+  Result<std::string> CheckSignature(
+      const ImageRecord& record,
+      const std::function<Result<std::shared_ptr<ByteSource>>()>& open_upstream);
   uint32_t block_size() const { return block_size_; }
   void SetLimits(uint64_t max_bytes, uint64_t min_free_bytes);
   uint64_t max_bytes() const { return max_bytes_.load(); }

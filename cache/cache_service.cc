@@ -260,6 +260,10 @@ Status CacheService::Evict(const std::string& id) {
   return cache_->Evict(id);
 }
 
+Result<std::string> CacheService::CheckSignature(const ImageRecord& image) {
+  return cache_->CheckSignature(image, [&] { return upstream_->OpenData(image); });
+}
+
 void CacheService::SetLimits(uint64_t max_bytes, uint64_t min_free_bytes) {
   cache_->SetLimits(max_bytes, min_free_bytes);
 }

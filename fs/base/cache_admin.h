@@ -48,6 +48,12 @@ class CacheAdmin {
   // Drops the image's cached data. NotFound if none.
   virtual Status Evict(const std::string& id) = 0;
 
+  // The image's signature verdict (CacheEntry::signature's words). One it does not have yet, or
+  // an "unverifiable" one (asked again: the certificate may be there now), it gets first: the
+  // image is fetched whole and verified, and the caller waits, as a pre-fetch would. An error
+  // when no verdict could be reached (the source is down).
+  virtual Result<std::string> CheckSignature(const ImageRecord& image) = 0;
+
   // Totals, shown as user.glancefs.cache.<name> xattrs on the mount root.
   virtual std::vector<std::pair<std::string, std::string>> Stats() = 0;
   // Every metric in the Prometheus text exposition format.

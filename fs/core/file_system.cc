@@ -461,6 +461,23 @@ uint64_t FileSystem::PeekIno(uint64_t dir_ino, const DirItem& item) const {
   return StableHash64(item.key.Encode()) | (1ULL << 63);
 }
 
+namespace {
+
+// user.glancefs.signature: the cache's verdict, else whether there is anything to check.
+std::string SignatureState(const ImageRecord& image, const std::optional<CacheEntry>& entry) {
+  if (entry && !entry->signature.empty()) return entry->signature;
+  for (const char* p : {"img_signature", "img_signature_hash_method", "img_signature_key_type",
+                        "img_signature_certificate_uuid"}) {
+    if (image.properties.count(p)) {
+      return "not checked yet: the check runs when all the image's bytes are cached "
+             "(read it whole, or touch queue/<id>)";
+    }
+  }
+  return "unsigned";
+}
+
+}  // namespace
+
 Result<std::unique_ptr<OpenFile>> FileSystem::Open(uint64_t ino, int flags) {
   GLANCEFS_ASSIGN_OR_RETURN(NodeKey key, KeyOf(ino));
   if (key.kind == NodeKind::kQueueEntry || key.kind == NodeKind::kCacheEntry) {
@@ -495,9 +512,23 @@ Result<std::unique_ptr<OpenFile>> FileSystem::Open(uint64_t ino, int flags) {
     file->size = image->record_json.size();
     return file;
   }
+  if (options_.require_signature) GLANCEFS_RETURN_IF_ERROR(RequireSignature(*image));
   GLANCEFS_ASSIGN_OR_RETURN(file->source, OpenView(*image, key.file));
   file->size = file->source->size();
   return file;
+}
+
+Status FileSystem::RequireSignature(const ImageRecord& image) {
+  if (SignatureState(image, std::nullopt) == "unsigned") {
+    LOG_WARNING("image %s is unsigned: not served (require_signature)", image.id.c_str());
+    return Status::PermissionDenied("image " + image.id + " is unsigned (require_signature)");
+  }
+  if (!options_.cache) return Status::PermissionDenied("require_signature needs the cache");
+  GLANCEFS_ASSIGN_OR_RETURN(std::string verdict, options_.cache->CheckSignature(image));
+  if (verdict == "verified") return Status::Ok();
+  LOG_WARNING("image %s: signature %s: not served (require_signature)", image.id.c_str(),
+              verdict.c_str());
+  return Status::PermissionDenied("image " + image.id + ": signature " + verdict);
 }
 
 Result<std::string_view> FileSystem::Read(OpenFile& file, uint64_t off, size_t n, char* scratch) {
@@ -610,31 +641,16 @@ std::string FileSystem::StatusLine() const {
   return out;
 }
 
-namespace {
-
-// user.glancefs.signature: the cache's verdict, else whether there is anything to check.
-std::string SignatureState(const ImageRecord& image, const std::optional<CacheEntry>& entry) {
-  if (entry && !entry->signature.empty()) return entry->signature;
-  for (const char* p : {"img_signature", "img_signature_hash_method", "img_signature_key_type",
-                        "img_signature_certificate_uuid"}) {
-    if (image.properties.count(p)) {
-      return "not checked yet: the check runs when all the image's bytes are cached "
-             "(read it whole, or touch queue/<id>)";
-    }
-  }
-  return "unsigned";
-}
-
-}  // namespace
 
 std::vector<std::pair<std::string, std::string>> FileSystem::ImageXattrs(const ImageRecord& image) {
   std::vector<std::pair<std::string, std::string>> out;
   if (fsns::FilesOf(image).size() < 2) return out;  // no data to judge
   for (auto& [k, v] : catalog_->ImageInfo(image)) out.emplace_back(std::string(kGlancefsPrefix) + k, v);
-  auto verdict = VerdictFor(image);
-  if (!verdict.ok()) return out;
-  out.emplace_back("user.glancefs.format", verdict->format);
-  if (!verdict->refused.empty()) out.emplace_back("user.glancefs.refused", verdict->refused);
+  auto verdict = VerdictFor(image);  // fails when the data cannot be read (a corrupt image)
+  if (verdict.ok()) {
+    out.emplace_back("user.glancefs.format", verdict->format);
+    if (!verdict->refused.empty()) out.emplace_back("user.glancefs.refused", verdict->refused);
+  }
   if (options_.cache) {
     auto entry = options_.cache->Find(image.id);
     out.emplace_back("user.glancefs.cached_bytes", std::to_string(entry ? entry->cached_bytes : 0));

@@ -39,6 +39,9 @@ struct FsOptions {
   uint32_t disk_blksize = 1 << 20;
   // The block cache, or null: with one, the root also has queue/, cache/ and metrics.prom.
   CacheAdmin* cache = nullptr;
+  // Serve an image's data views only when its signature is verified (needs the cache, which
+  // checks it; -o require_signature). Others answer EACCES; metadata.json stays readable.
+  bool require_signature = false;
 };
 
 inline constexpr const char* kMetricsFileName = "metrics.prom";
@@ -166,6 +169,8 @@ class FileSystem {
   // Whether `image` shows `file`: its record allows it and its bytes are not refused.
   bool ShowsFile(const ImageRecord& image, fsns::ImageFile file);
   // Opens the decoded or passthrough source behind a disk view.
+  // OK when require_signature lets `image`'s data be served; PermissionDenied saying why not.
+  Status RequireSignature(const ImageRecord& image);
   Result<std::shared_ptr<ByteSource>> OpenView(const ImageRecord& image, fsns::ImageFile file);
   void Diff(const fsns::Namespace& old_ns, const fsns::Namespace& new_ns,
             std::vector<Invalidation>* out) const;

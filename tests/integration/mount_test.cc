@@ -679,6 +679,75 @@ TEST_F(MountTest, SignaturesAreCheckedWithCertDirCertificates) {
   EXPECT_EQ(m.Unmount(), 0) << m.Log();
 }
 
+// -o require_signature: an image's data is served only once its signature is verified; the
+// open fetches and checks it first. Unsigned, invalid (other bytes signed; bytes changed in the
+// store) and unverifiable images answer EACCES and serve no byte; a certificate that arrives
+// later is asked for again.
+TEST_F(MountTest, RequireSignatureServesOnlyVerifiedImages) {
+  const std::string certs = work_ + "/certs", keys = work_ + "/keys";
+  fs::create_directory(certs);
+  fs::create_directory(keys);
+  MustSh("openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:secp384r1 -nodes -keyout " +
+         keys + "/ec.key -out " + keys + "/ec.pem -days 30 -subj /CN=signer >/dev/null 2>&1");
+  MustSh("cp " + keys + "/ec.pem " + certs + "/cert-ec.pem");
+  auto props = [&](const std::string& file, const std::string& uuid) {
+    MustSh("openssl dgst -sha512 -sign " + keys + "/ec.key -out " + work_ + "/sig " + file);
+    return "--property img_signature=" + MustSh("base64 -w0 " + work_ + "/sig") +
+           " --property img_signature_hash_method=SHA-512 --property "
+           "img_signature_key_type=ECC_SECP384R1 --property img_signature_certificate_uuid=" + uuid;
+  };
+  std::string good = MakeRaw("good.raw"), other = MakeRaw("other.raw"), store = MakeRaw("s.raw");
+  std::map<std::string, std::string> ids = {
+      {"good", AddImage(catalog_, good, "--name good " + props(good, "cert-ec"))},
+      {"wrong", AddImage(catalog_, MakeRaw("wrong.raw"), "--name wrong " + props(other, "cert-ec"))},
+      {"store", AddImage(catalog_, store, "--name store " + props(store, "cert-ec"))},
+      {"later", AddImage(catalog_, MakeRaw("later.raw"), "--name later " + props(other, "cert-later"))},
+      {"plain", AddImage(catalog_, MakeRaw("plain.raw"), "--name plain")},
+  };
+  // The "store" image's bytes change after upload, where the catalog keeps them.
+  MustSh("printf 'EVIL' | dd of=" + catalog_ + "/" + ids["store"] +
+         " bs=1 seek=1000 conv=notrunc status=none");
+  Mount m("dir:" + catalog_, "-o refresh=1,require_signature,cert_dir=" + certs);
+  ASSERT_TRUE(m.mounted());
+  auto read = [&](const std::string& name) {
+    const std::string out = work_ + "/out-" + name;
+    CmdResult r = Sh("cat " + m.path() + "/images/" + ids[name] + "/disk.raw > " + out, 120);
+    return std::make_pair(r, fs::file_size(out));
+  };
+  auto [ok, ok_bytes] = read("good");
+  EXPECT_EQ(ok.status, 0) << ok.out << m.Log();
+  MustSh("cmp " + work_ + "/out-good " + good);
+  for (const char* name : {"wrong", "store", "later", "plain"}) {
+    auto [r, bytes] = read(name);
+    EXPECT_NE(r.status, 0) << name;
+    EXPECT_NE(r.out.find("Permission denied"), std::string::npos) << name << r.out;
+    EXPECT_EQ(bytes, 0u) << name << ": bytes of a refused image were served";
+  }
+  auto signature = [&](const std::string& name) {
+    return MustSh("getfattr --absolute-names --only-values -n user.glancefs.signature " + m.path() +
+                  "/images/" + ids[name]);
+  };
+  EXPECT_EQ(signature("good"), "verified");
+  EXPECT_EQ(signature("wrong").rfind("invalid: ", 0), 0u) << signature("wrong");
+  EXPECT_EQ(signature("store").rfind("invalid: ", 0), 0u) << signature("store");
+  EXPECT_EQ(signature("later").rfind("unverifiable: ", 0), 0u) << signature("later");
+  EXPECT_EQ(signature("plain"), "unsigned");
+  EXPECT_NE(m.Log().find("image " + ids["plain"] + " is unsigned: not served (require_signature)"),
+            std::string::npos) << m.Log();
+  EXPECT_NE(m.Log().find("image " + ids["wrong"] + ": signature invalid"), std::string::npos);
+  // metadata.json stays readable; the certificate arrives and the image is asked for again.
+  MustSh("cat " + m.path() + "/images/" + ids["wrong"] + "/metadata.json > /dev/null");
+  MustSh("cp " + keys + "/ec.pem " + certs + "/cert-later.pem");
+  auto [again, again_bytes] = read("later");
+  EXPECT_NE(again.out.find("Permission denied"), std::string::npos);  // other bytes were signed
+  EXPECT_EQ(signature("later").rfind("invalid: ", 0), 0u) << signature("later");
+  EXPECT_EQ(m.Unmount(), 0) << m.Log();
+  // Without the cache there is nothing to check with: refused at once.
+  CmdResult r = Sh(std::string(GLANCEFS_BIN) + " dir:" + catalog_ + " " + work_ +
+                   " -f -o require_signature,nocache");
+  EXPECT_NE(r.out.find("require_signature needs the cache"), std::string::npos) << r.out;
+}
+
 TEST_F(MountTest, StrangeNamesStayInsideTheMount) {
   std::string raw_file = work_ + "/tiny";
   WriteFile(raw_file, "tiny");

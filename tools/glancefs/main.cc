@@ -307,6 +307,7 @@ int main(int argc, char** argv) {
   fs_options.uid = ::getuid();
   fs_options.gid = ::getgid();
   fs_options.cache = cache.get();
+  fs_options.require_signature = cl->require_signature;
   glancefs::core::FileSystem fs(fs_catalog, fs_options);
   std::vector<glancefs::core::Invalidation> unused;
   if (Status s = fs.Refresh(&unused); !s.ok()) {

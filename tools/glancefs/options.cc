@@ -105,6 +105,10 @@ std::vector<OptionSpec> MakeTable() {
        "signing certificates as DIR/<uuid>.pem: image signatures\n(img_signature*) are checked "
        "as the cache verifies images",
        G::kGlancefs, kRemount, Text(&Options::cert_dir)},
+      {"require_signature", "",
+       "serve an image's data only once its signature is verified\n(opening fetches and checks "
+       "it first; else EACCES)",
+       G::kGlancefs, kRemount, Flag(&Options::require_signature, true)},
       {"metrics_listen", "[HOST:]PORT",
        "serve metrics.prom at http://HOST:PORT/metrics for\nPrometheus (HOST default 127.0.0.1)",
        G::kGlancefs, kRemount, Text(&Options::metrics_listen)},
@@ -196,6 +200,10 @@ Result<Options> ParseOptions(const std::vector<std::string>& argv) {
   if (o.show_help || o.show_version) return o;
   if (o.source.empty()) return Status::InvalidArgument("missing SOURCE (try --help)");
   if (o.mountpoint.empty()) return Status::InvalidArgument("missing MOUNTPOINT (try --help)");
+  if (o.require_signature && !o.cache) {
+    return Status::InvalidArgument("require_signature needs the cache, which checks signatures: "
+                                   "drop nocache");
+  }
   o.fuse_args.push_back("-o");
   o.fuse_args.push_back("default_permissions,subtype=glancefs,fsname=" +
                         fuse::EscapeFuseOption("glancefs:" + o.source));

@@ -42,6 +42,7 @@ struct Options : fuse::SplitCommandLine {
   std::string cloud;
   std::string metrics_listen;
   std::string cert_dir;  // signing certificates, DIR/<uuid>.pem
+  bool require_signature = false;
   // The block cache (docs/CACHE.md).
   bool cache = true;
   std::string cache_dir;  // default: DefaultCacheDir(source)
