@@ -10,6 +10,7 @@
 #include <sstream>
 #include <thread>
 
+#include "cache/certificate_check.h"
 #include "cache/signature.h"
 #include "fs/base/hash.h"
 #include "fs/base/log.h"
@@ -40,24 +41,29 @@ class Digest {
 };
 
 // One pass's checks over an image's bytes, given in order: the record's hash (os_hash_value, or
-// the MD5 checksum) and the signature (signature.h), whose certificate it fetches when built.
+// the MD5 checksum) and the signature (signature.h), whose certificate it fetches (and, with
+// trusted certificates, validates: certificate_check.h) when built.
 class ImageCheck {
  public:
   ImageCheck(const std::string& hash_algo, const std::optional<SignatureSpec>& spec,
-             CertificateStore* certificates)
+             const CacheOptions& options, int64_t now)
       : digest_(hash_algo.empty() ? "-" : hash_algo) {
     hashing_ = !hash_algo.empty() && digest_.ok();
     if (!spec) {
       verdict_ = kSignatureUnsigned;
       return;
     }
-    if (!certificates) {
+    if (!options.certificates) {
       verdict_ = SignatureUnverifiable("no certificate source (-o cert_dir=)");
       return;
     }
-    auto certificate = certificates->Get(spec->certificate_uuid);
+    auto certificate = options.certificates->Get(spec->certificate_uuid);
     if (!certificate.ok()) {
       verdict_ = SignatureUnverifiable(certificate.status().message());
+      return;
+    }
+    if (!options.trusted_certificates.empty() &&
+        !Validate(*spec, *certificate, *options.certificates, options.trusted_certificates, now)) {
       return;
     }
     auto check = SignatureCheck::Start(*spec, *certificate);
@@ -88,6 +94,30 @@ class ImageCheck {
   }
 
  private:
+  // The signing certificate against the trusted ones; false with the verdict set when it fails.
+  bool Validate(const SignatureSpec& spec, const std::string& certificate,
+                CertificateStore& store, const std::vector<std::string>& trusted_ids,
+                int64_t now) {
+    std::vector<std::pair<std::string, std::string>> trusted;
+    for (const std::string& id : trusted_ids) {
+      auto cert = store.Get(id);
+      if (cert.ok()) {
+        trusted.emplace_back(id, std::move(cert).value());
+      } else if (cert.status().code() == Status::Code::kUnavailable) {
+        verdict_ = SignatureUnverifiable("trusted certificate " + id + ": " + cert.status().message());
+        return false;
+      } else {
+        LOG_WARNING("trusted certificate %s: %s; skipped", id.c_str(),
+                    cert.status().message().c_str());
+      }
+    }
+    Status valid = ValidateCertificate(certificate, trusted, now);
+    if (!valid.ok()) {
+      verdict_ = SignatureInvalid("certificate " + spec.certificate_uuid + ": " + valid.message());
+    }
+    return valid.ok();
+  }
+
   Digest digest_;
   bool hashing_ = false;
   std::unique_ptr<SignatureCheck> signature_;
@@ -1029,7 +1059,7 @@ Status BlockCache::Verify(const std::shared_ptr<Image>& image) {
   // Durable first: a verified mark must never outlive its blocks.
   GLANCEFS_RETURN_IF_ERROR(store_->Sync());
   uint64_t no = image->no;
-  ImageCheck check(image->hash_algo, SignatureSpecOfImage(*image), options_.certificates.get());
+  ImageCheck check(image->hash_algo, SignatureSpecOfImage(*image), options_, Now());
   if (!image->hash_algo.empty() && !check.hashing()) {
     LOG_WARNING("cache: image %s: unknown hash algorithm '%s'; not verified", image->id.c_str(),
                 image->hash_algo.c_str());
@@ -1150,7 +1180,7 @@ Status BlockCache::Judge(Image& image, uint64_t no, ImageCheck& check) {
 Status BlockCache::FetchWholeHashed(const std::shared_ptr<Image>& image,
                                    const std::shared_ptr<ByteSource>& upstream,
                                    const std::function<bool()>& stop, uint64_t bytes_per_s) {
-  ImageCheck check(image->hash_algo, SignatureSpecOfImage(*image), options_.certificates.get());
+  ImageCheck check(image->hash_algo, SignatureSpecOfImage(*image), options_, Now());
   uint64_t no;
   {
     std::lock_guard<std::mutex> lock(mu_);

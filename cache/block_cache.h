@@ -83,6 +83,9 @@ struct CacheOptions {
   // Where signing certificates come from (cache/signature.h); null: signed images are
   // "unverifiable: no certificate source".
   std::shared_ptr<CertificateStore> certificates;
+  // Uuids of the certificates a signing certificate must chain to (certificate_check.h); empty:
+  // certificates are not validated (Glance's behaviour; Nova's without trusted ids).
+  std::vector<std::string> trusted_certificates;
 };
 
 enum class CacheState { kPartial, kComplete, kVerified, kCorrupt };

@@ -748,6 +748,50 @@ TEST_F(MountTest, RequireSignatureServesOnlyVerifiedImages) {
   EXPECT_NE(r.out.find("require_signature needs the cache"), std::string::npos) << r.out;
 }
 
+// -o trusted_certs: a signing certificate must chain to a listed CA, as Nova checks it.
+TEST_F(MountTest, TrustedCertsValidateTheSigningCertificate) {
+  const std::string certs = work_ + "/certs", k = work_ + "/keys";
+  fs::create_directory(certs);
+  fs::create_directory(k);
+  const std::string ec = "ec -pkeyopt ec_paramgen_curve:prime256v1";
+  MustSh("cd " + k + " && openssl req -x509 -newkey " + ec + " -nodes -keyout ca.key -out ca.pem "
+         "-days 30 -subj /CN=ca -addext basicConstraints=critical,CA:TRUE,pathlen:0 -addext "
+         "keyUsage=critical,keyCertSign >/dev/null 2>&1 && openssl req -newkey " + ec +
+         " -nodes -keyout leaf.key -out leaf.csr -subj /CN=leaf >/dev/null 2>&1 && openssl x509 "
+         "-req -in leaf.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 30 -out leaf.pem "
+         ">/dev/null 2>&1 && openssl req -x509 -newkey " + ec + " -nodes -keyout rogue.key -out "
+         "rogue.pem -days 30 -subj /CN=rogue >/dev/null 2>&1");
+  for (const char* c : {"ca", "leaf", "rogue"}) {
+    MustSh("cp " + k + "/" + c + ".pem " + certs + "/cert-" + c + ".pem");
+  }
+  WriteFile(work_ + "/trusted", "# the CA of our image builders\ncert-ca\n");
+  auto add = [&](const std::string& name, const std::string& key) {
+    std::string file = MakeRaw(name + ".raw");
+    MustSh("openssl dgst -sha256 -sign " + k + "/" + key + ".key -out " + work_ + "/sig " + file);
+    return AddImage(catalog_, file,
+                    "--name " + name + " --property img_signature=" +
+                        MustSh("base64 -w0 " + work_ + "/sig") +
+                        " --property img_signature_hash_method=SHA-256 --property "
+                        "img_signature_key_type=ECC_SECP384R1 --property "
+                        "img_signature_certificate_uuid=cert-" + key);
+  };
+  std::string good = add("good", "leaf"), rogue = add("rogue", "rogue");
+  Mount m("dir:" + catalog_, "-o refresh=1,require_signature,cert_dir=" + certs +
+                                 ",trusted_certs=" + work_ + "/trusted");
+  ASSERT_TRUE(m.mounted());
+  EXPECT_EQ(Sh("cat " + m.path() + "/images/" + good + "/disk.raw > /dev/null").status, 0) << m.Log();
+  CmdResult r = Sh("cat " + m.path() + "/images/" + rogue + "/disk.raw > /dev/null");
+  EXPECT_NE(r.out.find("Permission denied"), std::string::npos) << r.out;
+  EXPECT_EQ(MustSh("getfattr --absolute-names --only-values -n user.glancefs.signature " +
+                   m.path() + "/images/" + rogue),
+            "invalid: certificate cert-rogue: no trusted certificate issued the signing "
+            "certificate (the chain must end in a trusted self-signed CA)");
+  EXPECT_EQ(m.Unmount(), 0) << m.Log();
+  CmdResult bad = Sh(std::string(GLANCEFS_BIN) + " dir:" + catalog_ + " " + work_ +
+                     " -f -o trusted_certs=" + work_ + "/trusted");
+  EXPECT_NE(bad.out.find("trusted_certs needs cert_dir"), std::string::npos) << bad.out;
+}
+
 TEST_F(MountTest, StrangeNamesStayInsideTheMount) {
   std::string raw_file = work_ + "/tiny";
   WriteFile(raw_file, "tiny");

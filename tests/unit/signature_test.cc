@@ -4,6 +4,8 @@
 // verifies with.
 #include "cache/signature.h"
 
+#include "cache/certificate_check.h"
+
 #include <gtest/gtest.h>
 
 #include <cstdio>
@@ -194,6 +196,79 @@ TEST_F(SignatureTest, WhyASignatureCannotBeCheckedIsSaid) {
   ASSERT_TRUE(SignatureSpecOf(record).has_value());
   EXPECT_EQ(SignatureSpecOf(record)->hash_method, "SHA-256");
   EXPECT_NE(SignatureSpecOf(record)->Fingerprint(), good.Fingerprint());
+}
+
+// -o trusted_certs: every case of ../shared/barbican/RECIPE.md section 6 that cursive does not
+// crash on, judged by ValidateCertificate and by cursive's verify_certificate.
+TEST_F(SignatureTest, CertificateChainsAgreeWithCursive) {
+  const std::string d = *dir_ + "/chain";
+  fs::create_directories(d);
+  const std::string ec = "ec -pkeyopt ec_paramgen_curve:prime256v1";
+  auto ca = [&](const std::string& name, const std::string& pathlen) {
+    Must("cd " + d + " && openssl req -x509 -newkey " + ec + " -nodes -keyout " + name +
+         ".key -out " + name + ".pem -days 30 -subj /CN=" + name +
+         " -addext basicConstraints=critical,CA:TRUE" + pathlen +
+         " -addext keyUsage=critical,keyCertSign,cRLSign >/dev/null 2>&1");
+  };
+  // `name` issued by `issuer`, valid for `days` (negative: expired), a CA with `pathlen` if set.
+  auto issue = [&](const std::string& name, const std::string& issuer, int days,
+                   const std::string& ca_pathlen) {
+    std::string ext = ca_pathlen.empty() ? "" : " -extfile " + name + ".ext";
+    if (!ca_pathlen.empty()) {
+      Must("printf 'basicConstraints=critical,CA:TRUE" + ca_pathlen +
+           "\\nkeyUsage=critical,keyCertSign\\n' > " + d + "/" + name + ".ext");
+    }
+    Must("cd " + d + " && openssl req -newkey " + ec + " -nodes -keyout " + name + ".key -out " +
+         name + ".csr -subj /CN=" + name + " >/dev/null 2>&1 && openssl x509 -req -in " + name +
+         ".csr -CA " + issuer + ".pem -CAkey " + issuer + ".key -CAcreateserial -days " +
+         std::to_string(days) + ext + " -out " + name + ".pem >/dev/null 2>&1");
+  };
+  ca("ca", ",pathlen:0");
+  ca("other", ",pathlen:0");
+  ca("root1", ",pathlen:1");
+  ca("root0", ",pathlen:0");
+  issue("leaf", "ca", 30, "");
+  issue("expired", "ca", -1, "");
+  issue("int1", "root1", 30, ",pathlen:0");
+  issue("int0", "root0", 30, ",pathlen:0");
+  issue("leaf1", "int1", 30, "");
+  issue("leaf0", "int0", 30, "");
+  Must("cd " + d + " && openssl req -x509 -newkey " + ec + " -nodes -keyout selfsigned.key -out "
+       "selfsigned.pem -days 30 -subj /CN=selfsigned >/dev/null 2>&1");  // CA:TRUE, no keyUsage
+  struct Chain {
+    std::string signing;
+    std::vector<std::string> trusted;
+    bool expected;
+  } chains[] = {
+      {"leaf", {"ca"}, true},
+      {"leaf", {"other"}, false},
+      {"leaf", {"leaf"}, false},
+      {"leaf", {"other", "ca"}, true},
+      {"selfsigned", {"selfsigned"}, false},
+      {"ca", {"ca"}, true},
+      {"expired", {"ca"}, false},
+      {"leaf1", {"root1", "int1"}, true},
+      {"leaf1", {"int1"}, false},
+      {"leaf1", {"root1"}, false},
+      {"leaf0", {"root0", "int0"}, false},
+  };
+  for (const Chain& c : chains) {
+    std::string trusted_list, label = c.signing + " <- [";
+    std::vector<std::pair<std::string, std::string>> trusted;
+    for (const std::string& t : c.trusted) {
+      trusted.emplace_back(t, ReadAll(d + "/" + t + ".pem"));
+      trusted_list += " " + t + ".pem";
+      label += " " + t;
+    }
+    SCOPED_TRACE(label + " ]");
+    Status ours = ValidateCertificate(ReadAll(d + "/" + c.signing + ".pem"), trusted, ::time(nullptr));
+    int status;
+    std::string theirs = Shell("cd " + d + " && /usr/bin/python3 " GLANCEFS_SOURCE_DIR
+                               "/tests/tools/cursive_chain.py " + c.signing + ".pem" + trusted_list,
+                               &status);
+    EXPECT_EQ(ours.ok(), c.expected) << ours.ToString();
+    EXPECT_EQ(status == 0, c.expected) << theirs;
+  }
 }
 
 }  // namespace

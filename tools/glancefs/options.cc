@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <fstream>
 
 #include "fs/base/hash.h"
 #include "fs/fuse/cmdline.h"
@@ -61,6 +62,22 @@ Setter Size(uint64_t Options::*field, uint64_t min = 0, uint64_t max = UINT64_MA
   };
 }
 
+// One certificate uuid per line; blank lines and '#' comments are skipped.
+Status SetTrustedCerts(Options* o, const std::string& path) {
+  std::ifstream in(path);
+  if (!in) return Status::FromErrno(errno, path);
+  o->trusted_certs = path;
+  o->trusted_cert_ids.clear();
+  std::string line;
+  while (std::getline(in, line)) {
+    line.erase(0, line.find_first_not_of(" \t"));
+    line.erase(line.find_last_not_of(" \t\r") + 1);
+    if (!line.empty() && line[0] != '#') o->trusted_cert_ids.push_back(line);
+  }
+  if (o->trusted_cert_ids.empty()) return Status::InvalidArgument(path + " names no certificate");
+  return Status::Ok();
+}
+
 Status SetLogLevelOption(Options* o, const std::string& v) {
   if (!ParseLogLevel(v.c_str(), &o->log_level)) {
     return Status::InvalidArgument("must be error, warning, info or debug, not '" + v + "'");
@@ -105,6 +122,10 @@ std::vector<OptionSpec> MakeTable() {
        "signing certificates as DIR/<uuid>.pem: image signatures\n(img_signature*) are checked "
        "as the cache verifies images",
        G::kGlancefs, kRemount, Text(&Options::cert_dir)},
+      {"trusted_certs", "FILE",
+       "validate signing certificates as Nova does: each must chain\nto a CA whose uuid FILE "
+       "lists (one per line), within dates",
+       G::kGlancefs, kRemount, SetTrustedCerts},
       {"require_signature", "",
        "serve an image's data only once its signature is verified\n(opening fetches and checks "
        "it first; else EACCES)",
@@ -200,6 +221,9 @@ Result<Options> ParseOptions(const std::vector<std::string>& argv) {
   if (o.show_help || o.show_version) return o;
   if (o.source.empty()) return Status::InvalidArgument("missing SOURCE (try --help)");
   if (o.mountpoint.empty()) return Status::InvalidArgument("missing MOUNTPOINT (try --help)");
+  if (!o.trusted_certs.empty() && o.cert_dir.empty()) {
+    return Status::InvalidArgument("trusted_certs needs cert_dir, where the certificates are");
+  }
   if (o.require_signature && !o.cache) {
     return Status::InvalidArgument("require_signature needs the cache, which checks signatures: "
                                    "drop nocache");

@@ -43,6 +43,8 @@ struct Options : fuse::SplitCommandLine {
   std::string metrics_listen;
   std::string cert_dir;  // signing certificates, DIR/<uuid>.pem
   bool require_signature = false;
+  std::string trusted_certs;                 // the file
+  std::vector<std::string> trusted_cert_ids;  // its uuids
   // The block cache (docs/CACHE.md).
   bool cache = true;
   std::string cache_dir;  // default: DefaultCacheDir(source)

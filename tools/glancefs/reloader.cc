@@ -54,6 +54,7 @@ cache::ServiceOptions CacheOptionsOf(const Options& o) {
   if (!o.cert_dir.empty()) {
     s.cache.certificates = std::make_shared<backends::DirCertificateStore>(o.cert_dir);
   }
+  s.cache.trusted_certificates = o.trusted_cert_ids;
   return s;
 }
 
