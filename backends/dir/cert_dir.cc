@@ -3,7 +3,6 @@
 #include <fcntl.h>
 #include <unistd.h>
 
-#include <cctype>
 #include <cerrno>
 
 #include "fs/base/file_io.h"
@@ -13,18 +12,10 @@ namespace {
 
 constexpr size_t kMaxCertificateBytes = 64 << 10;
 
-bool IsUuidLike(const std::string& s) {
-  if (s.empty() || s.size() > 64) return false;
-  for (char c : s) {
-    if (!std::isalnum(static_cast<unsigned char>(c)) && c != '-') return false;
-  }
-  return true;
-}
-
 }  // namespace
 
 Result<std::string> DirCertificateStore::Get(const std::string& uuid) {
-  if (!IsUuidLike(uuid)) {
+  if (!IsCertificateUuid(uuid)) {
     return Status::InvalidArgument("certificate uuid '" + uuid + "' is not 1-64 of [A-Za-z0-9-]");
   }
   int dirfd = ::open(dir_.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);

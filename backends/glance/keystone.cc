@@ -145,16 +145,17 @@ Status KeystoneTokenSource::AuthenticateLocked() {
     const json& token = body.at("token");
     auto expires = ParseIso8601(token.at("expires_at").get<std::string>());
     if (!expires.ok()) return expires.status().WithContext("keystone: expires_at");
-    std::string endpoint;
+    std::map<std::string, std::string> endpoints;  // by service type
     for (const json& service : token.value("catalog", json::array())) {
-      if (service.value("type", "") != "image") continue;
+      const std::string type = service.value("type", "");
+      if (type != "image" && type != "key-manager") continue;
       for (const json& e : service.value("endpoints", json::array())) {
         if (e.value("interface", "") != creds_.interface) continue;
         if (!creds_.region.empty() && e.value("region", "") != creds_.region &&
             e.value("region_id", "") != creds_.region) {
           continue;
         }
-        endpoint = e.value("url", "");
+        endpoints[type] = e.value("url", "");
         break;
       }
     }
@@ -164,7 +165,7 @@ Status KeystoneTokenSource::AuthenticateLocked() {
     // that is shorter (a cloud with short-lived tokens must not pay a new token per request).
     int64_t life = std::max<int64_t>(0, expires_at_ - ::time(nullptr));
     renew_at_ = expires_at_ - std::min<int64_t>(kRenewBeforeSeconds, std::max<int64_t>(1, life / 4));
-    image_endpoint_ = endpoint;
+    endpoints_ = std::move(endpoints);
   } catch (const json::exception& e) {
     return Status::Corruption(std::string("keystone: unexpected token response: ") + e.what());
   }
@@ -183,13 +184,15 @@ Status KeystoneTokenSource::UpdateCredentials(KeystoneCredentials credentials) {
   return Status::Ok();
 }
 
-Result<std::string> KeystoneTokenSource::ImageEndpoint() {
+Result<std::string> KeystoneTokenSource::Endpoint(const std::string& type) {
   std::lock_guard<std::mutex> lock(mu_);
-  if (image_endpoint_.empty()) {
-    return Status::NotFound("keystone: no image endpoint for interface '" + creds_.interface + "'" +
+  auto it = endpoints_.find(type);
+  if (it == endpoints_.end() || it->second.empty()) {
+    return Status::NotFound("keystone: no " + type + " endpoint for interface '" +
+                            creds_.interface + "'" +
                             (creds_.region.empty() ? "" : " in region " + creds_.region));
   }
-  std::string e = image_endpoint_;
+  std::string e = it->second;
   while (!e.empty() && e.back() == '/') e.pop_back();
   return e;
 }

@@ -14,6 +14,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -48,8 +49,10 @@ class KeystoneTokenSource final : public TokenSource {
 
   // Gets the first token and the catalog. Call once before use.
   Status Authenticate();
-  // The image service's endpoint for the configured interface and region.
-  Result<std::string> ImageEndpoint();
+  // The endpoint of the service of `type` ("image", "key-manager") for the configured interface
+  // and region, from the last token's catalog, without a trailing '/'.
+  Result<std::string> Endpoint(const std::string& type);
+  Result<std::string> ImageEndpoint() { return Endpoint("image"); }
 
   Result<std::string> Token() override;
   void Invalidate(const std::string& token) override;
@@ -68,7 +71,7 @@ class KeystoneTokenSource final : public TokenSource {
   std::string token_;           // empty: none, or invalidated
   int64_t expires_at_ = 0;      // seconds since the epoch
   int64_t renew_at_ = 0;        // seconds since the epoch
-  std::string image_endpoint_;  // from the last catalog
+  std::map<std::string, std::string> endpoints_;  // by service type, from the last catalog
 };
 
 }  // namespace glancefs::backends

@@ -4,11 +4,22 @@
 // files (backends/dir/cert_dir.h) or, later, Barbican. Thread-safe.
 #pragma once
 
+#include <cctype>
 #include <string>
 
 #include "fs/base/status.h"
 
 namespace glancefs {
+
+// What a store accepts as a certificate uuid: 1-64 of [A-Za-z0-9-], so that no image record can
+// steer a path or a URL.
+inline bool IsCertificateUuid(const std::string& s) {
+  if (s.empty() || s.size() > 64) return false;
+  for (char c : s) {
+    if (!std::isalnum(static_cast<unsigned char>(c)) && c != '-') return false;
+  }
+  return true;
+}
 
 class CertificateStore {
  public:

@@ -789,7 +789,7 @@ TEST_F(MountTest, TrustedCertsValidateTheSigningCertificate) {
   EXPECT_EQ(m.Unmount(), 0) << m.Log();
   CmdResult bad = Sh(std::string(GLANCEFS_BIN) + " dir:" + catalog_ + " " + work_ +
                      " -f -o trusted_certs=" + work_ + "/trusted");
-  EXPECT_NE(bad.out.find("trusted_certs needs cert_dir"), std::string::npos) << bad.out;
+  EXPECT_NE(bad.out.find("trusted_certs needs a certificate source"), std::string::npos) << bad.out;
 }
 
 TEST_F(MountTest, StrangeNamesStayInsideTheMount) {

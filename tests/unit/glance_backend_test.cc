@@ -2,11 +2,13 @@
 // purpose: every fault must give a clear error in bounded time and never wrong data.
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <chrono>
 #include <ctime>
 #include <random>
 #include <thread>
 
+#include "backends/glance/barbican.h"
 #include "backends/glance/glance_catalog.h"
 #include "backends/glance/keystone.h"
 #include "fs/base/time_util.h"
@@ -371,6 +373,63 @@ TEST(KeystoneTokenSourceTest, RenewsBeforeExpiryAndAfterA401) {
   KeystoneCredentials moved = rotated;
   moved.auth_url = "http://elsewhere:5000/v3";
   EXPECT_EQ(keystone->UpdateCredentials(moved).code(), Status::Code::kInvalidArgument);
+}
+
+// Barbican as castellan keeps Glance's certificates: the payload with the mount's token, once.
+TEST(BarbicanTest, CertificatesAreFetchedOnceWithTheTokenAndErrorsAreNamed) {
+  std::atomic<int> requests{0};
+  std::string accepted_token = "t1";
+  TestHttpServer server([&](const HttpRequest& r) {
+    ++requests;
+    HttpAnswer a;
+    auto token = r.headers.find("x-auth-token");
+    auto accept = r.headers.find("accept");
+    if (token == r.headers.end() || token->second != accepted_token) {
+      a.status = 401;
+      return a;
+    }
+    if (accept == r.headers.end() || accept->second != "application/octet-stream") {
+      a.status = 406;
+      return a;
+    }
+    if (r.target == "/v1/secrets/c0ffee-1/payload") {
+      a.body = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
+    } else if (r.target == "/v1/secrets/forbidden/payload") {
+      a.status = 403;
+    } else {
+      a.status = 404;
+    }
+    return a;
+  });
+  struct Tokens : TokenSource {
+    std::string current = "t0";
+    int invalidated = 0;
+    Result<std::string> Token() override { return current; }
+    void Invalidate(const std::string&) override {
+      ++invalidated;
+      current = "t1";
+    }
+  };
+  auto tokens = std::make_shared<Tokens>();
+  auto http = std::shared_ptr<HttpClient>(NewCurlHttpClient(HttpOptions()));
+  const std::string url = server.url();
+  BarbicanCertificateStore store(http, tokens, [&]() -> Result<std::string> { return url; });
+  auto cert = store.Get("c0ffee-1");  // t0 is refused (401): renewed once, then served
+  ASSERT_TRUE(cert.ok()) << cert.status().ToString();
+  EXPECT_EQ(cert->rfind("-----BEGIN CERTIFICATE-----", 0), 0u);
+  EXPECT_EQ(tokens->invalidated, 1);
+  int before = requests;
+  EXPECT_TRUE(store.Get("c0ffee-1").ok());
+  EXPECT_EQ(requests, before);  // kept
+  EXPECT_TRUE(store.Get("missing").status().IsNotFound());
+  EXPECT_EQ(store.Get("forbidden").status().code(), Status::Code::kPermissionDenied);
+  EXPECT_EQ(store.Get("../v2/images").status().code(), Status::Code::kInvalidArgument);
+  EXPECT_EQ(requests, before + 2);  // the bad uuid never made a request
+  // Barbican gone: what was fetched is still there; the rest is Unavailable, quickly.
+  BarbicanCertificateStore down(http, tokens, [] { return Result<std::string>("http://127.0.0.1:1"); });
+  auto t0 = std::chrono::steady_clock::now();
+  EXPECT_EQ(down.Get("c0ffee-1").status().code(), Status::Code::kUnavailable);
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(10));
 }
 
 }  // namespace

@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "backends/dir/dir_catalog.h"
+#include "backends/glance/barbican.h"
 #include "backends/glance/clouds_yaml.h"
 #include "backends/glance/glance_catalog.h"
 #include "backends/glance/keystone.h"
@@ -132,10 +133,17 @@ Result<KeystoneSettings> ReadKeystoneSettings(const glancefs::tools::Options& cl
   return out;
 }
 
-// `reread`: set to what re-reads the source's credentials on a reload (the token file of an
-// http(s) SOURCE, the clouds.yaml entry or OS_* variables of keystone).
+// What a source brings besides its catalog.
+struct SourceParts {
+  // Re-reads the source's credentials on a reload (the token file of an http(s) SOURCE, the
+  // clouds.yaml entry or OS_* variables of keystone); null for dir:.
+  glancefs::tools::CredentialsReader reread;
+  // Signing certificates from the cloud's key manager (keystone: Barbican), or null.
+  std::shared_ptr<glancefs::CertificateStore> certificates;
+};
+
 Result<std::unique_ptr<Catalog>> OpenSourceCatalog(const glancefs::tools::Options& cl,
-                                                   glancefs::tools::CredentialsReader* reread) {
+                                                   SourceParts* parts) {
   const std::string& source = cl.source;
   if (source.rfind("dir:", 0) == 0) {
     auto catalog = glancefs::backends::DirCatalog::Open(source.substr(4));
@@ -146,7 +154,7 @@ Result<std::unique_ptr<Catalog>> OpenSourceCatalog(const glancefs::tools::Option
     auto read = glancefs::tools::ReadToken(cl.token_file);
     if (!read.ok()) return read.status();
     auto token = std::make_shared<glancefs::backends::StaticToken>(*read);
-    *reread = [token](const glancefs::tools::Options& o) -> Result<std::string> {
+    parts->reread = [token](const glancefs::tools::Options& o) -> Result<std::string> {
       GLANCEFS_ASSIGN_OR_RETURN(std::string next, glancefs::tools::ReadToken(o.token_file));
       token->Set(std::move(next));
       return "token re-read from " + (o.token_file.empty() ? "$OS_AUTH_TOKEN" : o.token_file);
@@ -172,11 +180,17 @@ Result<std::unique_ptr<Catalog>> OpenSourceCatalog(const glancefs::tools::Option
     std::shared_ptr<glancefs::backends::HttpClient> client =
         glancefs::backends::NewCurlHttpClient(http);
     auto keystone = std::make_shared<glancefs::backends::KeystoneTokenSource>(client, ks.creds);
-    *reread = [keystone](const glancefs::tools::Options& o) -> Result<std::string> {
+    parts->reread = [keystone](const glancefs::tools::Options& o) -> Result<std::string> {
       GLANCEFS_ASSIGN_OR_RETURN(KeystoneSettings next, ReadKeystoneSettings(o));
       GLANCEFS_RETURN_IF_ERROR(keystone->UpdateCredentials(next.creds));
       return "keystone credentials re-read from " + next.from;
     };
+    // Barbican, found in the token's catalog (key-manager) once Keystone answers.
+    parts->certificates = std::make_shared<glancefs::backends::BarbicanCertificateStore>(
+        client, keystone, [keystone]() -> Result<std::string> {
+          GLANCEFS_RETURN_IF_ERROR(keystone->Token().status());
+          return keystone->Endpoint("key-manager");
+        });
     glancefs::backends::GlanceOptions glance;
     glance.spool_dir = cl.spool_dir;
     glance.page_limit = cl.page_limit;
@@ -205,8 +219,8 @@ Result<std::unique_ptr<Catalog>> OpenSourceCatalog(const glancefs::tools::Option
 
 // The SOURCE's catalog, reading rbd:// locations straight from Ceph unless -o norbd.
 Result<std::unique_ptr<Catalog>> OpenCatalog(const glancefs::tools::Options& cl,
-                                             glancefs::tools::CredentialsReader* reread) {
-  auto catalog = OpenSourceCatalog(cl, reread);
+                                             SourceParts* parts) {
+  auto catalog = OpenSourceCatalog(cl, parts);
   if (!catalog.ok() || !cl.rbd) return catalog;
   glancefs::backends::rbd::RbdCatalogOptions rbd;
   rbd.ceph.conf_dir = cl.ceph_conf_dir;
@@ -287,16 +301,17 @@ int main(int argc, char** argv) {
   glancefs::SetLogLevel(cl->log_level);
   int ready_fd = cl->foreground ? -1 : ForkDaemon();
 
-  glancefs::tools::CredentialsReader reread_credentials;
-  auto catalog = OpenCatalog(*cl, &reread_credentials);
+  SourceParts parts;
+  auto catalog = OpenCatalog(*cl, &parts);
   if (!catalog.ok()) return Fail(catalog.status());
 
   // The block cache sits between the backend and the file system (docs/ARCHITECTURE.md).
   std::unique_ptr<glancefs::cache::CacheService> cache;
   std::unique_ptr<Catalog> cached_catalog;
   if (cl->cache) {
-    auto service =
-        glancefs::cache::CacheService::Open(catalog->get(), glancefs::tools::CacheOptionsOf(*cl));
+    glancefs::cache::ServiceOptions cache_options = glancefs::tools::CacheOptionsOf(*cl);
+    if (!cache_options.cache.certificates) cache_options.cache.certificates = parts.certificates;
+    auto service = glancefs::cache::CacheService::Open(catalog->get(), cache_options);
     if (!service.ok()) return Fail(service.status());
     cache = std::move(service).value();
     cached_catalog = cache->WrapCatalog();
@@ -344,7 +359,7 @@ int main(int argc, char** argv) {
   auto session = glancefs::fuse::Session::Create(&fs, session_options);
   if (!session.ok()) return Fail(session.status());
   reloader = std::make_unique<glancefs::tools::Reloader>(
-      argv_given, *cl, glancefs::tools::ReloadTargets{session->get(), cache.get(), &fs, reread_credentials});
+      argv_given, *cl, glancefs::tools::ReloadTargets{session->get(), cache.get(), &fs, parts.reread});
 
   if (!cl->foreground) glancefs::SetLogSink(glancefs::LogSink::kSyslog);
   Status run = (*session)->Run();

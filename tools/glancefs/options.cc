@@ -120,7 +120,7 @@ std::vector<OptionSpec> MakeTable() {
        G::kGlancefs, kRemount, Text(&Options::spool_dir)},
       {"cert_dir", "DIR",
        "signing certificates as DIR/<uuid>.pem: image signatures\n(img_signature*) are checked "
-       "as the cache verifies images",
+       "as the cache verifies images\n(keystone: else from Barbican)",
        G::kGlancefs, kRemount, Text(&Options::cert_dir)},
       {"trusted_certs", "FILE",
        "validate signing certificates as Nova does: each must chain\nto a CA whose uuid FILE "
@@ -221,8 +221,9 @@ Result<Options> ParseOptions(const std::vector<std::string>& argv) {
   if (o.show_help || o.show_version) return o;
   if (o.source.empty()) return Status::InvalidArgument("missing SOURCE (try --help)");
   if (o.mountpoint.empty()) return Status::InvalidArgument("missing MOUNTPOINT (try --help)");
-  if (!o.trusted_certs.empty() && o.cert_dir.empty()) {
-    return Status::InvalidArgument("trusted_certs needs cert_dir, where the certificates are");
+  if (!o.trusted_certs.empty() && o.cert_dir.empty() && o.source != "keystone") {
+    return Status::InvalidArgument(
+        "trusted_certs needs a certificate source: cert_dir, or keystone's Barbican");
   }
   if (o.require_signature && !o.cache) {
     return Status::InvalidArgument("require_signature needs the cache, which checks signatures: "
