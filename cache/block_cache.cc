@@ -45,9 +45,10 @@ class Digest {
 // trusted certificates, validates: certificate_check.h) when built.
 class ImageCheck {
  public:
+  // `signature_fp`: the image's fingerprint of `spec` and the policy when the pass began.
   ImageCheck(const std::string& hash_algo, const std::optional<SignatureSpec>& spec,
-             const CacheOptions& options, int64_t now)
-      : digest_(hash_algo.empty() ? "-" : hash_algo) {
+             std::string signature_fp, const CacheOptions& options, int64_t now)
+      : digest_(hash_algo.empty() ? "-" : hash_algo), signature_fp_(std::move(signature_fp)) {
     hashing_ = !hash_algo.empty() && digest_.ok();
     if (!spec) {
       verdict_ = kSignatureUnsigned;
@@ -59,7 +60,10 @@ class ImageCheck {
     }
     auto certificate = options.certificates->Get(spec->certificate_uuid);
     if (!certificate.ok()) {
-      verdict_ = SignatureUnverifiable(certificate.status().message());
+      // A uuid no store could hold is the record's fault; anything else may pass.
+      verdict_ = certificate.status().code() == Status::Code::kInvalidArgument
+                     ? SignatureInvalid(certificate.status().message())
+                     : SignatureUnverifiable(certificate.status().message());
       return;
     }
     if (!options.trusted_certificates.empty() &&
@@ -76,6 +80,7 @@ class ImageCheck {
     }
   }
   bool hashing() const { return hashing_; }
+  const std::string& signature_fp() const { return signature_fp_; }
   // Whether the bytes are needed at all.
   bool any() const { return hashing_ || signature_ != nullptr; }
   void Update(const char* data, size_t n) {
@@ -119,12 +124,21 @@ class ImageCheck {
   }
 
   Digest digest_;
+  const std::string signature_fp_;
   bool hashing_ = false;
   std::unique_ptr<SignatureCheck> signature_;
   std::string verdict_;
 };
 
 namespace {
+
+// What a signature verdict depends on besides the image: where certificates come from and which
+// are trusted. A verdict reached under another policy is not reused.
+std::string PolicyFingerprint(const CacheOptions& options) {
+  std::string policy = options.certificates ? options.certificates->Describe() : "none";
+  for (const std::string& id : options.trusted_certificates) policy += "\n" + id;
+  return SignatureSpec{policy, "", "", ""}.Fingerprint().substr(0, 16);
+}
 
 constexpr double kLatencyBounds[] = {0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5};
 
@@ -224,6 +238,7 @@ struct BlockCache::Image {
   bool pinned = false;
   bool meta_written = false;
   bool verifying = false;
+  bool recheck = false;  // the pass that ran saw its signature change: run another
   int readahead_tasks = 0;
   bool whole_only = false;  // its source reads only whole (a store that refuses Range)
   bool streaming = false;   // StreamWhole runs
@@ -379,6 +394,7 @@ BlockCache::BlockCache(std::unique_ptr<BlockStore> store, CacheOptions options,
       block_size_(block_size),
       max_bytes_(options_.max_bytes),
       min_free_bytes_(options_.min_free_bytes),
+      policy_fp_(PolicyFingerprint(options_)),
       memory_(options_.memory_bytes),
       buffers_(block_size, std::max<size_t>(1, kIdleBufferBytes / block_size)),
       latency_counts_(std::size(kLatencyBounds) + 1, 0) {}
@@ -483,6 +499,7 @@ Status BlockCache::Load() {
       LOG_WARNING("cache: image %s lost blocks since it was verified; fetching them again",
                   id.c_str());
       image->SetState(CacheState::kPartial);
+      image->signature.clear();
       PersistLocked(*image);
     }
   }
@@ -515,7 +532,7 @@ std::shared_ptr<BlockCache::Image> BlockCache::ImageFor(const ImageRecord& recor
   std::lock_guard<std::mutex> lock(mu_);
   auto& slot = images_[record.id];
   auto spec = SignatureSpecOf(record);
-  const std::string fp = spec ? spec->Fingerprint() : "";
+  const std::string fp = SignatureFp(spec);
   if (slot && slot->version == record.data_version && slot->size == *record.size) {
     if (slot->signature_fp != fp) {
       NewSignatureLocked(slot, spec);
@@ -970,6 +987,7 @@ void BlockCache::DropBlockLocked(Image& image, uint64_t index) {
   uint64_t blen = image.BlockLen(index, block_size_);
   image.cached_bytes -= blen;
   cached_bytes_ -= blen;
+  image.signature.clear();  // a verdict holds for the bytes checked, all of them in the cache
   if (image.state == CacheState::kVerified || image.state == CacheState::kComplete) {
     image.SetState(CacheState::kPartial);
     PersistLocked(image);
@@ -986,6 +1004,7 @@ void BlockCache::EvictLocked(Image& image) {
   }
   cached_bytes_ -= image.cached_bytes;
   image.cached_bytes = 0;
+  image.signature.clear();  // the next bytes fetched are checked again
   image.present_blocks = 0;
   image.present.assign(image.nblocks, false);
   image.no = next_no_++;  // in-flight fetches of the old number land nowhere
@@ -1047,19 +1066,24 @@ void BlockCache::MaybeScheduleVerify(const std::shared_ptr<Image>& image) {
 Status BlockCache::Verify(const std::shared_ptr<Image>& image) {
   struct Done {
     BlockCache* cache;
-    Image* image;
+    const std::shared_ptr<Image>& image;
     ~Done() {
       {
         std::lock_guard<std::mutex> lock(cache->mu_);
         image->verifying = false;
+        if (image->recheck) {  // its signature changed meanwhile: again
+          image->recheck = false;
+          cache->MaybeScheduleVerify(image);
+        }
       }
       cache->flight_cv_.notify_all();
     }
-  } done{this, image.get()};
+  } done{this, image};
   // Durable first: a verified mark must never outlive its blocks.
   GLANCEFS_RETURN_IF_ERROR(store_->Sync());
   uint64_t no = image->no;
-  ImageCheck check(image->hash_algo, SignatureSpecOfImage(*image), options_, Now());
+  auto [spec, fp] = SignatureSpecOfImage(*image);
+  ImageCheck check(image->hash_algo, spec, fp, options_, Now());
   if (!image->hash_algo.empty() && !check.hashing()) {
     LOG_WARNING("cache: image %s: unknown hash algorithm '%s'; not verified", image->id.c_str(),
                 image->hash_algo.c_str());
@@ -1115,7 +1139,7 @@ void BlockCache::NewSignatureLocked(const std::shared_ptr<Image>& image,
   // stay, the verdict goes, and a complete image is checked again.
   LOG_INFO("cache: image %s has new signature properties; checking them", image->id.c_str());
   image->signature_spec = spec;
-  image->signature_fp = spec ? spec->Fingerprint() : "";
+  image->signature_fp = SignatureFp(spec);
   image->signature.clear();
   if (image->state == CacheState::kVerified || image->state == CacheState::kComplete) {
     image->SetState(CacheState::kPartial);
@@ -1124,9 +1148,14 @@ void BlockCache::NewSignatureLocked(const std::shared_ptr<Image>& image,
   MaybeScheduleVerify(image);
 }
 
-std::optional<SignatureSpec> BlockCache::SignatureSpecOfImage(const Image& image) {
-  std::lock_guard<std::mutex> lock(mu_);  // ImageFor completes a loaded record's
-  return image.signature_spec;
+std::pair<std::optional<SignatureSpec>, std::string> BlockCache::SignatureSpecOfImage(
+    const Image& image) {
+  std::lock_guard<std::mutex> lock(mu_);  // ImageFor and Observe change them
+  return {image.signature_spec, image.signature_fp};
+}
+
+std::string BlockCache::SignatureFp(const std::optional<SignatureSpec>& spec) const {
+  return spec ? spec->Fingerprint() + "/" + policy_fp_ : "";
 }
 
 void BlockCache::JudgeSignatureLocked(Image& image, const std::string& verdict) {
@@ -1151,13 +1180,20 @@ Status BlockCache::Judge(Image& image, uint64_t no, ImageCheck& check) {
   if (image.no != no || image.present_blocks != image.nblocks) {
     return Status::Unavailable("image " + image.id + " changed while it was verified");
   }
-  JudgeSignatureLocked(image, signature);
+  if (image.signature_fp != check.signature_fp()) {
+    // New signature properties (or policy) arrived during the pass: its verdict is about the
+    // old ones. Nothing is recorded; the image stays partial and is checked again.
+    image.recheck = true;
+    return Status::Unavailable("image " + image.id + ": its signature changed while it was checked");
+  }
   if (!check.hashing()) {
+    JudgeSignatureLocked(image, signature);
     image.SetState(CacheState::kComplete);
     PersistLocked(image);
     return Status::Ok();
   }
   if (got == image.hash_value) {
+    JudgeSignatureLocked(image, signature);
     image.SetState(CacheState::kVerified);
     PersistLocked(image);
     verified_.fetch_add(1, std::memory_order_relaxed);
@@ -1173,6 +1209,9 @@ Status BlockCache::Judge(Image& image, uint64_t no, ImageCheck& check) {
   EvictLocked(image);
   image.SetState(CacheState::kCorrupt);
   image.reason = reason;
+  // The bytes that failed the hash are the ones the signature was checked over: its verdict
+  // stands for this version until it is evicted (rm cache/<id>) or replaced.
+  JudgeSignatureLocked(image, signature);
   PersistLocked(image);
   return Status::Corruption("image " + image.id + " failed verification: " + reason);
 }
@@ -1180,7 +1219,8 @@ Status BlockCache::Judge(Image& image, uint64_t no, ImageCheck& check) {
 Status BlockCache::FetchWholeHashed(const std::shared_ptr<Image>& image,
                                    const std::shared_ptr<ByteSource>& upstream,
                                    const std::function<bool()>& stop, uint64_t bytes_per_s) {
-  ImageCheck check(image->hash_algo, SignatureSpecOfImage(*image), options_, Now());
+  auto [spec, fp] = SignatureSpecOfImage(*image);
+  ImageCheck check(image->hash_algo, spec, fp, options_, Now());
   uint64_t no;
   {
     std::lock_guard<std::mutex> lock(mu_);
@@ -1202,6 +1242,7 @@ Status BlockCache::FetchWholeHashed(const std::shared_ptr<Image>& image,
       {
         std::lock_guard<std::mutex> lock(cache->mu_);
         image->streaming = image->verifying = false;
+        image->recheck = false;  // MaybeScheduleVerify below runs the pass again if needed
         if (image->whole_only && cache->WaitingLocked(image->no)) {
           cache->StartStreamLocked(image, upstream, Why::kReadahead);
         }
@@ -1237,17 +1278,30 @@ Result<std::string> BlockCache::CheckSignature(
     const ImageRecord& record,
     const std::function<Result<std::shared_ptr<ByteSource>>()>& open_upstream) {
   std::shared_ptr<Image> image = ImageFor(record);
+  if (image->nblocks == 0) {  // nothing to read: the signature over no bytes
+    auto [spec, fp] = SignatureSpecOfImage(*image);
+    ImageCheck check("", spec, fp, options_, Now());
+    std::string verdict = check.SignatureVerdict();
+    std::lock_guard<std::mutex> lock(mu_);
+    if (image->signature_fp == fp) JudgeSignatureLocked(*image, verdict);
+    return verdict;
+  }
   Status last;
   for (int attempt = 0; attempt < 3; ++attempt) {
     bool complete;
     {
       std::unique_lock<std::mutex> lock(mu_);
       flight_cv_.wait_for(lock, std::chrono::seconds(600), [&] { return !image->verifying; });
+      if (image->retired) return Status::Unavailable("image " + record.id + " was replaced");
+      complete = image->present_blocks == image->nblocks;
       const std::string& verdict = image->signature;
       const bool unverifiable = verdict.rfind("unverifiable", 0) == 0;
-      if (!verdict.empty() && (!unverifiable || attempt > 0)) return verdict;
-      if (image->retired) return Status::Unavailable("image " + record.id + " was replaced");
-      complete = image->nblocks > 0 && image->present_blocks == image->nblocks;
+      // A verdict speaks for the bytes in the cache (all of them), or for a version whose bytes
+      // failed their hash and were dropped (corrupt until evicted).
+      if (!verdict.empty() && (complete || image->state == CacheState::kCorrupt) &&
+          (!unverifiable || attempt > 0)) {
+        return verdict;
+      }
       if (complete) image->verifying = true;  // Verify's to clear
     }
     if (complete) {
@@ -1399,7 +1453,7 @@ void BlockCache::Observe(const CatalogSnapshot& snapshot) {
     auto record = snapshot.Find(it->first);
     if (record && record->data_version == it->second->version) {
       auto spec = SignatureSpecOf(*record);
-      if (it->second->signature_fp != (spec ? spec->Fingerprint() : "")) {
+      if (it->second->signature_fp != SignatureFp(spec)) {
         NewSignatureLocked(it->second, spec);
       }
       ++it;

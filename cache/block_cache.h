@@ -253,7 +253,9 @@ class BlockCache {
   // (its data dropped); and its signature's verdict.
   Status Judge(Image& image, uint64_t no, ImageCheck& check);
   void JudgeSignatureLocked(Image& image, const std::string& verdict);  // REQUIRES: mu_ held
-  std::optional<SignatureSpec> SignatureSpecOfImage(const Image& image);
+  std::pair<std::optional<SignatureSpec>, std::string> SignatureSpecOfImage(const Image& image);
+  // The image's fingerprint of `spec` under this cache's policy; "" when unsigned.
+  std::string SignatureFp(const std::optional<SignatureSpec>& spec) const;
   // REQUIRES: mu_ held.
   void NewSignatureLocked(const std::shared_ptr<Image>& image,
                           const std::optional<SignatureSpec>& spec);
@@ -266,6 +268,7 @@ class BlockCache {
   const uint32_t block_size_;
   std::atomic<uint64_t> max_bytes_;       // options_.max_bytes until SetLimits
   std::atomic<uint64_t> min_free_bytes_;  // options_.min_free_bytes until SetLimits
+  const std::string policy_fp_;           // PolicyFingerprint(options_)
   MemoryTier memory_;
   BlockPool buffers_;
 

@@ -264,6 +264,31 @@ Result<std::string> CacheService::CheckSignature(const ImageRecord& image) {
   return cache_->CheckSignature(image, [&] { return upstream_->OpenData(image); });
 }
 
+namespace {
+
+// Stands in for the source under reads that must come from the cache alone.
+class CachedOnlySource final : public ByteSource {
+ public:
+  CachedOnlySource(uint64_t size, std::string id) : size_(size), id_(std::move(id)) {}
+  uint64_t size() const override { return size_; }
+  Status ReadAt(uint64_t, size_t, char*) override {
+    return Status::PermissionDenied("image " + id_ +
+                                    " lost cached bytes since its signature was checked: open it "
+                                    "again to check it again");
+  }
+
+ private:
+  const uint64_t size_;
+  const std::string id_;
+};
+
+}  // namespace
+
+Result<std::shared_ptr<ByteSource>> CacheService::OpenCachedOnly(const ImageRecord& image) {
+  if (!image.size) return Status::NotFound("image " + image.id + " has no data");
+  return cache_->Wrap(image, std::make_shared<CachedOnlySource>(*image.size, image.id));
+}
+
 void CacheService::SetLimits(uint64_t max_bytes, uint64_t min_free_bytes) {
   cache_->SetLimits(max_bytes, min_free_bytes);
 }

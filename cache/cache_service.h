@@ -48,6 +48,7 @@ class CacheService final : public CacheAdmin {
   Status Dequeue(const std::string& id) override;
   Status Evict(const std::string& id) override;
   Result<std::string> CheckSignature(const ImageRecord& image) override;
+  Result<std::shared_ptr<ByteSource>> OpenCachedOnly(const ImageRecord& image) override;
   std::vector<std::pair<std::string, std::string>> Stats() override;
   std::string Prometheus() override;
 

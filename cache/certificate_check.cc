@@ -1,6 +1,7 @@
 #include "cache/certificate_check.h"
 
 #include <openssl/bio.h>
+#include <openssl/err.h>
 #include <openssl/pem.h>
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
@@ -25,6 +26,8 @@ X509Ptr Read(const std::string& bytes) {
 
 bool WithinDates(X509* cert, int64_t now) {
   time_t t = static_cast<time_t>(now);
+  // X509_cmp_time: -1 when the time is at or before `t`, 1 after, 0 on a malformed time
+  // (never valid). A notAfter of exactly now counts as expired (cursive: valid); a second apart.
   return X509_cmp_time(X509_get0_notBefore(cert), &t) < 0 &&
          X509_cmp_time(X509_get0_notAfter(cert), &t) > 0;
 }
@@ -54,6 +57,9 @@ bool IsIssuer(X509* issuer, X509* issued) {
 Status ValidateCertificate(const std::string& certificate,
                            const std::vector<std::pair<std::string, std::string>>& trusted,
                            int64_t now) {
+  struct ClearErrors {
+    ~ClearErrors() { ERR_clear_error(); }  // failed reads and X509_verify calls queue errors
+  } clear_errors;
   X509Ptr leaf = Read(certificate);
   if (!leaf) return Status::InvalidArgument("the signing certificate is neither PEM nor DER");
   std::vector<std::pair<std::string, X509Ptr>> signers;

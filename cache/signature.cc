@@ -1,6 +1,7 @@
 #include "cache/signature.h"
 
 #include <openssl/bio.h>
+#include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/pem.h>
 #include <openssl/rsa.h>
@@ -93,10 +94,16 @@ X509Ptr ReadCertificate(const std::string& bytes) {
 }  // namespace
 
 std::string SignatureSpec::Fingerprint() const {
-  std::string all = signature + '\n' + hash_method + '\n' + key_type + '\n' + certificate_uuid;
-  char hex[17];
-  std::snprintf(hex, sizeof hex, "%016llx", static_cast<unsigned long long>(StableHash64(all)));
-  return hex;
+  // SHA-256 of the length-prefixed values: no two different sets share one by accident or by
+  // design (a record's author chooses the values).
+  std::string all;
+  for (const std::string* v : {&signature, &hash_method, &key_type, &certificate_uuid}) {
+    all += std::to_string(v->size()) + ":" + *v;
+  }
+  unsigned char md[EVP_MAX_MD_SIZE];
+  unsigned len = 0;
+  EVP_Digest(all.data(), all.size(), md, &len, EVP_sha256(), nullptr);
+  return HexOf(md, len);
 }
 
 std::optional<SignatureSpec> SignatureSpecOf(const ImageRecord& record) {
@@ -120,6 +127,7 @@ struct SignatureCheck::State {
   std::unique_ptr<EVP_MD_CTX, void (*)(EVP_MD_CTX*)> ctx{EVP_MD_CTX_new(), EVP_MD_CTX_free};
   std::string signature;  // decoded
   std::string hash_method;
+  bool failed = false;  // an update OpenSSL refused
 };
 
 SignatureCheck::SignatureCheck(std::unique_ptr<State> state) : state_(std::move(state)) {}
@@ -142,6 +150,7 @@ Result<std::unique_ptr<SignatureCheck>> SignatureCheck::Start(const SignatureSpe
   GLANCEFS_ASSIGN_OR_RETURN(state->signature, DecodeBase64(spec.signature));
   state->hash_method = spec.hash_method;
   X509Ptr cert = ReadCertificate(certificate);
+  ERR_clear_error();  // PEM's failure before DER's success
   if (!cert) {
     return Status::Corruption("certificate " + spec.certificate_uuid + " is neither PEM nor DER");
   }
@@ -166,14 +175,15 @@ Result<std::unique_ptr<SignatureCheck>> SignatureCheck::Start(const SignatureSpe
 }
 
 void SignatureCheck::Update(const char* data, size_t n) {
-  EVP_DigestVerifyUpdate(state_->ctx.get(), data, n);
+  if (EVP_DigestVerifyUpdate(state_->ctx.get(), data, n) != 1) state_->failed = true;
 }
 
 Status SignatureCheck::Finish() {
   const auto* sig = reinterpret_cast<const unsigned char*>(state_->signature.data());
-  if (EVP_DigestVerifyFinal(state_->ctx.get(), sig, state_->signature.size()) == 1) {
-    return Status::Ok();
-  }
+  const bool ok = !state_->failed &&
+                  EVP_DigestVerifyFinal(state_->ctx.get(), sig, state_->signature.size()) == 1;
+  ERR_clear_error();  // a failed check leaves OpenSSL's (per-thread) queue as it found it
+  if (ok) return Status::Ok();
   return Status::Corruption("the " + state_->hash_method +
                             " signature does not match the image's bytes");
 }

@@ -15,7 +15,10 @@ trap 'rm -rf "$scratch"' EXIT
 version=$(dpkg-parsechangelog -S Version)
 src="$scratch/glancefs-$version"
 mkdir "$src"
-git ls-files -z -co --exclude-standard | xargs -0 cp --parents -t "$src"
+# Tracked and new files as they are in the tree (a tracked file deleted there is left out).
+git ls-files -z -co --exclude-standard |
+  while IFS= read -r -d '' f; do [[ -e $f ]] && printf '%s\0' "$f"; done |
+  xargs -0 cp --parents -t "$src"
 (cd "$src" && dpkg-buildpackage -b -us -uc -j"$(nproc)" >"$scratch/build.log" 2>&1) || {
   tail -50 "$scratch/build.log" >&2
   echo "package: dpkg-buildpackage failed (the log's end is above)" >&2

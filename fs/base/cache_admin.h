@@ -9,6 +9,7 @@
 #include <utility>
 #include <vector>
 
+#include "fs/base/byte_source.h"
 #include "fs/base/catalog.h"
 #include "fs/base/status.h"
 
@@ -53,6 +54,10 @@ class CacheAdmin {
   // image is fetched whole and verified, and the caller waits, as a pre-fetch would. An error
   // when no verdict could be reached (the source is down).
   virtual Result<std::string> CheckSignature(const ImageRecord& image) = 0;
+  // The image's bytes as the cache holds them and nothing else: a block it does not hold (evicted
+  // since it was checked) fails the read with PermissionDenied instead of being fetched, so
+  // bytes that were not checked are never served (require_signature).
+  virtual Result<std::shared_ptr<ByteSource>> OpenCachedOnly(const ImageRecord& image) = 0;
 
   // Totals, shown as user.glancefs.cache.<name> xattrs on the mount root.
   virtual std::vector<std::pair<std::string, std::string>> Stats() = 0;

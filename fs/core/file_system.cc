@@ -203,8 +203,11 @@ bool FileSystem::ShowsFile(const ImageRecord& image, ImageFile file) {
   return !verdict.ok() || verdict->refused.empty();
 }
 
-Result<std::shared_ptr<ByteSource>> FileSystem::OpenView(const ImageRecord& image, ImageFile file) {
-  GLANCEFS_ASSIGN_OR_RETURN(auto source, catalog_->OpenData(image));
+Result<std::shared_ptr<ByteSource>> FileSystem::OpenView(const ImageRecord& image, ImageFile file,
+                                                         bool cached_only) {
+  GLANCEFS_ASSIGN_OR_RETURN(auto source, cached_only && options_.cache
+                                             ? options_.cache->OpenCachedOnly(image)
+                                             : catalog_->OpenData(image));
   if (file == ImageFile::kDiskRaw && image.disk_format == "qcow2") {
     auto reader = format::Qcow2Reader::Open(std::move(source));
     if (!reader.ok()) return reader.status().WithContext("image " + image.id);
@@ -513,7 +516,8 @@ Result<std::unique_ptr<OpenFile>> FileSystem::Open(uint64_t ino, int flags) {
     return file;
   }
   if (options_.require_signature) GLANCEFS_RETURN_IF_ERROR(RequireSignature(*image));
-  GLANCEFS_ASSIGN_OR_RETURN(file->source, OpenView(*image, key.file));
+  GLANCEFS_ASSIGN_OR_RETURN(file->source,
+                            OpenView(*image, key.file, /*cached_only=*/options_.require_signature));
   file->size = file->source->size();
   return file;
 }

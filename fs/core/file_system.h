@@ -171,7 +171,9 @@ class FileSystem {
   // Opens the decoded or passthrough source behind a disk view.
   // OK when require_signature lets `image`'s data be served; PermissionDenied saying why not.
   Status RequireSignature(const ImageRecord& image);
-  Result<std::shared_ptr<ByteSource>> OpenView(const ImageRecord& image, fsns::ImageFile file);
+  // `cached_only`: the data from the cache alone (CacheAdmin::OpenCachedOnly).
+  Result<std::shared_ptr<ByteSource>> OpenView(const ImageRecord& image, fsns::ImageFile file,
+                                               bool cached_only = false);
   void Diff(const fsns::Namespace& old_ns, const fsns::Namespace& new_ns,
             std::vector<Invalidation>* out) const;
 

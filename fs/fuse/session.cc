@@ -248,6 +248,11 @@ void Session::ReloadLoop() {
     ssize_t n = ::read(reload_pipe_[0], &c, 1);
     if (n < 0 && errno == EINTR) continue;
     if (n != 1 || c == 'Q') return;
+    {
+      // Stopping: a 'Q' may not have fit behind a burst of SIGHUPs; reload no more.
+      std::lock_guard<std::mutex> lock(mu_);
+      if (stopping_) return;
+    }
     options_.on_reload();
   }
 }

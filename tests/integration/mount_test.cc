@@ -677,6 +677,18 @@ TEST_F(MountTest, SignaturesAreCheckedWithCertDirCertificates) {
             "0");  // this mount fetched nothing: the check read the cache
   MustSh("cmp " + m.path() + "/images/" + ids["good"] + "/disk.raw " + good_file);
   EXPECT_EQ(m.Unmount(), 0) << m.Log();
+  // A verdict belongs to the policy it was reached under: the same cache mounted with
+  // trusted_certs checks the stored verdicts again (this self-signed certificate is no CA).
+  WriteFile(work_ + "/trusted", "cert-rsa\n");
+  Mount strict("dir:" + catalog_, "-o refresh=1,cert_dir=" + certs + ",cache_dir=" + cache +
+                                      ",trusted_certs=" + work_ + "/trusted");
+  ASSERT_TRUE(strict.mounted());
+  EXPECT_TRUE(Eventually("getfattr --absolute-names --only-values -n user.glancefs.signature " +
+                             strict.path() + "/images/" + ids["wrong"] +
+                             " | grep -q '^invalid: certificate cert-rsa: no trusted'",
+                         30))
+      << signature(strict, "wrong") << strict.Log();
+  EXPECT_EQ(strict.Unmount(), 0) << strict.Log();
 }
 
 // -o require_signature: an image's data is served only once its signature is verified; the
@@ -735,6 +747,21 @@ TEST_F(MountTest, RequireSignatureServesOnlyVerifiedImages) {
   EXPECT_NE(m.Log().find("image " + ids["plain"] + " is unsigned: not served (require_signature)"),
             std::string::npos) << m.Log();
   EXPECT_NE(m.Log().find("image " + ids["wrong"] + ": signature invalid"), std::string::npos);
+  // Bytes evicted after the check are never fetched again behind an open file: its reads fail;
+  // a new open checks the image again.
+  {
+    const std::string path = m.path() + "/images/" + ids["good"] + "/disk.raw";
+    int fd = ::open(path.c_str(), O_RDONLY);
+    ASSERT_GE(fd, 0);
+    MustSh("rm " + m.path() + "/cache/" + ids["good"]);
+    ::posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);  // what the kernel kept was checked; drop it
+    char buf[65536];
+    EXPECT_LT(::pread(fd, buf, sizeof buf, 8 << 20), 0);
+    EXPECT_EQ(errno, EACCES);
+    ::close(fd);
+    EXPECT_EQ(Sh("cmp " + path + " " + good).status, 0) << m.Log();
+    EXPECT_EQ(signature("good"), "verified");
+  }
   // metadata.json stays readable; the certificate arrives and the image is asked for again.
   MustSh("cat " + m.path() + "/images/" + ids["wrong"] + "/metadata.json > /dev/null");
   MustSh("cp " + keys + "/ec.pem " + certs + "/cert-later.pem");

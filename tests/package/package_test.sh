@@ -11,33 +11,43 @@ fail() { echo "package_test: FAIL: $*" >&2; exit 1; }
 [[ $(id -u) -eq 0 ]] || fail "needs root (apt install, mount, /etc/fstab)"
 export DEBIAN_FRONTEND=noninteractive
 
-rm -rf "$work"
-mkdir -p "$work"
-fstab_backup="$work/fstab.before"
-cp /etc/fstab "$fstab_backup" 2>/dev/null || : >"$fstab_backup"
 mnt="$work/mnt"
-# mount.fuse3 finds glancefs on a fixed PATH where /usr/local/bin (scripts/demo.sh installs
-# there) comes first: set such copies aside for the test, and put them back.
-aside=()
-for f in /usr/local/bin/glancefs /usr/local/bin/glancefs-catalog /usr/local/bin/glancefs-cache; do
-  if [[ -e $f ]]; then
-    mv "$f" "$work/$(basename "$f").aside"
-    aside+=("$f")
+# What the test changes on the host is saved outside WORK_DIR first and put back on any exit;
+# a backup left by a run that was killed is put back before anything else.
+backup=/var/tmp/glancefs-package-test.backup
+tools=(glancefs glancefs-catalog glancefs-cache)
+restore() {
+  set +e
+  for m in "$mnt"; do
+    grep -q " $m fuse.glancefs " /proc/mounts && umount -l "$m"
+  done
+  if [[ -d $backup ]]; then
+    [[ -f $backup/fstab ]] && cp "$backup/fstab" /etc/fstab
+    # mount.fuse3 finds glancefs on a fixed PATH where /usr/local/bin (scripts/demo.sh
+    # installs there) comes first: such copies were set aside for the test.
+    for t in "${tools[@]}"; do
+      [[ -e $backup/$t ]] && mv "$backup/$t" "/usr/local/bin/$t"
+    done
+    rm -rf "$backup"
   fi
-done
+  if dpkg-query -W -f='${Status}' glancefs 2>/dev/null | grep -q "install ok installed"; then
+    apt-get purge -y -qq -o DPkg::Lock::Timeout=600 glancefs >/dev/null 2>&1
+  fi
+}
 cleanup() {
   local rc=$?
-  for f in "${aside[@]}"; do mv "$work/$(basename "$f").aside" "$f"; done
-  for m in "$mnt" "$work/mnt2"; do
-    mountpoint -q "$m" 2>/dev/null && umount "$m" 2>/dev/null || true
-  done
-  cp "$fstab_backup" /etc/fstab
-  if dpkg-query -W -f='${Status}' glancefs 2>/dev/null | grep -q installed; then
-    apt-get purge -y -qq -o DPkg::Lock::Timeout=600 glancefs >/dev/null 2>&1 || true
-  fi
+  restore
   exit $rc
 }
+restore  # what a killed run left behind
 trap cleanup EXIT
+mkdir -p "$backup"
+cp /etc/fstab "$backup/fstab" 2>/dev/null || : >"$backup/fstab"
+for t in "${tools[@]}"; do
+  if [[ -e /usr/local/bin/$t ]]; then mv "/usr/local/bin/$t" "$backup/$t"; fi
+done
+rm -rf "$work"
+mkdir -p "$work"
 
 echo "== build the package (scripts/package.sh: dpkg-buildpackage, then lintian)"
 "$src/scripts/package.sh" "$work/out"
@@ -85,7 +95,7 @@ mount -a -t fuse.glancefs
 grep -q " $mnt fuse.glancefs " /proc/mounts || fail "mount -a did not mount the fstab line"
 cmp "$mnt/images/$id/disk.raw" "$work/disk.raw" || fail "wrong bytes through the fstab mount"
 umount "$mnt"
-cp "$fstab_backup" /etc/fstab
+cp "$backup/fstab" /etc/fstab
 
 echo "== apt purge"
 apt-get purge -y -qq -o DPkg::Lock::Timeout=600 glancefs >/dev/null

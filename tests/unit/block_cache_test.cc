@@ -455,7 +455,10 @@ TEST(BlockCacheTest, PrefetchOfAWholeOnlySourceStreamsItAndStopsWhenTold) {
   stop = true;
   f.join();
   EXPECT_EQ(fetched.code(), Status::Code::kUnavailable) << fetched.ToString();
-  EXPECT_EQ(upstream->streams, 2);  // the broken one, and the one still running
+  // The broken one and the one still running; a pass begun for the failed reader before the
+  // source healed may have broken too (timing).
+  EXPECT_GE(upstream->streams, 2);
+  EXPECT_LE(upstream->streams, 3);
   cache.reset();
   EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::milliseconds(1500));
 }
