@@ -10,27 +10,14 @@ Prints "verified", "invalid: <reason>" or "error: <reason>" and exits 0, 1 or 2.
 """
 import sys
 
-from cryptography import x509
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import serialization
 from cursive import exception, signature_utils
+
+from cursive_local import use_local_certificates
 
 
 def main(cert_path, key_type, hash_method, signature, image_path):
-    with open(cert_path, "rb") as f:
-        der = x509.load_pem_x509_certificate(f.read()).public_bytes(serialization.Encoding.DER)
-
-    class Certificate:
-        format = signature_utils.X_509
-
-        def get_encoded(self):
-            return der
-
-    class KeyManager:
-        def get(self, context, uuid):
-            return Certificate()
-
-    signature_utils.key_manager.API = lambda *args, **kwargs: KeyManager()
+    use_local_certificates(lambda uuid: cert_path)
     try:
         verifier = signature_utils.get_verifier(None, "local", hash_method, signature, key_type)
         with open(image_path, "rb") as f:
