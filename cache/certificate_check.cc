@@ -13,7 +13,9 @@ namespace {
 
 using X509Ptr = std::shared_ptr<X509>;
 
-X509Ptr Read(const std::string& bytes) {
+}  // namespace
+
+X509Ptr ReadCertificate(const std::string& bytes) {
   std::unique_ptr<BIO, int (*)(BIO*)> bio(
       BIO_new_mem_buf(bytes.data(), static_cast<int>(bytes.size())), BIO_free);
   X509* cert = bio ? PEM_read_bio_X509(bio.get(), nullptr, nullptr, nullptr) : nullptr;
@@ -23,6 +25,8 @@ X509Ptr Read(const std::string& bytes) {
   }
   return X509Ptr(cert, X509_free);
 }
+
+namespace {
 
 bool WithinDates(X509* cert, int64_t now) {
   time_t t = static_cast<time_t>(now);
@@ -60,11 +64,11 @@ Status ValidateCertificate(const std::string& certificate,
   struct ClearErrors {
     ~ClearErrors() { ERR_clear_error(); }  // failed reads and X509_verify calls queue errors
   } clear_errors;
-  X509Ptr leaf = Read(certificate);
+  X509Ptr leaf = ReadCertificate(certificate);
   if (!leaf) return Status::InvalidArgument("the signing certificate is neither PEM nor DER");
   std::vector<std::pair<std::string, X509Ptr>> signers;
   for (const auto& [uuid, bytes] : trusted) {
-    X509Ptr cert = Read(bytes);
+    X509Ptr cert = ReadCertificate(bytes);
     if (cert && WithinDates(cert.get(), now) && CanSignCertificates(cert.get())) {
       signers.emplace_back(uuid, cert);
     }

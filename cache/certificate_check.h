@@ -16,13 +16,19 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <utility>
 #include <vector>
 
 #include "fs/base/status.h"
 
+struct x509_st;  // OpenSSL's X509
+
 namespace glancefs::cache {
+
+// A certificate from its PEM (as Glance keeps it in Barbican) or DER bytes; null if neither.
+std::shared_ptr<x509_st> ReadCertificate(const std::string& bytes);
 
 // Ok when `certificate` (PEM or DER) validates against `trusted` (uuid, PEM or DER) at `now`
 // (seconds since the epoch); InvalidArgument saying why not.

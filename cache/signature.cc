@@ -1,15 +1,14 @@
 #include "cache/signature.h"
 
-#include <openssl/bio.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
-#include <openssl/pem.h>
 #include <openssl/rsa.h>
 #include <openssl/x509.h>
 
 #include <cctype>
 #include <vector>
 
+#include "cache/certificate_check.h"
 #include "fs/base/hash.h"
 
 namespace glancefs::cache {
@@ -77,19 +76,6 @@ Result<std::string> DecodeBase64(const std::string& text) {
   return out;
 }
 
-using X509Ptr = std::unique_ptr<X509, void (*)(X509*)>;
-
-// PEM (as Glance keeps it in Barbican), else DER.
-X509Ptr ReadCertificate(const std::string& bytes) {
-  std::unique_ptr<BIO, int (*)(BIO*)> bio(BIO_new_mem_buf(bytes.data(), static_cast<int>(bytes.size())),
-                                          BIO_free);
-  X509* cert = bio ? PEM_read_bio_X509(bio.get(), nullptr, nullptr, nullptr) : nullptr;
-  if (!cert) {
-    const unsigned char* p = reinterpret_cast<const unsigned char*>(bytes.data());
-    cert = d2i_X509(nullptr, &p, static_cast<long>(bytes.size()));
-  }
-  return X509Ptr(cert, X509_free);
-}
 
 }  // namespace
 
@@ -149,7 +135,7 @@ Result<std::unique_ptr<SignatureCheck>> SignatureCheck::Start(const SignatureSpe
   auto state = std::make_unique<State>();
   GLANCEFS_ASSIGN_OR_RETURN(state->signature, DecodeBase64(spec.signature));
   state->hash_method = spec.hash_method;
-  X509Ptr cert = ReadCertificate(certificate);
+  std::shared_ptr<X509> cert = ReadCertificate(certificate);
   ERR_clear_error();  // PEM's failure before DER's success
   if (!cert) {
     return Status::Corruption("certificate " + spec.certificate_uuid + " is neither PEM nor DER");

@@ -114,7 +114,7 @@ void Reloader::Apply(const Options& next, const std::vector<std::string>& change
     }
     return false;
   };
-  if (changes({"log_level"}) || next.log_level != running_.log_level) {
+  if (changes({"log_level"})) {
     LOG_INFO("reload: log_level %s", next.given.count("log_level")
                                          ? next.given.at("log_level").c_str()
                                          : "back to its default");
