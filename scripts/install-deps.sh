@@ -15,7 +15,7 @@ PACKAGES=(
   # runtime
   fuse3
   # what the tests drive: the oracles and the tools a user has
-  qemu-utils attr rsync procps util-linux e2fsprogs coreutils openssl socat
+  qemu-utils bzip2 tar attr rsync procps util-linux e2fsprogs coreutils openssl socat
   # the Debian package (scripts/package.sh) and the Prometheus that scrapes a mount in a test
   debhelper dpkg-dev lintian man-db prometheus
   # the oracle for image signatures: the library Nova verifies them with

@@ -18,8 +18,8 @@ BUILD_DIR=build ./scripts/build.sh
 echo "== tests (RelWithDebInfo)"
 ctest --test-dir build --output-on-failure -j 2 --timeout 600
 
-echo "== fuzz the qcow2 decoder (libFuzzer, ASan + UBSan, ${GLANCEFS_FUZZ_SECONDS:-60} s)"
-./scripts/fuzz.sh "${GLANCEFS_FUZZ_SECONDS:-60}"
+echo "== fuzz every decoder (libFuzzer, ASan + UBSan, ${GLANCEFS_FUZZ_SECONDS:-30} s each)"
+./scripts/fuzz.sh "${GLANCEFS_FUZZ_SECONDS:-30}"
 
 if [[ "${GLANCEFS_SKIP_SANITIZERS:-0}" != 1 ]]; then
   echo "== build (ASan + UBSan)"
