@@ -9,7 +9,8 @@
 #include "fs/base/hash.h"
 #include "fs/base/log.h"
 #include "fs/base/time_util.h"
-#include "fs/format/qcow2_reader.h"
+#include "fs/format/views.h"
+#include "nlohmann/json.hpp"
 
 namespace glancefs::core {
 namespace {
@@ -122,7 +123,7 @@ void FileSystem::Diff(const Namespace& old_ns, const Namespace& new_ns,
     auto dir_ino = inodes_.Find(ImageDirKey(id));
     // kInode: the kernel keeps the directory's cached listing in its page cache.
     if (dir_ino) out->push_back({Kind::kInode, *dir_ino, ""});
-    for (ImageFile f : {ImageFile::kMetadata, ImageFile::kDiskRaw, ImageFile::kDiskQcow2}) {
+    for (ImageFile f : fsns::kAllImageFiles) {
       bool shown_before = o && Shows(*o, f);
       bool same =
           shown_before && n && Shows(*n, f) && ContentVersion(*o, f) == ContentVersion(*n, f);
@@ -186,21 +187,71 @@ Result<format::Verdict> FileSystem::VerdictFor(const ImageRecord& image) {
     }
   }
   GLANCEFS_ASSIGN_OR_RETURN(auto source, catalog_->OpenData(image));
-  GLANCEFS_ASSIGN_OR_RETURN(format::Verdict verdict, format::Inspect(*source, image.disk_format));
+  GLANCEFS_ASSIGN_OR_RETURN(
+      format::Verdict verdict,
+      format::Inspect(std::move(source), image.disk_format, image.container_format));
   if (!verdict.refused.empty()) {
     LOG_WARNING("image %s: disk views refused: %s", image.id.c_str(), verdict.refused.c_str());
   }
   std::lock_guard<std::mutex> lock(verdict_mu_);
-  verdicts_[image.id] = CachedVerdict{image.data_version, verdict};
+  verdicts_[image.id] = CachedVerdict{image.data_version, verdict, std::nullopt};
   return verdict;
 }
 
 bool FileSystem::ShowsFile(const ImageRecord& image, ImageFile file) {
   if (!Shows(image, file)) return false;
-  if (file == ImageFile::kMetadata || image.disk_format != "qcow2") return true;
+  if (file == ImageFile::kMetadata) return true;
   auto verdict = VerdictFor(image);
+  if (file == ImageFile::kFormat) return verdict.ok();
   // Unknown (the data cannot be read now): show the view; opening it reports the error.
   return !verdict.ok() || verdict->refused.empty();
+}
+
+namespace {
+
+format::View ViewOf(ImageFile file) {
+  return file == ImageFile::kDiskQcow2 ? format::View::kQcow2 : format::View::kRaw;
+}
+
+}  // namespace
+
+uint64_t FileSystem::ViewSize(const ImageRecord& image, ImageFile file) {
+  if (format::ViewIsStored(ViewOf(file), image.disk_format, image.container_format)) {
+    return *image.size;
+  }
+  auto verdict = VerdictFor(image);
+  if (file == ImageFile::kDiskRaw) {
+    return verdict.ok() && verdict->virtual_size ? *verdict->virtual_size
+                                                 : image.virtual_size.value_or(0);
+  }
+  {
+    std::lock_guard<std::mutex> lock(verdict_mu_);
+    auto it = verdicts_.find(image.id);
+    if (it != verdicts_.end() && it->second.data_version == image.data_version &&
+        it->second.qcow2_size) {
+      return *it->second.qcow2_size;
+    }
+  }
+  // A pure function of the raw view's size and allocation map: stable for the mount.
+  auto view = OpenView(image, file);
+  if (!view.ok()) return 0;  // opening it reports the error
+  uint64_t size = (*view)->size();
+  std::lock_guard<std::mutex> lock(verdict_mu_);
+  auto it = verdicts_.find(image.id);
+  if (it != verdicts_.end() && it->second.data_version == image.data_version) {
+    it->second.qcow2_size = size;
+  }
+  return size;
+}
+
+std::string FileSystem::FormatJson(const format::Verdict& verdict) {
+  nlohmann::ordered_json j;
+  j["format"] = verdict.format;
+  if (verdict.virtual_size) j["virtual_size"] = *verdict.virtual_size;
+  if (!verdict.container.empty()) j["container"] = verdict.container;
+  for (const auto& [k, v] : verdict.info.facts) j[k] = v;
+  if (!verdict.refused.empty()) j["refused"] = verdict.refused;
+  return j.dump(2) + "\n";
 }
 
 Result<std::shared_ptr<ByteSource>> FileSystem::OpenView(const ImageRecord& image, ImageFile file,
@@ -208,12 +259,10 @@ Result<std::shared_ptr<ByteSource>> FileSystem::OpenView(const ImageRecord& imag
   GLANCEFS_ASSIGN_OR_RETURN(auto source, cached_only && options_.cache
                                              ? options_.cache->OpenCachedOnly(image)
                                              : catalog_->OpenData(image));
-  if (file == ImageFile::kDiskRaw && image.disk_format == "qcow2") {
-    auto reader = format::Qcow2Reader::Open(std::move(source));
-    if (!reader.ok()) return reader.status().WithContext("image " + image.id);
-    return std::shared_ptr<ByteSource>(std::move(reader).value());
-  }
-  return source;
+  auto view =
+      format::OpenView(ViewOf(file), std::move(source), image.disk_format, image.container_format);
+  if (!view.ok()) return view.status().WithContext("image " + image.id);
+  return view;
 }
 
 Result<struct stat> FileSystem::StatOf(const NodeKey& key, const Namespace& ns) {
@@ -283,14 +332,13 @@ Result<struct stat> FileSystem::StatOf(const NodeKey& key, const Namespace& ns) 
       if (key.file == ImageFile::kMetadata) {
         st.st_size = static_cast<off_t>(image->record_json.size());
         st.st_blocks = (st.st_size + 511) / 512;
+      } else if (key.file == ImageFile::kFormat) {
+        auto verdict = VerdictFor(*image);
+        if (!verdict.ok()) return verdict.status();
+        st.st_size = static_cast<off_t>(FormatJson(*verdict).size());
+        st.st_blocks = (st.st_size + 511) / 512;
       } else {
-        st.st_size = static_cast<off_t>(*image->size);
-        if (key.file == ImageFile::kDiskRaw && image->disk_format == "qcow2") {
-          auto verdict = VerdictFor(*image);
-          st.st_size = static_cast<off_t>(verdict.ok() && verdict->virtual_size
-                                              ? *verdict->virtual_size
-                                              : image->virtual_size.value_or(0));
-        }
+        st.st_size = static_cast<off_t>(ViewSize(*image, key.file));
         // A decoded view occupies what its source file does (holes and compression included).
         uint64_t allocated = image->allocated_bytes.value_or(*image->size);
         st.st_blocks = static_cast<blkcnt_t>((allocated + 511) / 512);
@@ -515,6 +563,13 @@ Result<std::unique_ptr<OpenFile>> FileSystem::Open(uint64_t ino, int flags) {
     file->size = image->record_json.size();
     return file;
   }
+  if (key.file == ImageFile::kFormat) {
+    GLANCEFS_ASSIGN_OR_RETURN(format::Verdict verdict, VerdictFor(*image));
+    file->synthetic = true;
+    file->text = FormatJson(verdict);
+    file->size = file->text.size();
+    return file;
+  }
   if (options_.require_signature) GLANCEFS_RETURN_IF_ERROR(RequireSignature(*image));
   GLANCEFS_ASSIGN_OR_RETURN(file->source,
                             OpenView(*image, key.file, /*cached_only=*/options_.require_signature));
@@ -654,6 +709,13 @@ std::vector<std::pair<std::string, std::string>> FileSystem::ImageXattrs(const I
   if (verdict.ok()) {
     out.emplace_back("user.glancefs.format", verdict->format);
     if (!verdict->refused.empty()) out.emplace_back("user.glancefs.refused", verdict->refused);
+    if (verdict->virtual_size) {
+      out.emplace_back("user.glancefs.virtual_size", std::to_string(*verdict->virtual_size));
+    }
+    if (!verdict->container.empty()) out.emplace_back("user.glancefs.container", verdict->container);
+    for (const auto& [k, v] : verdict->info.facts) {
+      out.emplace_back(std::string(kGlancefsPrefix) + k, v);
+    }
   }
   if (options_.cache) {
     auto entry = options_.cache->Find(image.id);

@@ -168,7 +168,10 @@ class FileSystem {
   Result<format::Verdict> VerdictFor(const ImageRecord& image);
   // Whether `image` shows `file`: its record allows it and its bytes are not refused.
   bool ShowsFile(const ImageRecord& image, fsns::ImageFile file);
-  // Opens the decoded or passthrough source behind a disk view.
+  // The size of a disk view at stat time (a synthesized qcow2 view is opened once to learn it).
+  uint64_t ViewSize(const ImageRecord& image, fsns::ImageFile file);
+  // format.json: the verdict and what the decoder learned.
+  static std::string FormatJson(const format::Verdict& verdict);
   // OK when require_signature lets `image`'s data be served; PermissionDenied saying why not.
   Status RequireSignature(const ImageRecord& image);
   // `cached_only`: the data from the cache alone (CacheAdmin::OpenCachedOnly).
@@ -188,6 +191,7 @@ class FileSystem {
   struct CachedVerdict {
     std::string data_version;
     format::Verdict verdict;
+    std::optional<uint64_t> qcow2_size;  // of a synthesized disk.qcow2, once opened
   };
   std::mutex verdict_mu_;                                    // guards verdicts_; a leaf
   std::unordered_map<std::string, CachedVerdict> verdicts_;  // by image id

@@ -27,12 +27,14 @@ const char* FileName(ImageFile file) {
       return "disk.raw";
     case ImageFile::kDiskQcow2:
       return "disk.qcow2";
+    case ImageFile::kFormat:
+      return "format.json";
   }
   return "?";
 }
 
 std::optional<ImageFile> ParseFileName(std::string_view name) {
-  for (ImageFile f : {ImageFile::kMetadata, ImageFile::kDiskRaw, ImageFile::kDiskQcow2}) {
+  for (ImageFile f : kAllImageFiles) {
     if (name == FileName(f)) return f;
   }
   return std::nullopt;
@@ -41,13 +43,7 @@ std::optional<ImageFile> ParseFileName(std::string_view name) {
 std::vector<ImageFile> FilesOf(const ImageRecord& record) {
   std::vector<ImageFile> files{ImageFile::kMetadata};
   if (record.status != "active" || !record.size) return files;
-  if (record.disk_format == "raw" || record.disk_format == "iso") {
-    files.push_back(ImageFile::kDiskRaw);
-  } else if (record.disk_format == "qcow2") {
-    files.push_back(ImageFile::kDiskRaw);  // decoded on read
-    files.push_back(ImageFile::kDiskQcow2);
-  }
-  return files;
+  return {ImageFile::kMetadata, ImageFile::kFormat, ImageFile::kDiskRaw, ImageFile::kDiskQcow2};
 }
 
 Namespace::Namespace(std::shared_ptr<const CatalogSnapshot> snapshot)

@@ -1,6 +1,7 @@
 // Namespace: the directory tree that one catalog snapshot shows (docs/SEMANTICS.md).
 //
-//   /images/<id>/{metadata.json, disk.raw | disk.qcow2}   listed unless hidden; hidden resolve
+//   /images/<id>/{metadata.json, format.json, disk.raw, disk.qcow2}   listed unless hidden;
+//                                                         hidden ones resolve
 //   /by-name/<entry> -> ../images/<id>                     see name_codec.h for <entry>
 //
 // Built once per snapshot and immutable afterwards, so any number of threads may read it.
@@ -18,15 +19,16 @@
 namespace glancefs::fsns {
 
 // The files inside images/<id>/.
-enum class ImageFile : uint8_t { kMetadata, kDiskRaw, kDiskQcow2 };
+enum class ImageFile : uint8_t { kMetadata, kDiskRaw, kDiskQcow2, kFormat };
+inline constexpr ImageFile kAllImageFiles[] = {ImageFile::kMetadata, ImageFile::kFormat,
+                                               ImageFile::kDiskRaw, ImageFile::kDiskQcow2};
 
 const char* FileName(ImageFile file);
 std::optional<ImageFile> ParseFileName(std::string_view name);
 
-// The files an image may show, in listing order, judging by its record alone. Disk views need
-// an active image with data: raw and iso images show disk.raw (their bytes); qcow2 images show
-// disk.raw (decoded) and disk.qcow2 (their bytes as stored). fs/core hides the disk views of
-// images whose bytes it refuses (format::Inspect).
+// The files an image may show, in listing order, judging by its record alone: metadata.json,
+// and for an active image with data format.json and both disk views (fs/format/views.h).
+// fs/core hides the disk views of images whose bytes it refuses (format::Inspect).
 std::vector<ImageFile> FilesOf(const ImageRecord& record);
 
 struct ByNameEntry {

@@ -1,5 +1,6 @@
-// A VM boots from disk.raw of a compressed qcow2 image through the mount: qemu-system-x86_64
-// (software emulation) reads the boot sector and everything the BIOS touches through glancefs.
+// A VM boots through the mount: from disk.raw of a compressed qcow2 image, and from the
+// synthesized disk.qcow2 of a raw image. qemu-system-x86_64 (software emulation) reads the boot
+// sector and everything the BIOS touches through glancefs.
 #include <gtest/gtest.h>
 
 #include <chrono>
@@ -31,7 +32,20 @@ std::string BootSector() {
   return s;
 }
 
-TEST(BootTest, VmBootsFromTheDecodedRawView) {
+// Boots DISK (FORMAT) read-only; returns the serial console's text.
+std::string Boot(const std::string& work, const std::string& disk, const std::string& format) {
+  std::string serial = work + "/serial-" + format + ".txt";
+  CmdResult r = Sh("qemu-system-x86_64 -accel tcg -m 64 -display none -monitor none -no-reboot "
+                   "-serial file:" + serial + " -drive file=" + disk + ",format=" + format +
+                       ",readonly=on,if=virtio & pid=$!; "
+                       "for i in $(seq 600); do grep -q GLANCEFS-BOOT-OK " + serial +
+                       " 2>/dev/null && break; sleep 0.1; done; kill $pid; wait $pid; cat " +
+                       serial,
+                   120);
+  return r.out;
+}
+
+TEST(BootTest, VmBootsFromTheDecodedRawViewAndTheSynthesizedQcow2View) {
   ASSERT_TRUE(HaveCommand("qemu-system-x86_64"))
       << "qemu-system-x86_64 is missing: run scripts/install-deps.sh";
   std::string work = MakeTempDir("glancefs-boot");
@@ -44,24 +58,15 @@ TEST(BootTest, VmBootsFromTheDecodedRawView) {
   MustSh("qemu-img convert -c -f raw -O qcow2 " + raw + " " + qcow);
   std::string catalog = work + "/catalog";
   fs::create_directory(catalog);
-  std::string id = AddImage(catalog, qcow, "--name bootable");
+  AddImage(catalog, qcow, "--name bootable");
+  AddImage(catalog, raw, "--name bootable-raw --disk-format raw");
   {
     Mount m("dir:" + catalog);
     ASSERT_TRUE(m.mounted());
-    std::string serial = work + "/serial.txt";
-    std::string disk = m.path() + "/by-name/bootable/disk.raw";
-    CmdResult r =
-        Sh("qemu-system-x86_64 -accel tcg -m 64 -display none -monitor none -no-reboot "
-           "-serial file:" +
-               serial + " -drive file=" + disk +
-               ",format=raw,readonly=on,if=virtio & pid=$!; "
-               "for i in $(seq 600); do grep -q GLANCEFS-BOOT-OK " +
-               serial +
-               " 2>/dev/null && break; sleep 0.1; done; kill $pid; wait $pid; "
-               "cat " +
-               serial,
-           120);
-    EXPECT_NE(r.out.find("GLANCEFS-BOOT-OK"), std::string::npos) << r.out;
+    std::string out = Boot(work, m.path() + "/by-name/bootable/disk.raw", "raw");
+    EXPECT_NE(out.find("GLANCEFS-BOOT-OK"), std::string::npos) << out;
+    out = Boot(work, m.path() + "/by-name/bootable-raw/disk.qcow2", "qcow2");
+    EXPECT_NE(out.find("GLANCEFS-BOOT-OK"), std::string::npos) << out;
     EXPECT_EQ(m.Unmount(), 0) << m.Log();
   }
   fs::remove_all(work);

@@ -35,9 +35,9 @@ TEST_F(MountTest, LayoutToolsAndData) {
   EXPECT_NE(ls.find(raw), std::string::npos);
   EXPECT_NE(ls.find(qcow), std::string::npos);
   EXPECT_EQ(ls.find(hidden), std::string::npos);
-  EXPECT_EQ(MustSh("ls " + mnt + "/images/" + hidden), "disk.raw\nmetadata.json\n");
+  EXPECT_EQ(MustSh("ls " + mnt + "/images/" + hidden), "disk.qcow2\ndisk.raw\nformat.json\nmetadata.json\n");
   EXPECT_EQ(MustSh("ls " + mnt), "by-name\ncache\nimages\nmetrics.prom\nqueue\n");
-  EXPECT_EQ(MustSh("ls " + mnt + "/images/" + qcow), "disk.qcow2\ndisk.raw\nmetadata.json\n");
+  EXPECT_EQ(MustSh("ls " + mnt + "/images/" + qcow), "disk.qcow2\ndisk.raw\nformat.json\nmetadata.json\n");
 
   // by-name: symlinks into images/, with '/' escaped.
   std::string byname = MustSh("ls -l " + mnt + "/by-name/");
@@ -96,8 +96,8 @@ TEST_F(MountTest, LayoutToolsAndData) {
   MustSh("cmp " + work_ + "/rsync/images/" + qcow + "/disk.qcow2 " + qcow_file);
   EXPECT_EQ(MustSh("readlink " + work_ + "/rsync/by-name/cirros"), "../images/" + raw + "\n");
   std::string found = MustSh("find " + mnt + " -path '" + mnt + "/cache/*' -prune -o -print | wc -l");
-  // root, 4 dirs, metrics.prom, raw dir+2, qcow2 dir+3, 2 links
-  EXPECT_EQ(std::stoi(found), 1 + 4 + 1 + 3 + 4 + 2);
+  // root, 4 dirs, metrics.prom, 2 image dirs with 4 files each, 2 links
+  EXPECT_EQ(std::stoi(found), 1 + 4 + 1 + 5 + 5 + 2);
 
   EXPECT_EQ(m.Unmount(), 0) << m.Log();
 }
@@ -495,6 +495,11 @@ TEST_F(MountTest, GlanceSourceOverHttp) {
   glance.md5_checksums = true;  // the cache verifies complete images against them
   std::string qcow_file = MakeQcow2("g.qcow2");
   glance.files[FakeGlance::Id(1)] = {"qcow2", ReadFile(qcow_file)};
+  // Larger than the cache's first fetch (which takes a small image whole, Range or not).
+  std::string big(24 << 20, '\0');
+  for (size_t i = 0; i < big.size(); i += 4096) big[i] = static_cast<char>(i >> 12);
+  glance.files[FakeGlance::Id(2)] = {"raw", big};
+  WriteFile(work_ + "/expected2.raw", big);
   glancefs::testing::TestHttpServer server(
       [&](const glancefs::testing::HttpRequest& r) { return glance.Handle(r); });
   WriteFile(work_ + "/expected0.raw", glance.data);
@@ -526,7 +531,7 @@ TEST_F(MountTest, GlanceSourceOverHttp) {
             "../images/" + FakeGlance::Id(1) + "\n");
   // A store that refuses Range is read as one stream.
   glance.range_mode = FakeGlance::RangeMode::kRefuse400;
-  MustSh("cmp " + images + FakeGlance::Id(2) + "/disk.raw " + work_ + "/expected0.raw");
+  MustSh("cmp " + images + FakeGlance::Id(2) + "/disk.raw " + work_ + "/expected2.raw");
   EXPECT_NE(m.Log().find("reading it as one stream"), std::string::npos) << m.Log();
   EXPECT_EQ(m.Log().find("s3cret"), std::string::npos);  // secrets never logged
 

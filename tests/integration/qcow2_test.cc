@@ -15,45 +15,13 @@
 #include "fs/format/qcow2_reader.h"
 #include "tests/integration/harness.h"
 #include "tests/integration/qcow2_matrix.h"
+#include "tests/integration/qemu_map.h"
 
 namespace glancefs::itest {
 namespace {
 
 namespace fs = std::filesystem;
 using format::Qcow2Reader;
-
-// The data ranges of a qemu-img map, merged.
-std::vector<std::pair<uint64_t, uint64_t>> QemuDataRanges(const std::string& map_json) {
-  std::vector<std::pair<uint64_t, uint64_t>> out;
-  for (const auto& seg : nlohmann::json::parse(map_json)) {
-    if (!seg["data"].get<bool>()) continue;
-    uint64_t start = seg["start"], len = seg["length"];
-    if (!out.empty() && out.back().first + out.back().second == start) {
-      out.back().second += len;
-    } else {
-      out.emplace_back(start, len);
-    }
-  }
-  return out;
-}
-
-std::vector<std::pair<uint64_t, uint64_t>> ReaderDataRanges(ByteSource& src) {
-  std::vector<std::pair<uint64_t, uint64_t>> out;
-  for (uint64_t off = 0; off < src.size();) {
-    auto e = src.MapExtent(off);
-    EXPECT_TRUE(e.ok()) << e.status().ToString();
-    if (!e.ok()) break;
-    if (e->kind == Extent::Kind::kData) {
-      if (!out.empty() && out.back().first + out.back().second == off) {
-        out.back().second += e->length;
-      } else {
-        out.emplace_back(off, e->length);
-      }
-    }
-    off += e->length;
-  }
-  return out;
-}
 
 class Qcow2Test : public ::testing::Test {
  protected:
@@ -227,7 +195,7 @@ TEST_F(Qcow2Test, UnsafeAndCorruptImagesAreRefusedWithoutOpeningPaths) {
   for (const auto& [id, c] : ids) {
     SCOPED_TRACE(c.name);
     std::string dir = m.path() + "/images/" + id;
-    EXPECT_EQ(MustSh("ls " + dir), "metadata.json\n");
+    EXPECT_EQ(MustSh("ls " + dir), "format.json\nmetadata.json\n");
     EXPECT_NE(Sh("cat " + dir + "/disk.raw").status, 0);
     std::string why =
         MustSh("getfattr --absolute-names --only-values -n user.glancefs.refused " + dir);

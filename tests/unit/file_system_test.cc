@@ -53,7 +53,8 @@ TEST_F(FileSystemTest, TreeAndAttributes) {
   auto st = fs_.GetAttr(raw);
   EXPECT_EQ(st->st_mode, S_IFREG | 0444);
   EXPECT_EQ(st->st_size, 11);
-  EXPECT_FALSE(fs_.Lookup(img, "disk.qcow2").ok());
+  // A raw image's qcow2 view is synthesized: a header cluster, refcounts, L1, L2, one data cluster.
+  EXPECT_GT(fs_.GetAttr(Lookup(img, "disk.qcow2"))->st_size, 65536);
   uint64_t q = Lookup(kImagesIno, "img2");
   EXPECT_EQ(fs_.GetAttr(Lookup(q, "disk.qcow2"))->st_size, 72);
   EXPECT_EQ(fs_.GetAttr(Lookup(q, "disk.raw"))->st_size, 0);  // the decoded virtual size
@@ -65,7 +66,7 @@ TEST_F(FileSystemTest, TreeAndAttributes) {
   EXPECT_TRUE(fs_.Lookup(bad, "disk.qcow2").status().IsNotFound());
   EXPECT_EQ(**fs_.GetXattr(bad, "user.glancefs.refused"),
             "the record says qcow2 but the bytes are raw");
-  EXPECT_EQ(fs_.OpenDir(bad)->size(), 3u);  // ., .., metadata.json
+  EXPECT_EQ(fs_.OpenDir(bad)->size(), 4u);  // ., .., metadata.json, format.json
   EXPECT_TRUE(fs_.Lookup(kImagesIno, "nope").status().IsNotFound());
   EXPECT_TRUE(fs_.Lookup(kRootIno, "nope").status().IsNotFound());
   EXPECT_FALSE(fs_.Lookup(raw, "x").ok());  // not a directory

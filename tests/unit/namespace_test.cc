@@ -48,13 +48,12 @@ TEST(NamespaceTest, DuplicateNamesNeverCollideSilently) {
 TEST(NamespaceTest, FilesFollowFormatAndStatus) {
   FakeCatalog c;
   auto files = [](const ImageRecord& r) { return FilesOf(r); };
-  ImageRecord raw = c.Add("r", "", "raw", "x");
-  EXPECT_EQ(files(raw), (std::vector<ImageFile>{ImageFile::kMetadata, ImageFile::kDiskRaw}));
-  ImageRecord iso = c.Add("i", "", "iso", "x");
-  EXPECT_EQ(files(iso), (std::vector<ImageFile>{ImageFile::kMetadata, ImageFile::kDiskRaw}));
-  ImageRecord q = c.Add("q", "", "qcow2", "x");
-  EXPECT_EQ(files(q), (std::vector<ImageFile>{ImageFile::kMetadata, ImageFile::kDiskRaw,
-                                              ImageFile::kDiskQcow2}));
+  // Every active image with data offers both disk views; fs/core hides refused ones.
+  const std::vector<ImageFile> all{ImageFile::kMetadata, ImageFile::kFormat, ImageFile::kDiskRaw,
+                                   ImageFile::kDiskQcow2};
+  for (const char* format : {"raw", "iso", "qcow2", "vmdk", "whatever"}) {
+    EXPECT_EQ(files(c.Add(format, "", format, "x")), all) << format;
+  }
   ImageRecord queued = c.Add("u", "", "raw", "x");
   queued.status = "queued";
   EXPECT_EQ(files(queued), (std::vector<ImageFile>{ImageFile::kMetadata}));
@@ -62,6 +61,7 @@ TEST(NamespaceTest, FilesFollowFormatAndStatus) {
   nodata.size.reset();
   EXPECT_EQ(files(nodata), (std::vector<ImageFile>{ImageFile::kMetadata}));
   EXPECT_EQ(ParseFileName("disk.raw"), ImageFile::kDiskRaw);
+  EXPECT_EQ(ParseFileName("format.json"), ImageFile::kFormat);
   EXPECT_FALSE(ParseFileName("disk.vmdk"));
 }
 

@@ -234,7 +234,7 @@ int Add(const AddOptions& o) {
       format = *probed;
     }
     // As Glance does: the virtual size of what the decoder accepts, none otherwise.
-    auto verdict = glancefs::format::Inspect(**src, format);
+    auto verdict = glancefs::format::Inspect(**src, format, o.container_format);
     if (verdict.ok()) virtual_size = verdict->virtual_size;
   }
   std::string now = glancefs::FormatIso8601(::time(nullptr));

@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# Disk-format benchmark (issue 11), side by side in one run, warm (the image file in the page
+# cache before every timed run, the output not):
+#   glancefs disk.raw     dd bs=1M of the raw view, dir: catalog holding the image
+#   qemu-storage-daemon   --export type=fuse of the same file with qemu's driver, dd bs=1M
+# for streamOptimized vmdk (deflate), dynamic vhdx and dynamic vdi, 1 GiB virtual of random data
+# (the vmdk: compressible text, so its grains are really inflated); and the qcow2 view of a raw
+# image (1 GiB of data in a 4 GiB sparse file):
+#   glancefs disk.qcow2   cp --sparse=always of the synthesized view to a file
+#   qemu-img convert      -O qcow2 of the raw file to a file on the same disk
+# Usage: bench/formats.sh [BUILD_DIR]   (root). Prints a Markdown report.
+source "$(dirname "$0")/lib.sh"
+
+SIZE=$((1 << 30))
+head -c $SIZE /dev/urandom > "$W/random.raw"
+head -c $((SIZE * 3 / 4)) /dev/urandom | base64 -w 0 | head -c $SIZE > "$W/text.raw"
+qemu-img convert -f raw -O vmdk -o subformat=streamOptimized "$W/text.raw" "$W/stream.vmdk"
+qemu-img convert -f raw -O vhdx -o subformat=dynamic "$W/random.raw" "$W/dynamic.vhdx"
+qemu-img convert -f raw -O vdi "$W/random.raw" "$W/dynamic.vdi"
+rm "$W/random.raw" "$W/text.raw"
+truncate -s 4G "$W/sparse.raw"
+for i in 0 1 2 3; do
+  head -c 256M /dev/urandom | dd of="$W/sparse.raw" bs=1M seek=$((i * 1024)) conv=notrunc status=none
+done
+mkdir -p "$W/catalog" "$W/mnt"
+declare -A ID
+ID[stream.vmdk]=$($CAT add "$W/catalog" "$W/stream.vmdk" --name vmdk --disk-format vmdk --link)
+ID[dynamic.vhdx]=$($CAT add "$W/catalog" "$W/dynamic.vhdx" --name vhdx --disk-format vhdx --link)
+ID[dynamic.vdi]=$($CAT add "$W/catalog" "$W/dynamic.vdi" --name vdi --disk-format vdi --link)
+ID[sparse.raw]=$($CAT add "$W/catalog" "$W/sparse.raw" --name sparse --disk-format raw --link)
+$BIN "dir:$W/catalog" "$W/mnt" -o refresh=0
+
+row() {  # row FILE QEMU_DRIVER
+  local img=$W/$1 drv=$2 g q
+  g=$(best_of "$img" dd_read "$W/mnt/images/${ID[$1]}/disk.raw")
+  touch "$W/qsd.raw"
+  qemu-storage-daemon --blockdev driver=file,node-name=f,filename="$img",aio=threads \
+    --blockdev driver="$drv",node-name=q,file=f \
+    --export type=fuse,id=e,node-name=q,mountpoint="$W/qsd.raw" &
+  local qsd=$!
+  wait_mounted "$W/qsd.raw"
+  q=$(best_of "$img" dd_read "$W/qsd.raw")
+  cmp "$W/mnt/images/${ID[$1]}/disk.raw" "$W/qsd.raw"
+  kill "$qsd"; wait "$qsd" 2>/dev/null || true
+  printf '| %s (%s MiB) | %.3f s, %s MB/s | %.3f s, %s MB/s | %s |\n' "$1" \
+    "$(du -m "$img" | cut -f1)" "$g" "$(mb_per_s $SIZE "$g")" "$q" "$(mb_per_s $SIZE "$q")" \
+    "$(ratio "$q" "$g")"
+}
+
+# The qcow2 view of a raw image, copied out, against qemu-img making the same file.
+copy_view() { cp --sparse=always "$W/mnt/images/${ID[sparse.raw]}/disk.qcow2" "$W/out.qcow2"; sync "$W/out.qcow2"; }
+convert_qcow2() { qemu-img convert -f raw -O qcow2 "$W/sparse.raw" "$W/out.qcow2"; sync "$W/out.qcow2"; }
+rm_out() { rm -f "$W/out.qcow2"; }
+BEST_PRE=rm_out
+c_view=$(best_of "$W/sparse.raw" copy_view)
+qemu-img compare -q -f qcow2 -F raw "$W/out.qcow2" "$W/sparse.raw"
+view_mib=$(du -m "$W/out.qcow2" | cut -f1)
+c_conv=$(best_of "$W/sparse.raw" convert_qcow2)
+conv_mib=$(du -m "$W/out.qcow2" | cut -f1)
+unset BEST_PRE
+
+cat <<REPORT
+# glancefs disk-format benchmark (bench/formats.sh)
+
+$(machine_lines)
+- 1 GiB virtual each; best of $RUNS; the image file warm in the page cache before each run
+
+| image | glancefs disk.raw | qemu-storage-daemon FUSE | glancefs vs qsd |
+| --- | --- | --- | --- |
+$(row stream.vmdk vmdk)
+$(row dynamic.vhdx vhdx)
+$(row dynamic.vdi vdi)
+
+| qcow2 of a raw image (4 GiB virtual, 1 GiB of data in 4 runs) | seconds | file |
+| --- | --- | --- |
+| glancefs: cp --sparse=always disk.qcow2, sync | $(printf %.3f "$c_view") | $view_mib MiB |
+| qemu-img convert -O qcow2, sync | $(printf %.3f "$c_conv") | $conv_mib MiB |
+| glancefs vs qemu-img | $(ratio "$c_conv" "$c_view") | |
+
+Both qcow2 outputs are written to the same disk (/var/tmp); the copied view is checked with
+qemu-img compare against the raw file.
+REPORT
