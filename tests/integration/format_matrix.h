@@ -4,6 +4,7 @@
 #pragma once
 
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace glancefs::itest {
@@ -14,6 +15,8 @@ struct FormatCase {
   std::string qemu_format;       // qemu-img's name, for the oracle
   std::string container_format;  // "bare" or "ova"
   std::string create;            // shell commands making $IMG from $SRC (raw) in $W
+  // Some of what the decoder must learn (user.glancefs.<key> and format.json).
+  std::vector<std::pair<std::string, std::string>> facts = {};
 };
 
 // An OVF descriptor naming one disk file, DISK (a shell variable).
@@ -34,22 +37,28 @@ inline std::vector<FormatCase> FormatMatrix() {
   };
   std::vector<FormatCase> m = {
       {"vmdk_monolithic_sparse", "vmdk", "vmdk", "bare",
-       convert("vmdk", "subformat=monolithicSparse")},
+       convert("vmdk", "subformat=monolithicSparse"), {{"subformat", "monolithicSparse"}}},
       {"vmdk_stream_optimized", "vmdk", "vmdk", "bare",
-       convert("vmdk", "subformat=streamOptimized")},
+       convert("vmdk", "subformat=streamOptimized"),
+       {{"subformat", "streamOptimized"}, {"compression", "deflate"}}},
       {"vmdk_compat6", "vmdk", "vmdk", "bare",
-       convert("vmdk", "subformat=monolithicSparse,compat6=on,adapter_type=lsilogic")},
-      {"vhd_fixed", "vhd", "vpc", "bare", convert("vpc", "subformat=fixed")},
-      {"vhd_dynamic", "vhd", "vpc", "bare", convert("vpc", "subformat=dynamic")},
+       convert("vmdk", "subformat=monolithicSparse,compat6=on,adapter_type=lsilogic"),
+       {{"adapter_type", "lsilogic"}, {"hardware_version", "6"}}},
+      {"vhd_fixed", "vhd", "vpc", "bare", convert("vpc", "subformat=fixed"),
+       {{"subformat", "fixed"}, {"creator_application", "qemu"}}},
+      {"vhd_dynamic", "vhd", "vpc", "bare", convert("vpc", "subformat=dynamic"),
+       {{"subformat", "dynamic"}, {"size_rule", "chs"}}},
       {"vhd_dynamic_force_size", "vhd", "vpc", "bare",
-       convert("vpc", "subformat=dynamic,force_size=on")},
-      {"vhdx_dynamic", "vhdx", "vhdx", "bare", convert("vhdx", "subformat=dynamic")},
+       convert("vpc", "subformat=dynamic,force_size=on"), {{"size_rule", "current_size"}}},
+      {"vhdx_dynamic", "vhdx", "vhdx", "bare", convert("vhdx", "subformat=dynamic"),
+       {{"subformat", "dynamic"}}},
       {"vhdx_dynamic_1M_blocks", "vhdx", "vhdx", "bare",
        convert("vhdx", "subformat=dynamic,block_size=1M")},
-      {"vhdx_fixed", "vhdx", "vhdx", "bare", convert("vhdx", "subformat=fixed")},
-      {"vdi_dynamic", "vdi", "vdi", "bare", convert("vdi", "")},
-      {"vdi_static", "vdi", "vdi", "bare", convert("vdi", "static=on")},
-      {"ploop", "ploop", "parallels", "bare", convert("parallels", "")},
+      {"vhdx_fixed", "vhdx", "vhdx", "bare", convert("vhdx", "subformat=fixed"),
+       {{"subformat", "fixed"}}},
+      {"vdi_dynamic", "vdi", "vdi", "bare", convert("vdi", ""), {{"subformat", "dynamic"}}},
+      {"vdi_static", "vdi", "vdi", "bare", convert("vdi", "static=on"), {{"subformat", "static"}}},
+      {"ploop", "ploop", "parallels", "bare", convert("parallels", ""), {{"version", "2"}}},
       {"ploop_256k_clusters", "ploop", "parallels", "bare", convert("parallels", "cluster_size=256k")},
   };
   // An OVA as VMware exports it: a ustar archive, the descriptor first, then the disk.

@@ -88,11 +88,31 @@ TEST_F(FormatsTest, EveryFormatDecodesAsQemuImgThroughTheMount) {
     if (a.c.container_format == "ova") {
       EXPECT_NE(info["container"].get<std::string>().find("disk1.vmdk"), std::string::npos);
     }
+    for (const auto& [key, value] : a.c.facts) {
+      EXPECT_EQ(info[key], value) << key;
+      EXPECT_EQ(Xattr(dir, "user.glancefs." + key), value) << key;
+    }
     CheckQcow2View(dir + "/disk.qcow2", a.disk, a.c.qemu_format);
     MustSh("cp --sparse=always " + dir + "/disk.raw " + work_ + "/copy && cmp " + work_ +
            "/copy " + expected);
   }
   EXPECT_EQ(m.Unmount(), 0) << m.Log();
+}
+
+// glancefs-catalog add detects each format by content when no --disk-format is given.
+TEST_F(FormatsTest, CatalogAddDetectsEveryFormat) {
+  for (const FormatCase& c : FormatMatrix()) {
+    if (c.container_format != "bare") continue;
+    SCOPED_TRACE(c.name);
+    std::string img = work_ + "/" + c.name + "." + c.disk_format;
+    MustSh("W=" + work_ + " SRC=" + src_ + " IMG=" + img + "; " + c.create);
+    std::string id = AddImage(catalog_, img, "--name " + c.name);
+    auto record = nlohmann::json::parse(ReadFile(catalog_ + "/" + id + ".json"));
+    EXPECT_EQ(record["disk_format"], c.disk_format);
+    EXPECT_EQ(record["virtual_size"].get<uint64_t>(),
+              std::stoull(MustSh("qemu-img info --output=json -f " + c.qemu_format + " " + img +
+                                 " | sed -n 's/.*\"virtual-size\": \\([0-9]*\\).*/\\1/p'")));
+  }
 }
 
 TEST_F(FormatsTest, Qcow2ViewOfRawImages) {
