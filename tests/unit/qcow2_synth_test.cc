@@ -6,32 +6,28 @@
 
 #include <fcntl.h>
 #include <gtest/gtest.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
-#include <cstdio>
-#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <iostream>
 #include <optional>
 #include <random>
-#include <regex>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include "backends/dir/file_byte_source.h"
 #include "fs/format/qcow2_reader.h"
 #include "tests/fakes/fakes.h"
+#include "tests/unit/format_test_util.h"
 
 namespace glancefs::format {
 namespace {
 
 using glancefs::testing::MemByteSource;
-constexpr uint64_t kKiB = 1024, kMiB = kKiB * 1024, kGiB = kMiB * 1024, kTiB = kGiB * 1024;
+using namespace testutil;
 
 // A raw source of any size whose data bytes are a function of their offset, with an extent map
 // given as sorted, disjoint segments (data or zero); the gaps are holes and read as zeros.
@@ -77,31 +73,6 @@ class FakeRawSource : public ByteSource {
 Extent Data(uint64_t off, uint64_t len) { return Extent{off, len, Extent::Kind::kData}; }
 Extent Zero(uint64_t off, uint64_t len) { return Extent{off, len, Extent::Kind::kZero}; }
 
-struct Cmd {
-  int status;
-  std::string out;
-};
-Cmd Shell(const std::string& cmd) {
-  Cmd r{-1, ""};
-  FILE* p = ::popen((cmd + " 2>&1").c_str(), "r");
-  if (!p) return r;
-  char buf[4096];
-  size_t got;
-  while ((got = std::fread(buf, 1, sizeof buf, p)) > 0) r.out.append(buf, got);
-  int st = ::pclose(p);
-  r.status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-  return r;
-}
-
-std::string Serialize(ByteSource& src) {
-  std::string out(src.size(), '\0');
-  for (uint64_t off = 0; off < out.size(); off += 4 * kMiB) {
-    size_t n = std::min<uint64_t>(4 * kMiB, out.size() - off);
-    EXPECT_TRUE(src.ReadAt(off, n, out.data() + off).ok());
-  }
-  return out;
-}
-
 // Writes src's bytes to a new file at path, skipping all-zero chunks (so a sparse raw view of
 // any size becomes a sparse file). Returns false when the file system cannot hold it.
 bool WriteSparse(ByteSource& src, const std::string& path, const std::vector<Extent>* only) {
@@ -121,48 +92,26 @@ bool WriteSparse(ByteSource& src, const std::string& path, const std::vector<Ext
   return ::close(fd) == 0 && ok;
 }
 
-// qemu-img map of a qcow2 file: the [start, end) ranges it reports as data, merged.
-std::vector<std::pair<uint64_t, uint64_t>> QemuDataRanges(const std::string& path) {
-  Cmd m = Shell("qemu-img map --output=json -f qcow2 " + path);
-  EXPECT_EQ(m.status, 0) << m.out;
-  std::vector<std::pair<uint64_t, uint64_t>> ranges;
-  std::regex re(R"re("start": (\d+), "length": (\d+),[^}]*"data": (true|false))re");
-  for (std::sregex_iterator it(m.out.begin(), m.out.end(), re), end; it != end; ++it) {
-    if ((*it)[3] != "true") continue;
-    uint64_t s = std::stoull((*it)[1]), e = s + std::stoull((*it)[2]);
-    if (!ranges.empty() && ranges.back().second == s) {
-      ranges.back().second = e;
-    } else {
-      ranges.emplace_back(s, e);
-    }
-  }
-  return ranges;
-}
-
 // The data ranges the synthesized file must have: the raw data extents rounded out to whole
 // clusters (clipped to the virtual size: the raw size rounded up to 512), merged.
-std::vector<std::pair<uint64_t, uint64_t>> ExpectedDataRanges(const std::vector<Extent>& segs,
-                                                              uint64_t size, uint64_t c) {
+Ranges ExpectedDataRanges(const std::vector<Extent>& segs, uint64_t size, uint64_t c) {
   size = (size + 511) / 512 * 512;
-  std::vector<std::pair<uint64_t, uint64_t>> ranges;
+  Ranges ranges;
   for (const Extent& e : segs) {
     if (e.kind != Extent::Kind::kData || e.length == 0) continue;
     uint64_t s = e.offset / c * c;
     uint64_t t = std::min(size, (e.offset + e.length + c - 1) / c * c);
-    if (!ranges.empty() && ranges.back().second >= s) {
-      ranges.back().second = t;
+    if (!ranges.empty() && ranges.back().first + ranges.back().second >= s) {
+      ranges.back().second = t - ranges.back().first;
     } else {
-      ranges.emplace_back(s, t);
+      ranges.emplace_back(s, t - s);
     }
   }
   return ranges;
 }
 
-uint64_t LoadBE(const std::string& b, uint64_t at, int width) {
-  uint64_t v = 0;
-  for (int i = 0; i < width; ++i) v = v << 8 | static_cast<unsigned char>(b[at + i]);
-  return v;
-}
+// qemu-img map's data ranges of the qcow2 file at `path`.
+Ranges QemuDataRanges(const std::string& path) { return QemuMapOf("qcow2", path).data; }
 
 // What qemu-img check cannot see: a refcount for a cluster past the end of the file (it
 // compares clusters inside the file only). Parsed from the file's bytes: every refcount is 1
@@ -187,47 +136,38 @@ void ExpectRefcountsExact(const std::string& file) {
   }
 }
 
-class Qcow2SynthTest : public ::testing::Test {
+class Qcow2SynthTest : public QemuTest {
  protected:
-  void SetUp() override {
-    ASSERT_EQ(Shell("qemu-img --version").status, 0) << "qemu-img is required";
-    char tmpl[] = "/tmp/qcow2_synth_test.XXXXXX";
-    ASSERT_NE(::mkdtemp(tmpl), nullptr);
-    dir_ = tmpl;
-  }
-  void TearDown() override {
-    for (const std::string& d : {dir_, shm_dir_}) {
-      if (!d.empty()) std::filesystem::remove_all(d);
-    }
-  }
-
   // The verdicts of qemu-img on synth (written to disk) against the raw view written at
   // raw_path: clean check, right virtual size, identical contents.
   void ExpectValid(Qcow2Synth& synth, const std::string& raw_path,
                    const std::string& raw_format = "raw") {
-    std::string path = dir_ + "/synth.qcow2";
+    std::string path = dir_ / "synth.qcow2";
     ASSERT_TRUE(WriteSparse(synth, path, nullptr));
-    ExpectRefcountsExact(Serialize(synth));
-    Cmd check = Shell("qemu-img check -f qcow2 " + path);
-    EXPECT_EQ(check.status, 0) << check.out;
-    EXPECT_NE(check.out.find("No errors were found"), std::string::npos) << check.out;
-    EXPECT_EQ(check.out.find("leak"), std::string::npos) << check.out;
-    EXPECT_EQ(check.out.find("OFLAG_COPIED"), std::string::npos) << check.out;
-    Cmd info = Shell("qemu-img info --output=json -f qcow2 " + path);
-    EXPECT_NE(
-        info.out.find("\"virtual-size\": " + std::to_string(synth.layout().virtual_size) + ","),
-        std::string::npos)
-        << info.out;
-    Cmd cmp = Shell("qemu-img compare -f " + raw_format + " -F qcow2 " + raw_path + " " + path);
-    EXPECT_EQ(cmp.status, 0) << cmp.out;
-    EXPECT_NE(cmp.out.find("Images are identical"), std::string::npos) << cmp.out;
-    EXPECT_EQ(cmp.out.find("mismatch"), std::string::npos) << cmp.out;
+    ExpectRefcountsExact(DecodeAll(synth, 4 * kMiB));
+    // Each command's standard output and error, together.
+    ShellResult check = Shell("qemu-img check -f qcow2 " + path);
+    const std::string checked = check.output();
+    EXPECT_EQ(check.status, 0) << checked;
+    EXPECT_NE(checked.find("No errors were found"), std::string::npos) << checked;
+    EXPECT_EQ(checked.find("leak"), std::string::npos) << checked;
+    EXPECT_EQ(checked.find("OFLAG_COPIED"), std::string::npos) << checked;
+    const std::string info = Shell("qemu-img info --output=json -f qcow2 " + path).output();
+    EXPECT_NE(info.find("\"virtual-size\": " + std::to_string(synth.layout().virtual_size) + ","),
+              std::string::npos)
+        << info;
+    ShellResult cmp =
+        Shell("qemu-img compare -f " + raw_format + " -F qcow2 " + raw_path + " " + path);
+    const std::string compared = cmp.output();
+    EXPECT_EQ(cmp.status, 0) << compared;
+    EXPECT_NE(compared.find("Images are identical"), std::string::npos) << compared;
+    EXPECT_EQ(compared.find("mismatch"), std::string::npos) << compared;
   }
 
   // A fake raw source judged whole: raw written sparse, synthesized, checked; the qcow2's data
   // map equals the raw data map by cluster.
   std::shared_ptr<Qcow2Synth> CheckFake(std::shared_ptr<FakeRawSource> raw, uint64_t cluster) {
-    std::string raw_path = dir_ + "/raw.img";
+    std::string raw_path = dir_ / "raw.img";
     EXPECT_TRUE(WriteSparse(*raw, raw_path, &raw->segments()));
     raw->reads = 0;
     auto synth = Qcow2Synth::Open(raw, Qcow2SynthOptions{cluster});
@@ -235,13 +175,12 @@ class Qcow2SynthTest : public ::testing::Test {
     if (!synth.ok()) return nullptr;
     EXPECT_EQ(raw->reads.load(), 0) << "Open must read no data";
     ExpectValid(**synth, raw_path);
-    EXPECT_EQ(QemuDataRanges(dir_ + "/synth.qcow2"),
+    EXPECT_EQ(QemuDataRanges(dir_ / "synth.qcow2"),
               ExpectedDataRanges(raw->segments(), raw->size(), cluster));
     return *synth;
   }
 
-  std::string dir_;
-  std::string shm_dir_;
+  std::optional<TempDir> shm_dir_;  // on /dev/shm, when /tmp cannot hold a file
 };
 
 TEST_F(Qcow2SynthTest, Empty) {
@@ -283,7 +222,7 @@ TEST_F(Qcow2SynthTest, FullyAllocatedRandom64MiB) {
     std::memcpy(&bytes[i], &v, 8);
   }
   auto raw = std::make_shared<MemByteSource>(bytes);
-  std::string raw_path = dir_ + "/raw.img";
+  std::string raw_path = dir_ / "raw.img";
   ASSERT_TRUE(WriteSparse(*raw, raw_path, nullptr));
   auto synth = Qcow2Synth::Open(raw);
   ASSERT_TRUE(synth.ok()) << synth.status().ToString();
@@ -347,13 +286,12 @@ TEST_F(Qcow2SynthTest, Sparse16TiB) {
   auto raw = std::make_shared<FakeRawSource>(
       size, std::vector<Extent>{Data(0, 3 * kMiB + 5), Data(size / 2 - kMiB, 2 * kMiB),
                                 Data(size - 3 * kMiB, 3 * kMiB)});
-  std::string raw_path = dir_ + "/raw.img";
+  std::string raw_path = dir_ / "raw.img";
   if (!WriteSparse(*raw, raw_path, &raw->segments())) {  // EFBIG on ext4
-    char tmpl[] = "/dev/shm/qcow2_synth_test.XXXXXX";
-    ASSERT_NE(::mkdtemp(tmpl), nullptr);
-    shm_dir_ = tmpl;
-    raw_path = shm_dir_ + "/raw.img";
-    std::filesystem::remove(dir_ + "/raw.img");
+    shm_dir_.emplace("qcow2_synth_test", "/dev/shm");
+    ASSERT_FALSE(shm_dir_->path().empty());
+    raw_path = *shm_dir_ / "raw.img";
+    std::filesystem::remove(dir_ / "raw.img");
     ASSERT_TRUE(WriteSparse(*raw, raw_path, &raw->segments())) << "no sparse 16 TiB file";
     std::cerr << "[ NOTE     ] /tmp cannot hold a 16 TiB file: raw written to " << raw_path << "\n";
   }
@@ -365,7 +303,7 @@ TEST_F(Qcow2SynthTest, Sparse16TiB) {
   EXPECT_EQ((*synth)->layout().l1_entries, 32768u);
   EXPECT_LT((*synth)->size(), 16 * kMiB);
   ExpectValid(**synth, raw_path);
-  EXPECT_EQ(QemuDataRanges(dir_ + "/synth.qcow2"),
+  EXPECT_EQ(QemuDataRanges(dir_ / "synth.qcow2"),
             ExpectedDataRanges(raw->segments(), size, 64 * kKiB));
 }
 
@@ -391,8 +329,8 @@ TEST_F(Qcow2SynthTest, RefcountFixedPointAtBoundaries) {
     if ((to_block > 4 || l.file_clusters > 1100) && to_table > 12) continue;
     SCOPED_TRACE("data clusters " + std::to_string(n) + ", file clusters " +
                  std::to_string(l.file_clusters));
-    ASSERT_TRUE(WriteSparse(*raw, dir_ + "/raw.img", nullptr));
-    ExpectValid(**synth, dir_ + "/raw.img");
+    ASSERT_TRUE(WriteSparse(*raw, dir_ / "raw.img", nullptr));
+    ExpectValid(**synth, dir_ / "raw.img");
     ++checked;
     two_table_clusters |= l.refcount_table_clusters == 2;
     if (HasFailure()) return;
@@ -427,7 +365,7 @@ TEST_F(Qcow2SynthTest, LocalSparseFile) {
   const uint64_t size = 300 * kMiB + 999;
   FakeRawSource pattern(
       size, {Data(kMiB, 200 * kKiB), Data(100 * kMiB, 5 * kMiB), Data(size - 999, 999)});
-  std::string raw_path = dir_ + "/raw.img";
+  std::string raw_path = dir_ / "raw.img";
   ASSERT_TRUE(WriteSparse(pattern, raw_path, &pattern.segments()));
   auto file = backends::FileByteSource::Open(raw_path, size, "raw");
   ASSERT_TRUE(file.ok());
@@ -435,20 +373,20 @@ TEST_F(Qcow2SynthTest, LocalSparseFile) {
   ASSERT_TRUE(synth.ok()) << synth.status().ToString();
   EXPECT_LT((*synth)->size(), 10 * kMiB);
   ExpectValid(**synth, raw_path);
-  EXPECT_EQ(QemuDataRanges(dir_ + "/synth.qcow2"),
+  EXPECT_EQ(QemuDataRanges(dir_ / "synth.qcow2"),
             ExpectedDataRanges(pattern.segments(), size, 64 * kKiB));
 }
 
 // Through a decoder: a qcow2 made by qemu (data, zero clusters, a lone byte) decoded by
 // Qcow2Reader, whose MapExtent comes from its L2 tables, then synthesized again.
 TEST_F(Qcow2SynthTest, FromQcow2Decoder) {
-  const std::string src = dir_ + "/src.qcow2";
-  ASSERT_EQ(Shell("qemu-img create -q -f qcow2 " + src + " 3G").status, 0);
-  Cmd io = Shell(
+  const std::string src = dir_ / "src.qcow2";
+  MustRun("qemu-img create -q -f qcow2 " + src + " 3G");
+  MustRun(
       "qemu-io -f qcow2 -c 'write -P 0x11 0 100k' -c 'write -P 0x22 1G 5M' "
       "-c 'write -z 2G 10M' -c 'write -P 0x33 2100M 1' " +
       src);
-  ASSERT_EQ(io.status, 0) << io.out;
+  ASSERT_FALSE(HasFailure());
   auto file = backends::FileByteSource::Open(src, std::nullopt, "src");
   ASSERT_TRUE(file.ok());
   auto decoded = Qcow2Reader::Open(*file);
@@ -457,9 +395,8 @@ TEST_F(Qcow2SynthTest, FromQcow2Decoder) {
   ASSERT_TRUE(synth.ok()) << synth.status().ToString();
   EXPECT_EQ((*synth)->layout().data_clusters, 2u + 80u + 1u);
   ExpectValid(**synth, src, "qcow2");
-  std::vector<std::pair<uint64_t, uint64_t>> want = {
-      {0, 128 * kKiB}, {kGiB, kGiB + 5 * kMiB}, {2100 * kMiB, 2100 * kMiB + 64 * kKiB}};
-  EXPECT_EQ(QemuDataRanges(dir_ + "/synth.qcow2"), want);
+  Ranges want = {{0, 128 * kKiB}, {kGiB, 5 * kMiB}, {2100 * kMiB, 64 * kKiB}};
+  EXPECT_EQ(QemuDataRanges(dir_ / "synth.qcow2"), want);
 }
 
 TEST_F(Qcow2SynthTest, HeaderFields) {
@@ -487,8 +424,8 @@ TEST_F(Qcow2SynthTest, DeterministicAndRandomReadsMatchSerialization) {
     auto a = Qcow2Synth::Open(raw, Qcow2SynthOptions{c});
     auto b = Qcow2Synth::Open(raw, Qcow2SynthOptions{c});
     ASSERT_TRUE(a.ok() && b.ok());
-    const std::string whole = Serialize(**a);
-    ASSERT_EQ(whole, Serialize(**b)) << "two Opens differ";
+    const std::string whole = DecodeAll(**a, 4 * kMiB);
+    ASSERT_EQ(whole, DecodeAll(**b, 4 * kMiB)) << "two Opens differ";
     std::mt19937_64 rng(c);
     std::string buf;
     for (int i = 0; i < 2000; ++i) {
@@ -506,25 +443,8 @@ TEST_F(Qcow2SynthTest, ConcurrentReadsMatchSingleThreaded) {
   auto synth = Qcow2Synth::Open(std::make_shared<FakeRawSource>(size, Scattered(size)),
                                 Qcow2SynthOptions{4 * kKiB});
   ASSERT_TRUE(synth.ok());
-  const std::string whole = Serialize(**synth);
-  std::atomic<int> mismatches{0};
-  std::vector<std::thread> threads;
-  for (int t = 0; t < 4; ++t) {
-    threads.emplace_back([&, t] {
-      std::mt19937_64 rng(t);
-      std::string buf;
-      for (int i = 0; i < 3000; ++i) {
-        uint64_t off = rng() % whole.size();
-        uint64_t n = std::min<uint64_t>(whole.size() - off, rng() % (64 * kKiB));
-        buf.assign(n, '\0');
-        if (!(*synth)->ReadAt(off, n, buf.data()).ok() || whole.compare(off, n, buf) != 0) {
-          mismatches++;
-        }
-      }
-    });
-  }
-  for (auto& th : threads) th.join();
-  EXPECT_EQ(mismatches.load(), 0);
+  ExpectRandomReadsMatch(**synth, DecodeAll(**synth, 4 * kMiB),
+                         {.threads = 4, .reads = 3000, .max_bytes = 64 * kKiB});
 }
 
 TEST_F(Qcow2SynthTest, RefusesWhatQemuCouldNotOpenOrMemoryWouldNotHold) {

@@ -5,179 +5,32 @@
 // refused or reported corrupt, each with its own message, without allocating what they claim.
 #include "fs/format/vdi_reader.h"
 
-#include <fcntl.h>
 #include <gtest/gtest.h>
-#include <stdlib.h>
-#include <unistd.h>
 
-#include <cstdio>
 #include <cstring>
-#include <filesystem>
-#include <fstream>
-#include <nlohmann/json.hpp>
 #include <random>
-#include <thread>
 
 #include "tests/fakes/fakes.h"
+#include "tests/unit/format_test_util.h"
 
 namespace glancefs::format {
 namespace {
 
 using glancefs::testing::MemByteSource;
-using Ranges = std::vector<std::pair<uint64_t, uint64_t>>;
+using namespace testutil;
 
-constexpr uint64_t kMiB = 1 << 20;
-
-// Runs a shell command; its stdout (stderr too when it fails), and whether it exited 0.
-std::pair<bool, std::string> Shell(const std::string& cmd) {
-  const std::string err = "/tmp/glancefs-vdi-test." + std::to_string(::getpid()) + ".err";
-  FILE* p = ::popen((cmd + " 2>" + err).c_str(), "r");
-  if (!p) return {false, "popen failed"};
-  std::string out;
-  char buf[65536];
-  for (size_t n; (n = std::fread(buf, 1, sizeof buf, p)) > 0;) out.append(buf, n);
-  bool ok = ::pclose(p) == 0;
-  if (!ok) {
-    std::ifstream f(err);
-    out += std::string(std::istreambuf_iterator<char>(f), {});
-  }
-  std::filesystem::remove(err);
-  return {ok, out};
-}
-
-std::string MustRun(const std::string& cmd) {
-  auto [ok, out] = Shell(cmd);
-  EXPECT_TRUE(ok) << cmd << ": " << out;
-  return out;
-}
-
-std::string ReadFile(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  return std::string(std::istreambuf_iterator<char>(f), {});
-}
-
-void WriteFile(const std::string& path, const std::string& bytes) {
-  std::ofstream(path, std::ios::binary | std::ios::trunc) << bytes;
-}
-
-void StoreLE32(std::string* s, size_t off, uint32_t v) {
-  for (int i = 0; i < 4; ++i) (*s)[off + i] = static_cast<char>(v >> (8 * i));
-}
-
-std::string Random(std::mt19937_64& rng, size_t n) {
-  std::string s(n, '\0');
-  for (char& c : s) c = static_cast<char>(rng() | 1);  // never a zero byte
-  return s;
-}
-
-// A sparse raw file of `size` bytes: random data, a run of written zeros, holes.
-void MakeSource(const std::string& path, uint64_t size) {
-  std::mt19937_64 rng(size);
-  int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-  ASSERT_GE(fd, 0);
-  ASSERT_EQ(::ftruncate(fd, size), 0);
-  auto put = [&](uint64_t off, const std::string& s) {
-    if (off >= size) return;
-    size_t n = std::min<uint64_t>(s.size(), size - off);
-    ASSERT_EQ(::pwrite(fd, s.data(), n, off), static_cast<ssize_t>(n));
-  };
-  put(0, Random(rng, 70000));
-  put(2 * kMiB + 4096, std::string(300000, '\0'));
-  put(3 * kMiB + 100, Random(rng, 1500000));
-  put(size - std::min<uint64_t>(size, 1000), Random(rng, 1000));
-  ::close(fd);
-}
-
-class TempDir {
- public:
-  TempDir() {
-    char tmpl[] = "/tmp/glancefs-vdi-XXXXXX";
-    path_ = ::mkdtemp(tmpl) ? tmpl : "";
-  }
-  ~TempDir() {
-    if (!path_.empty()) std::filesystem::remove_all(path_);
-  }
-  const std::string& path() const { return path_; }
-
- private:
-  std::string path_;
-};
-
-// A MemByteSource that pins: ReadPinned hands out pieces of its string.
-class PinnedMem : public MemByteSource {
- public:
-  explicit PinnedMem(std::string data) : MemByteSource(data), data_(std::move(data)) {}
-  Status ReadPinned(uint64_t off, size_t n, std::vector<PinnedSlice>* out) override {
-    if (off > data_.size() || n > data_.size() - off) return Status::OutOfRange("past end");
-    out->push_back({data_.data() + off, n, nullptr});
-    return Status::Ok();
-  }
-
- private:
-  std::string data_;
-};
-
-std::string DecodeAll(ByteSource& src) {
-  std::string out(src.size(), '\0');
-  Status s = src.ReadAt(0, out.size(), out.data());
-  EXPECT_TRUE(s.ok()) << s.ToString();
-  return out;
-}
-
-void Append(Ranges* r, uint64_t start, uint64_t len) {
-  if (!r->empty() && r->back().first + r->back().second == start) {
-    r->back().second += len;
-  } else {
-    r->emplace_back(start, len);
-  }
-}
-
-Ranges QemuDataRanges(const std::string& json) {
-  Ranges r;
-  for (const auto& seg : nlohmann::json::parse(json)) {
-    if (seg["data"].get<bool>()) Append(&r, seg["start"], seg["length"]);
-  }
-  return r;
-}
-
-Ranges DataRanges(ByteSource& src) {
-  Ranges r;
-  for (uint64_t off = 0; off < src.size();) {
-    auto e = src.MapExtent(off);
-    EXPECT_TRUE(e.ok()) << e.status().ToString();
-    if (!e.ok() || e->length == 0 || e->offset != off) break;
-    if (e->kind == Extent::Kind::kData) Append(&r, off, e->length);
-    off += e->length;
-  }
-  return r;
-}
-
-class VdiReaderTest : public ::testing::Test {
+class VdiReaderTest : public QemuTest {
  protected:
-  void SetUp() override {
-    ASSERT_TRUE(Shell("qemu-img --version").first)
-        << "qemu-img is missing: run scripts/install-deps.sh";
-    ASSERT_FALSE(dir_.path().empty());
-  }
-
   // A qemu-made VDI of a MakeSource of `size` bytes: its path.
   std::string Make(uint64_t size, bool static_image) {
-    std::string src = dir_.path() + "/src" + std::to_string(size) + ".raw";
-    MakeSource(src, size);
-    std::string img = dir_.path() + "/img" + std::to_string(size) +
-                      (static_image ? "-static" : "-dynamic") + ".vdi";
-    MustRun("qemu-img convert -f raw -O vdi -o static=" +
-            std::string(static_image ? "on " : "off ") + src + " " + img);
-    return img;
+    std::string src = dir_ / ("src" + std::to_string(size) + ".raw");
+    MakeSource(src, size, BlockPieces(size));
+    return QemuConvertFromRaw(
+        src, "vdi", static_image ? "static=on" : "static=off",
+        dir_ / ("img" + std::to_string(size) + (static_image ? "-static" : "-dynamic") + ".vdi"));
   }
 
-  std::string QemuRaw(const std::string& img) {
-    std::string raw = img + ".raw";
-    MustRun("qemu-img convert -f vdi -O raw " + img + " " + raw);
-    return ReadFile(raw);
-  }
-
-  TempDir dir_;
+  std::string QemuRaw(const std::string& img) { return ReadFile(QemuConvertToRaw("vdi", img)); }
 };
 
 TEST_F(VdiReaderTest, QemuImagesDecodeExactlyAsQemuImg) {
@@ -199,36 +52,16 @@ TEST_F(VdiReaderTest, QemuImagesDecodeExactlyAsQemuImg) {
       EXPECT_EQ(facts[3].first, "uuid");
       EXPECT_EQ(facts[3].second.size(), 36u);
 
+      // The bytes, read whole, then in unaligned pieces and pinned from several threads at once;
+      // the data extents qemu-img map reports.
       ByteSource& raw = *decoded->raw;
-      std::string want = QemuRaw(img);
-      ASSERT_EQ(raw.size(), want.size());
-      EXPECT_EQ(decoded->info.virtual_size, want.size());
-      EXPECT_TRUE(DecodeAll(raw) == want) << "decoded bytes differ from qemu-img convert";
-      EXPECT_EQ(DataRanges(raw),
-                QemuDataRanges(MustRun("qemu-img map --output=json -f vdi " + img)));
-
-      // Unaligned pieces, and pinned reads, from several threads at once.
-      std::vector<std::thread> threads;
-      for (int t = 0; t < 4; ++t) {
-        threads.emplace_back([&, t] {
-          std::mt19937_64 rng(t);
-          for (int i = 0; i < 50; ++i) {
-            uint64_t off = rng() % want.size();
-            size_t n = 1 + rng() % std::min<uint64_t>(want.size() - off, 3 * kMiB);
-            std::string got(n, '\0');
-            Status s = raw.ReadAt(off, n, got.data());
-            EXPECT_TRUE(s.ok() && got == want.substr(off, n)) << s.ToString() << " at " << off;
-            std::vector<PinnedSlice> pieces;
-            s = raw.ReadPinned(off, n, &pieces);
-            std::string pinned;
-            for (const auto& p : pieces) pinned.append(p.data, p.size);
-            EXPECT_TRUE(s.ok() && pinned == got) << s.ToString() << " pinned at " << off;
-          }
-        });
-      }
-      for (auto& th : threads) th.join();
-      EXPECT_EQ(raw.ReadAt(want.size() - 1, 2, nullptr).code(), Status::Code::kOutOfRange);
-      EXPECT_FALSE(raw.MapExtent(want.size()).ok());
+      QemuComparison q = CompareWithQemu(
+          raw, "vdi", img,
+          {.threads = 4, .reads = 50, .max_bytes = 3 * kMiB, .pinned = RandomReads::Pinned::kYes});
+      EXPECT_EQ(decoded->info.virtual_size, q.raw.size());
+      EXPECT_EQ(q.mine.data, q.qemu.data);
+      EXPECT_EQ(raw.ReadAt(raw.size() - 1, 2, nullptr).code(), Status::Code::kOutOfRange);
+      EXPECT_FALSE(raw.MapExtent(raw.size()).ok());
     }
   }
 }
@@ -241,7 +74,7 @@ TEST_F(VdiReaderTest, DiscardedBlocksAreZeroAndUnallocatedAreHoles) {
   // Block 0 holds data (qemu's map says so); block 1 is unallocated.
   ASSERT_NE(LoadLE32(&bytes[0x200]), 0xffffffffu);
   ASSERT_EQ(LoadLE32(&bytes[0x204]), 0xffffffffu);
-  StoreLE32(&bytes, 0x200, 0xfffffffe);
+  StoreLE(&bytes, 0x200, 0xfffffffe, 4);
   WriteFile(img, bytes);
   std::string want = QemuRaw(img);
   auto reader = VdiReader::Open(std::make_shared<MemByteSource>(bytes));
@@ -265,19 +98,19 @@ TEST_F(VdiReaderTest, HandMadeSmallBlocksOutOfOrder) {
   constexpr uint32_t kBlock = 64 << 10, kBlocks = 7;
   const uint64_t disk = kBlocks * kBlock - 3 * 512;
   std::mt19937_64 rng(7);
-  std::string want = Random(rng, disk);
+  std::string want = RandomBytes(rng, disk);
   std::string h(0x400, '\0');
   h.replace(0, 5, "<<< x");
-  StoreLE32(&h, 0x40, 0xbeda107f);
-  StoreLE32(&h, 0x44, 0x00010001);
-  StoreLE32(&h, 0x48, 0x180);
-  StoreLE32(&h, 0x4c, 1);
-  StoreLE32(&h, 0x154, 0x200);
-  StoreLE32(&h, 0x158, 0x400);
-  StoreLE32(&h, 0x168, 512);
-  StoreLE32(&h, 0x170, static_cast<uint32_t>(disk));
-  StoreLE32(&h, 0x178, kBlock);
-  StoreLE32(&h, 0x180, kBlocks);
+  StoreLE(&h, 0x40, 0xbeda107f, 4);
+  StoreLE(&h, 0x44, 0x00010001, 4);
+  StoreLE(&h, 0x48, 0x180, 4);
+  StoreLE(&h, 0x4c, 1, 4);
+  StoreLE(&h, 0x154, 0x200, 4);
+  StoreLE(&h, 0x158, 0x400, 4);
+  StoreLE(&h, 0x168, 512, 4);
+  StoreLE(&h, 0x170, static_cast<uint32_t>(disk), 4);
+  StoreLE(&h, 0x178, kBlock, 4);
+  StoreLE(&h, 0x180, kBlocks, 4);
   // Blocks 1 and 4 are holes (their bytes zeroed in `want`); the rest stored in reverse order.
   std::vector<uint32_t> order = {4, 0xffffffff, 3, 2, 0xffffffff, 1, 0};
   std::string data(5 * kBlock, '\0');
@@ -288,21 +121,21 @@ TEST_F(VdiReaderTest, HandMadeSmallBlocksOutOfOrder) {
     } else {
       data.replace(uint64_t{order[b]} * kBlock, n, want, uint64_t{b} * kBlock, n);
     }
-    StoreLE32(&h, 0x200 + 4 * b, order[b]);
+    StoreLE(&h, 0x200 + 4 * b, order[b], 4);
   }
   auto reader = VdiReader::Open(std::make_shared<MemByteSource>(h + data));
   ASSERT_TRUE(reader.ok()) << reader.status().ToString();
   EXPECT_EQ((*reader)->info().block_size, kBlock);
   ASSERT_EQ((*reader)->size(), disk);
   EXPECT_TRUE(DecodeAll(**reader) == want);
-  EXPECT_EQ(DataRanges(**reader),
+  EXPECT_EQ(MapOf(**reader).data,
             (Ranges{{0, kBlock}, {2 * kBlock, 2 * kBlock}, {5 * kBlock, disk - 5 * kBlock}}));
 }
 
 class VdiHostileTest : public VdiReaderTest {
  protected:
   void SetUp() override {
-    VdiReaderTest::SetUp();
+    ASSERT_NO_FATAL_FAILURE(VdiReaderTest::SetUp());
     bytes_ = ReadFile(Make(11 * kMiB + 29184, false));
     ASSERT_GT(bytes_.size(), 0x400u);
   }
@@ -314,16 +147,16 @@ class VdiHostileTest : public VdiReaderTest {
 
 TEST_F(VdiHostileTest, BlockMapLargerThanTheFile) {
   std::string b = bytes_;
-  StoreLE32(&b, 0x180, 0x3ff00000);  // blocks_in_image: a 4 GiB block map
+  StoreLE(&b, 0x180, 0x3ff00000, 4);  // blocks_in_image: a 4 GiB block map
   Status s = OpenStatus(b);
   EXPECT_TRUE(s.IsCorruption()) << s.ToString();
   EXPECT_EQ(s.message(),
             "vdi with a block map larger than the file: 1072693248 entries (4290772992 bytes) at "
             "0x200, the file has " +
                 std::to_string(b.size()) + " bytes");
-  StoreLE32(&b, 0x154, 0xfffffe00);  // the map itself past the end
-  StoreLE32(&b, 0x180, 12);
-  StoreLE32(&b, 0x158, 0xfffffe00 + 512);
+  StoreLE(&b, 0x154, 0xfffffe00, 4);  // the map itself past the end
+  StoreLE(&b, 0x180, 12, 4);
+  StoreLE(&b, 0x158, 0xfffffe00 + 512, 4);
   s = OpenStatus(b);
   EXPECT_TRUE(s.IsCorruption());
   EXPECT_NE(s.message().find("block map larger than the file"), std::string::npos);
@@ -331,26 +164,20 @@ TEST_F(VdiHostileTest, BlockMapLargerThanTheFile) {
 
 TEST_F(VdiHostileTest, BlockPastTheEndOfTheFileIsCorruptOnRead) {
   std::string b = bytes_;
-  StoreLE32(&b, 0x200, 0x100000);  // block 0 at 1 TiB
+  StoreLE(&b, 0x200, 0x100000, 4);  // block 0 at 1 TiB
   auto reader = VdiReader::Open(std::make_shared<MemByteSource>(b));
   ASSERT_TRUE(reader.ok()) << reader.status().ToString();
-  char buf[4096];
-  Status s = (*reader)->ReadAt(10, sizeof buf, buf);
-  EXPECT_TRUE(s.IsCorruption());
-  EXPECT_EQ(s.message(),
-            "vdi: block 0 (map entry 0x100000) is stored at 0x10000000400, past "
-            "the end of the file (" +
-                std::to_string(b.size()) + " bytes)");
-  std::vector<PinnedSlice> pieces;
-  EXPECT_TRUE((*reader)->ReadPinned(10, sizeof buf, &pieces).IsCorruption());
-  EXPECT_TRUE(pieces.empty());
-  EXPECT_TRUE((*reader)->ReadAt(3 * kMiB, sizeof buf, buf).ok());  // other blocks still read
+  ExpectCorruptionOnRead(**reader, 10,
+                         "vdi: block 0 (map entry 0x100000) is stored at 0x10000000400, past "
+                         "the end of the file (" +
+                             std::to_string(b.size()) + " bytes)",
+                         3 * kMiB);  // other blocks still read
   // A file cut short: the last stored block (block 11, entry 3) is no longer all in it.
   std::string cut = bytes_.substr(0, 0x400 + 3 * kMiB + 512);
   reader = VdiReader::Open(std::make_shared<MemByteSource>(cut));
   ASSERT_TRUE(reader.ok());
   std::string all((*reader)->size(), '\0');
-  s = (*reader)->ReadAt(0, all.size(), all.data());
+  Status s = (*reader)->ReadAt(0, all.size(), all.data());
   EXPECT_EQ(s.message(),
             "vdi: block 11 (map entry 0x3) is stored at 0x300400, past the end of "
             "the file (" +
@@ -359,17 +186,17 @@ TEST_F(VdiHostileTest, BlockPastTheEndOfTheFileIsCorruptOnRead) {
 
 TEST_F(VdiHostileTest, DifferencingImagesAreRefused) {
   std::string b = bytes_;
-  StoreLE32(&b, 0x4c, 4);
+  StoreLE(&b, 0x4c, 4, 4);
   Status s = OpenStatus(b);
   EXPECT_EQ(s.code(), Status::Code::kRefused);
   EXPECT_EQ(s.message(),
             "vdi differencing image (diff type): its unallocated blocks are in a "
             "parent image; refused");
-  StoreLE32(&b, 0x4c, 3);
+  StoreLE(&b, 0x4c, 3, 4);
   EXPECT_EQ(OpenStatus(b).message(),
             "vdi differencing image (undo type): its unallocated "
             "blocks are in a parent image; refused");
-  StoreLE32(&b, 0x4c, 9);
+  StoreLE(&b, 0x4c, 9, 4);
   EXPECT_EQ(OpenStatus(b).message(), "vdi: unknown image type 9");
   // A dynamic image that names a parent.
   b = bytes_;
@@ -384,7 +211,7 @@ TEST_F(VdiHostileTest, DifferencingImagesAreRefused) {
 TEST_F(VdiHostileTest, HeaderChecks) {
   auto patched = [&](size_t off, uint32_t v) {
     std::string b = bytes_;
-    StoreLE32(&b, off, v);
+    StoreLE(&b, off, v, 4);
     return OpenStatus(b);
   };
   EXPECT_EQ(patched(0x40, 0x12345678).message(), "vdi: bad signature 0x12345678");
