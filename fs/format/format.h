@@ -66,11 +66,26 @@ const FormatSpec* FindFormat(std::string_view name);
 // True iff `src` holds `magic` at `off` (false when the source is too short).
 Result<bool> HasMagic(ByteSource& src, uint64_t off, std::string_view magic);
 
-// Little-endian loads from a buffer the caller has bounds-checked.
+// Little- and big-endian loads from a buffer the caller has bounds-checked.
 uint16_t LoadLE16(const char* p);
 uint32_t LoadLE32(const char* p);
 uint64_t LoadLE64(const char* p);
+uint16_t LoadBE16(const char* p);
 uint32_t LoadBE32(const char* p);
 uint64_t LoadBE64(const char* p);
+
+// True iff the `len` bytes at `off` lie within [0, size); never overflows.
+bool RangeWithin(uint64_t off, uint64_t len, uint64_t size);
+
+// `v` as "0x" and lower-case hex digits: how decoders name offsets in their messages.
+std::string Hex(uint64_t v);
+
+// Corruption "<format> <what> at 0x<off> (+<len>) is outside the file (<size> bytes)" unless
+// the `len` bytes at `off` lie within `file`; OK otherwise. Builds no string when they do.
+Status CheckInFile(const ByteSource& file, const char* format, const char* what, uint64_t off,
+                   uint64_t len);
+
+// Appends code point `c` (at most 0x10FFFF) to `out` as UTF-8.
+void AppendUtf8(uint32_t c, std::string* out);
 
 }  // namespace glancefs::format

@@ -2,8 +2,9 @@
 
 #include <algorithm>
 #include <climits>
-#include <cstdio>
 #include <cstring>
+
+#include "fs/format/runs.h"
 
 namespace glancefs::format {
 namespace {
@@ -35,12 +36,6 @@ constexpr uint64_t kFeatureDirtyBitmap = 0x20385fae252cb34aULL;
 
 // One MapExtent call scans at most this many clusters.
 constexpr uint64_t kMaxExtentClusters = uint64_t{1} << 20;
-
-std::string Hex(uint64_t v) {
-  char buf[24];
-  std::snprintf(buf, sizeof buf, "0x%llx", static_cast<unsigned long long>(v));
-  return buf;
-}
 
 Result<bool> ProbePloop(ByteSource& src) {
   GLANCEFS_ASSIGN_OR_RETURN(bool v1, HasMagic(src, 0, kMagicV1));
@@ -220,9 +215,7 @@ Status PloopReader::CheckStored(uint64_t off, const Mapping& m) const {
 }
 
 Status PloopReader::ReadAt(uint64_t off, size_t n, char* dst) {
-  if (off > info_.virtual_size || n > info_.virtual_size - off) {
-    return Status::OutOfRange("parallels: read past the virtual size");
-  }
+  GLANCEFS_RETURN_IF_ERROR(CheckRead("parallels", off, n, info_.virtual_size));
   while (n > 0) {
     Mapping m = Map(off, n);
     if (m.stored) {
@@ -239,36 +232,17 @@ Status PloopReader::ReadAt(uint64_t off, size_t n, char* dst) {
 }
 
 Status PloopReader::ReadPinned(uint64_t off, size_t n, std::vector<PinnedSlice>* out) {
-  if (off > info_.virtual_size || n > info_.virtual_size - off) {
-    return Status::OutOfRange("parallels: read past the virtual size");
-  }
-  static const char kZeros[64 << 10] = {};
-  // A reply is one writev: stay well under IOV_MAX pieces.
-  constexpr size_t kMaxPieces = 512;
-  const size_t had = out->size();
-  auto give_up = [&](Status s) {
-    out->resize(had);
-    return s;
-  };
-  while (n > 0) {
-    Mapping m = Map(off, n);
+  GLANCEFS_RETURN_IF_ERROR(CheckRead("parallels", off, n, info_.virtual_size));
+  return PinRuns("parallels", off, n, out, [&](uint64_t at, uint64_t max_len) -> Result<uint64_t> {
+    Mapping m = Map(at, max_len);
     if (m.stored) {
-      if (Status s = CheckStored(off, m); !s.ok()) return give_up(s);
-      if (Status s = file_->ReadPinned(m.host_offset, m.length, out); !s.ok()) return give_up(s);
+      GLANCEFS_RETURN_IF_ERROR(CheckStored(at, m));
+      GLANCEFS_RETURN_IF_ERROR(file_->ReadPinned(m.host_offset, m.length, out));
     } else {
-      for (uint64_t left = m.length; left > 0;) {
-        size_t take = static_cast<size_t>(std::min<uint64_t>(left, sizeof kZeros));
-        out->push_back({kZeros, take, nullptr});
-        left -= take;
-      }
+      PinZeros(m.length, out);
     }
-    if (out->size() - had > kMaxPieces) {
-      return give_up(Status::NotSupported("parallels: read in too many pieces"));
-    }
-    off += m.length;
-    n -= m.length;
-  }
-  return Status::Ok();
+    return m.length;
+  });
 }
 
 Result<Extent> PloopReader::MapExtent(uint64_t off) {

@@ -6,6 +6,9 @@
 #include <algorithm>
 #include <cstring>
 
+#include "fs/format/format.h"
+#include "fs/format/runs.h"
+
 namespace glancefs::format {
 namespace {
 
@@ -38,17 +41,6 @@ constexpr uint64_t kL2Compressed = 1ULL << 62;
 constexpr uint64_t kL2Zero = 1ULL << 0;
 constexpr uint64_t kSubclusters = 32;
 constexpr uint64_t kCompressedSectorBytes = 512;
-
-uint32_t Be32(const unsigned char* p) {
-  return (uint32_t{p[0]} << 24) | (uint32_t{p[1]} << 16) | (uint32_t{p[2]} << 8) | p[3];
-}
-uint64_t Be64(const unsigned char* p) { return (uint64_t{Be32(p)} << 32) | Be32(p + 4); }
-
-std::string Hex(uint64_t v) {
-  char buf[24];
-  std::snprintf(buf, sizeof buf, "0x%llx", static_cast<unsigned long long>(v));
-  return buf;
-}
 
 // Per-thread buffers for compressed clusters: no allocation once a thread has read one.
 struct CompressedBuffers {
@@ -104,62 +96,61 @@ Result<std::shared_ptr<Qcow2Reader>> Qcow2Reader::Open(std::shared_ptr<ByteSourc
   std::shared_ptr<Qcow2Reader> r(new Qcow2Reader(std::move(file), limits));
   GLANCEFS_RETURN_IF_ERROR(r->ParseHeader());
   GLANCEFS_RETURN_IF_ERROR(r->LoadL1());
+  r->l2_cache_.set_capacity(std::max<uint64_t>(1, limits.l2_cache_bytes / r->cluster_size_));
   return r;
 }
 
 Status Qcow2Reader::CheckHostRange(uint64_t off, uint64_t len, const char* what) const {
-  uint64_t file_size = file_->size();
-  if (off > file_size || len > file_size - off) {
-    return Status::Corruption(std::string("qcow2 ") + what + " at " + Hex(off) + " (+" +
-                              std::to_string(len) + ") is outside the file (" +
-                              std::to_string(file_size) + " bytes)");
-  }
-  return Status::Ok();
+  return CheckInFile(*file_, "qcow2", what, off, len);
 }
 
 Status Qcow2Reader::ParseHeader() {
-  unsigned char h[kV3MinHeaderBytes + 8] = {};
+  char h[kV3MinHeaderBytes + 8] = {};
   uint64_t file_size = file_->size();
   if (file_size < kV2HeaderBytes) return Status::Refused("qcow2: file too short for a header");
-  GLANCEFS_RETURN_IF_ERROR(
-      file_->ReadAt(0, std::min<uint64_t>(sizeof h, file_size), reinterpret_cast<char*>(h)));
-  if (Be32(h) != kMagic) return Status::Refused("qcow2: bad magic");
-  info_.version = Be32(h + 4);
+  GLANCEFS_RETURN_IF_ERROR(file_->ReadAt(0, std::min<uint64_t>(sizeof h, file_size), h));
+  if (LoadBE32(h) != kMagic) return Status::Refused("qcow2: bad magic");
+  info_.version = LoadBE32(h + 4);
   if (info_.version != 2 && info_.version != 3) {
     return Status::Refused("qcow2: version " + std::to_string(info_.version) +
                            " is not supported (only 2 and 3)");
   }
-  uint64_t backing_offset = Be64(h + 8);
-  if (backing_offset != 0 || Be32(h + 16) != 0) {
+  uint64_t backing_offset = LoadBE64(h + 8);
+  if (backing_offset != 0 || LoadBE32(h + 16) != 0) {
     return Status::Refused("qcow2: has a backing file (backing_file_offset " + Hex(backing_offset) +
                            "); images with backing files are refused");
   }
-  info_.cluster_bits = Be32(h + 20);
+  info_.cluster_bits = LoadBE32(h + 20);
   if (info_.cluster_bits < kMinClusterBits || info_.cluster_bits > kMaxClusterBits) {
     return Status::Refused("qcow2: cluster_bits " + std::to_string(info_.cluster_bits) +
                            " is outside 9..21");
   }
   cluster_size_ = uint64_t{1} << info_.cluster_bits;
-  info_.virtual_size = Be64(h + 24);
-  if (Be32(h + 32) != 0) return Status::Refused("qcow2: encrypted images are refused");
-  l1_entries_ = Be32(h + 36);
-  l1_offset_ = Be64(h + 40);
-  info_.snapshots = Be32(h + 60);
+  info_.virtual_size = LoadBE64(h + 24);
+  if (LoadBE32(h + 32) != 0) return Status::Refused("qcow2: encrypted images are refused");
+  l1_entries_ = LoadBE32(h + 36);
+  l1_offset_ = LoadBE64(h + 40);
+  info_.snapshots = LoadBE32(h + 60);
 
   uint64_t header_bytes = kV2HeaderBytes;
+  GLANCEFS_RETURN_IF_ERROR(ParseFeatures(h, file_size, &header_bytes));
+  return ParseExtensions(header_bytes, std::min(cluster_size_, file_size));
+}
+
+Status Qcow2Reader::ParseFeatures(const char* h, uint64_t file_size, uint64_t* header_bytes) {
   uint64_t incompatible = 0;
   uint8_t compression_type = 0;
   if (info_.version == 3) {
     if (file_size < kV3MinHeaderBytes) return Status::Refused("qcow2: v3 header is truncated");
-    incompatible = Be64(h + 72);
-    uint32_t refcount_order = Be32(h + 96);
-    header_bytes = Be32(h + 100);
+    incompatible = LoadBE64(h + 72);
+    uint32_t refcount_order = LoadBE32(h + 96);
+    *header_bytes = LoadBE32(h + 100);
     if (refcount_order > 6) return Status::Refused("qcow2: refcount_order above 6");
-    if (header_bytes < kV3MinHeaderBytes || header_bytes > cluster_size_ ||
-        header_bytes > file_size) {
-      return Status::Refused("qcow2: bad header_length " + std::to_string(header_bytes));
+    if (*header_bytes < kV3MinHeaderBytes || *header_bytes > cluster_size_ ||
+        *header_bytes > file_size) {
+      return Status::Refused("qcow2: bad header_length " + std::to_string(*header_bytes));
     }
-    if (header_bytes > kV3MinHeaderBytes) compression_type = h[104];
+    if (*header_bytes > kV3MinHeaderBytes) compression_type = static_cast<uint8_t>(h[104]);
   }
   if (incompatible & kIncompatCorrupt) {
     return Status::Refused("qcow2: the image is marked corrupt");
@@ -185,16 +176,16 @@ Status Qcow2Reader::ParseHeader() {
   }
   l2_bits_ = info_.cluster_bits - (info_.extended_l2 ? 4 : 3);
   subcluster_size_ = info_.extended_l2 ? cluster_size_ / kSubclusters : cluster_size_;
-  return ParseExtensions(header_bytes, std::min(cluster_size_, file_size));
+  return Status::Ok();
 }
 
 Status Qcow2Reader::ParseExtensions(uint64_t start, uint64_t end) {
   uint64_t pos = start;
   while (pos + 8 <= end) {
-    unsigned char e[8];
-    GLANCEFS_RETURN_IF_ERROR(file_->ReadAt(pos, sizeof e, reinterpret_cast<char*>(e)));
-    uint32_t type = Be32(e);
-    uint64_t len = Be32(e + 4);
+    char e[8];
+    GLANCEFS_RETURN_IF_ERROR(file_->ReadAt(pos, sizeof e, e));
+    uint32_t type = LoadBE32(e);
+    uint64_t len = LoadBE32(e + 4);
     if (type == kExtEnd) return Status::Ok();
     if (type == kExtDataFile) {
       return Status::Refused("qcow2: names an external data file; such images are refused");
@@ -232,123 +223,111 @@ Status Qcow2Reader::LoadL1() {
   }
   Status range = CheckHostRange(l1_offset_, l1_entries_ * 8, "L1 table");
   if (!range.ok()) return Status::Refused(range.message());
-  std::vector<unsigned char> raw(l1_entries_ * 8);
-  GLANCEFS_RETURN_IF_ERROR(
-      file_->ReadAt(l1_offset_, raw.size(), reinterpret_cast<char*>(raw.data())));
+  std::vector<char> raw(l1_entries_ * 8);
+  GLANCEFS_RETURN_IF_ERROR(file_->ReadAt(l1_offset_, raw.size(), raw.data()));
   l1_.resize(l1_entries_);
-  for (uint64_t i = 0; i < l1_entries_; ++i) l1_[i] = Be64(&raw[i * 8]);
+  for (uint64_t i = 0; i < l1_entries_; ++i) l1_[i] = LoadBE64(&raw[i * 8]);
   return Status::Ok();
 }
 
 Result<std::shared_ptr<const Qcow2Reader::L2Table>> Qcow2Reader::GetL2(uint64_t l2_offset) {
-  {
-    std::lock_guard<std::mutex> lock(l2_mu_);
-    auto it = l2_cache_.find(l2_offset);
-    if (it != l2_cache_.end()) {
-      l2_lru_.splice(l2_lru_.begin(), l2_lru_, it->second.lru);
-      return it->second.table;
+  return l2_cache_.Get(l2_offset, [&]() -> Result<std::shared_ptr<L2Table>> {
+    if (l2_offset % cluster_size_ != 0 || l2_offset < cluster_size_) {
+      return Status::Corruption("qcow2: L2 table offset " + Hex(l2_offset) +
+                                " is unaligned or overlaps the header");
     }
+    GLANCEFS_RETURN_IF_ERROR(CheckHostRange(l2_offset, cluster_size_, "L2 table"));
+    std::vector<char> raw(cluster_size_);
+    GLANCEFS_RETURN_IF_ERROR(file_->ReadAt(l2_offset, raw.size(), raw.data()));
+    auto table = std::make_shared<L2Table>(cluster_size_ / 8);
+    for (size_t i = 0; i < table->size(); ++i) (*table)[i] = LoadBE64(&raw[i * 8]);
+    return table;
+  });
+}
+
+uint64_t Qcow2Reader::L2EntryIndex(uint64_t g) const {
+  const uint64_t entries_mask = (uint64_t{1} << l2_bits_) - 1;
+  const uint64_t stride = info_.extended_l2 ? 2 : 1;
+  return ((g >> info_.cluster_bits) & entries_mask) * stride;
+}
+
+Result<Qcow2Reader::Kind> Qcow2Reader::Classify(const L2Table& l2, uint64_t g,
+                                                uint64_t* host) const {
+  const uint64_t index = L2EntryIndex(g);
+  const uint64_t entry = l2[index];
+  const uint64_t cluster_host = entry & kL2OffsetMask;
+  *host = 0;
+  if (entry & kL2Compressed) {
+    if (info_.extended_l2 && l2[index + 1] != 0) {
+      return Status::Corruption("qcow2: compressed cluster with a subcluster bitmap at guest " +
+                                Hex(g));
+    }
+    return Kind::kCompressed;
   }
-  if (l2_offset % cluster_size_ != 0 || l2_offset < cluster_size_) {
-    return Status::Corruption("qcow2: L2 table offset " + Hex(l2_offset) +
-                              " is unaligned or overlaps the header");
+  if (info_.extended_l2) return ClassifySubcluster(cluster_host, l2[index + 1], g, host);
+  if (entry & kL2Zero) return Kind::kZero;
+  if (cluster_host == 0) return Kind::kUnallocated;
+  if (cluster_host & (cluster_size_ - 1)) {
+    return Status::Corruption("qcow2: data cluster offset " + Hex(cluster_host) +
+                              " is unaligned (guest " + Hex(g) + ")");
   }
-  GLANCEFS_RETURN_IF_ERROR(CheckHostRange(l2_offset, cluster_size_, "L2 table"));
-  // Loaded outside the lock: two threads may load one table at once, which is harmless.
-  std::vector<unsigned char> raw(cluster_size_);
-  GLANCEFS_RETURN_IF_ERROR(
-      file_->ReadAt(l2_offset, raw.size(), reinterpret_cast<char*>(raw.data())));
-  auto table = std::make_shared<L2Table>(cluster_size_ / 8);
-  for (size_t i = 0; i < table->size(); ++i) (*table)[i] = Be64(&raw[i * 8]);
-  std::lock_guard<std::mutex> lock(l2_mu_);
-  auto it = l2_cache_.find(l2_offset);
-  if (it != l2_cache_.end()) return it->second.table;
-  l2_lru_.push_front(l2_offset);
-  l2_cache_.emplace(l2_offset, CachedL2{table, l2_lru_.begin()});
-  uint64_t max_tables = std::max<uint64_t>(1, limits_.l2_cache_bytes / cluster_size_);
-  while (l2_cache_.size() > max_tables) {
-    l2_cache_.erase(l2_lru_.back());
-    l2_lru_.pop_back();
+  *host = cluster_host + (g & (cluster_size_ - 1));
+  return Kind::kNormal;
+}
+
+Result<Qcow2Reader::Kind> Qcow2Reader::ClassifySubcluster(uint64_t cluster_host, uint64_t bitmap,
+                                                          uint64_t g, uint64_t* host) const {
+  uint64_t sc = (g & (cluster_size_ - 1)) / subcluster_size_;
+  bool alloc = (bitmap >> sc) & 1, zero = (bitmap >> (32 + sc)) & 1;
+  if (cluster_host == 0) {
+    if (bitmap & 0xffffffffULL) {
+      return Status::Corruption(
+          "qcow2: unallocated cluster with allocated subclusters at "
+          "guest " +
+          Hex(g));
+    }
+    return zero ? Kind::kZero : Kind::kUnallocated;
   }
-  return std::shared_ptr<const L2Table>(table);
+  if ((bitmap >> 32) & bitmap) {
+    return Status::Corruption("qcow2: subcluster both allocated and zero at guest " + Hex(g));
+  }
+  if (cluster_host & (cluster_size_ - 1)) {
+    return Status::Corruption("qcow2: data cluster offset " + Hex(cluster_host) +
+                              " is unaligned (guest " + Hex(g) + ")");
+  }
+  if (zero) return Kind::kZero;
+  if (!alloc) return Kind::kUnallocated;
+  *host = cluster_host + (g & (cluster_size_ - 1));
+  return Kind::kNormal;
+}
+
+Qcow2Reader::Mapping Qcow2Reader::CompressedRun(uint64_t entry, uint64_t off,
+                                                uint64_t limit) const {
+  uint32_t shift = 62 - (info_.cluster_bits - 8);
+  uint64_t coffset = entry & ((uint64_t{1} << shift) - 1);
+  uint64_t sectors = ((entry >> shift) & ((uint64_t{1} << (info_.cluster_bits - 8)) - 1)) + 1;
+  uint64_t csize = sectors * kCompressedSectorBytes - (coffset & (kCompressedSectorBytes - 1));
+  uint64_t len = std::min(limit, cluster_size_ - (off & (cluster_size_ - 1)));
+  return Mapping{Kind::kCompressed, coffset, len, csize};
 }
 
 Result<Qcow2Reader::Mapping> Qcow2Reader::Map(uint64_t off, uint64_t max_len) {
   const uint64_t span_bits = info_.cluster_bits + l2_bits_;
   const uint64_t span = uint64_t{1} << span_bits;
   uint64_t limit = std::min({max_len, span - (off & (span - 1)), info_.virtual_size - off});
-  uint64_t l1_index = off >> span_bits;
-  uint64_t l2_offset = l1_[l1_index] & kL1OffsetMask;
+  uint64_t l2_offset = l1_[off >> span_bits] & kL1OffsetMask;
   if (l2_offset == 0) return Mapping{Kind::kUnallocated, 0, limit, 0};
   GLANCEFS_ASSIGN_OR_RETURN(auto l2, GetL2(l2_offset));
 
-  const uint64_t entries_mask = (uint64_t{1} << l2_bits_) - 1;
-  const uint64_t stride = info_.extended_l2 ? 2 : 1;
-  // Classifies the unit (cluster, or subcluster with extended L2) holding guest offset `g`.
-  auto classify = [&](uint64_t g, uint64_t* host) -> Result<Kind> {
-    uint64_t index = (g >> info_.cluster_bits) & entries_mask;
-    uint64_t entry = (*l2)[index * stride];
-    uint64_t cluster_host = entry & kL2OffsetMask;
-    *host = 0;
-    if (entry & kL2Compressed) {
-      if (info_.extended_l2 && (*l2)[index * stride + 1] != 0) {
-        return Status::Corruption("qcow2: compressed cluster with a subcluster bitmap at guest " +
-                                  Hex(g));
-      }
-      return Kind::kCompressed;
-    }
-    if (!info_.extended_l2) {
-      if (entry & kL2Zero) return Kind::kZero;
-      if (cluster_host == 0) return Kind::kUnallocated;
-      if (cluster_host & (cluster_size_ - 1)) {
-        return Status::Corruption("qcow2: data cluster offset " + Hex(cluster_host) +
-                                  " is unaligned (guest " + Hex(g) + ")");
-      }
-      *host = cluster_host + (g & (cluster_size_ - 1));
-      return Kind::kNormal;
-    }
-    uint64_t bitmap = (*l2)[index * stride + 1];
-    uint64_t sc = (g & (cluster_size_ - 1)) / subcluster_size_;
-    bool alloc = (bitmap >> sc) & 1, zero = (bitmap >> (32 + sc)) & 1;
-    if (cluster_host == 0) {
-      if (bitmap & 0xffffffffULL) {
-        return Status::Corruption(
-            "qcow2: unallocated cluster with allocated subclusters at "
-            "guest " +
-            Hex(g));
-      }
-      return zero ? Kind::kZero : Kind::kUnallocated;
-    }
-    if ((bitmap >> 32) & bitmap) {
-      return Status::Corruption("qcow2: subcluster both allocated and zero at guest " + Hex(g));
-    }
-    if (cluster_host & (cluster_size_ - 1)) {
-      return Status::Corruption("qcow2: data cluster offset " + Hex(cluster_host) +
-                                " is unaligned (guest " + Hex(g) + ")");
-    }
-    if (zero) return Kind::kZero;
-    if (!alloc) return Kind::kUnallocated;
-    *host = cluster_host + (g & (cluster_size_ - 1));
-    return Kind::kNormal;
-  };
-
   uint64_t host = 0;
-  GLANCEFS_ASSIGN_OR_RETURN(Kind kind, classify(off, &host));
-  if (kind == Kind::kCompressed) {
-    uint64_t entry = (*l2)[((off >> info_.cluster_bits) & entries_mask) * stride];
-    uint32_t shift = 62 - (info_.cluster_bits - 8);
-    uint64_t coffset = entry & ((uint64_t{1} << shift) - 1);
-    uint64_t sectors = ((entry >> shift) & ((uint64_t{1} << (info_.cluster_bits - 8)) - 1)) + 1;
-    uint64_t csize = sectors * kCompressedSectorBytes - (coffset & (kCompressedSectorBytes - 1));
-    uint64_t len = std::min(limit, cluster_size_ - (off & (cluster_size_ - 1)));
-    return Mapping{Kind::kCompressed, coffset, len, csize};
-  }
+  GLANCEFS_ASSIGN_OR_RETURN(Kind kind, Classify(*l2, off, &host));
+  if (kind == Kind::kCompressed) return CompressedRun((*l2)[L2EntryIndex(off)], off, limit);
   const uint64_t unit = subcluster_size_;
   uint64_t len = std::min(limit, unit - (off & (unit - 1)));
   uint64_t expected_host = host + len;
   while (len < limit) {
     uint64_t next_host = 0;
-    GLANCEFS_ASSIGN_OR_RETURN(Kind next, classify(off + len, &next_host));
+    GLANCEFS_ASSIGN_OR_RETURN(Kind next, Classify(*l2, off + len, &next_host));
     if (next != kind || (kind == Kind::kNormal && next_host != expected_host)) break;
     uint64_t step = std::min(unit, limit - len);
     len += step;
@@ -382,9 +361,7 @@ Status Qcow2Reader::ReadCompressed(const Mapping& m, uint64_t cluster_off, char*
 }
 
 Status Qcow2Reader::ReadAt(uint64_t off, size_t n, char* dst) {
-  if (off > info_.virtual_size || n > info_.virtual_size - off) {
-    return Status::OutOfRange("qcow2: read past the virtual size");
-  }
+  GLANCEFS_RETURN_IF_ERROR(CheckRead("qcow2", off, n, info_.virtual_size));
   // A compressed cluster is inflated at most once per ReadAt (and per thread).
   t_buffers.out_owner = nullptr;
   while (n > 0) {
@@ -411,74 +388,40 @@ Status Qcow2Reader::ReadAt(uint64_t off, size_t n, char* dst) {
 }
 
 Status Qcow2Reader::ReadPinned(uint64_t off, size_t n, std::vector<PinnedSlice>* out) {
-  if (off > info_.virtual_size || n > info_.virtual_size - off) {
-    return Status::OutOfRange("qcow2: read past the virtual size");
-  }
-  static const char kZeros[64 << 10] = {};
-  // A reply is one writev: stay well under IOV_MAX pieces.
-  constexpr size_t kMaxPieces = 512;
-  const size_t had = out->size();
-  auto give_up = [&](Status s) {
-    out->resize(had);
-    return s;
-  };
-  while (n > 0) {
-    auto m = Map(off, n);
-    if (!m.ok()) return give_up(m.status());
-    switch (m->kind) {
+  GLANCEFS_RETURN_IF_ERROR(CheckRead("qcow2", off, n, info_.virtual_size));
+  return PinRuns("qcow2", off, n, out, [&](uint64_t at, uint64_t max_len) -> Result<uint64_t> {
+    GLANCEFS_ASSIGN_OR_RETURN(Mapping m, Map(at, max_len));
+    switch (m.kind) {
       case Kind::kUnallocated:
       case Kind::kZero:
-        for (uint64_t left = m->length; left > 0;) {
-          size_t take = static_cast<size_t>(std::min<uint64_t>(left, sizeof kZeros));
-          out->push_back({kZeros, take, nullptr});
-          left -= take;
-        }
+        PinZeros(m.length, out);
         break;
-      case Kind::kNormal: {
-        if (Status s = CheckHostRange(m->host_offset, m->length, "data cluster"); !s.ok()) {
-          return give_up(s);
-        }
-        if (Status s = file_->ReadPinned(m->host_offset, m->length, out); !s.ok()) {
-          return give_up(s);
-        }
+      case Kind::kNormal:
+        GLANCEFS_RETURN_IF_ERROR(CheckHostRange(m.host_offset, m.length, "data cluster"));
+        GLANCEFS_RETURN_IF_ERROR(file_->ReadPinned(m.host_offset, m.length, out));
         break;
-      }
       case Kind::kCompressed:
-        return give_up(Status::NotSupported("qcow2: compressed clusters are inflated"));
+        return Status::NotSupported("qcow2: compressed clusters are inflated");
     }
-    if (out->size() - had > kMaxPieces) {
-      return give_up(Status::NotSupported("qcow2: read in too many pieces"));
-    }
-    off += m->length;
-    n -= m->length;
-  }
-  return Status::Ok();
+    return m.length;
+  });
 }
 
 Result<Extent> Qcow2Reader::MapExtent(uint64_t off) {
   if (off >= info_.virtual_size) return Status::OutOfRange("qcow2: extent past the end");
-  auto kind_of = [](Kind k) {
-    switch (k) {
+  return MergeRuns(off, info_.virtual_size, [&](uint64_t at, uint64_t max_len) -> Result<Extent> {
+    GLANCEFS_ASSIGN_OR_RETURN(Mapping m, Map(at, max_len));
+    switch (m.kind) {
       case Kind::kUnallocated:
-        return Extent::Kind::kHole;
+        return Extent{at, m.length, Extent::Kind::kHole};
       case Kind::kZero:
-        return Extent::Kind::kZero;
+        return Extent{at, m.length, Extent::Kind::kZero};
       case Kind::kNormal:
       case Kind::kCompressed:
-        return Extent::Kind::kData;
+        break;
     }
-    return Extent::Kind::kData;
-  };
-  GLANCEFS_ASSIGN_OR_RETURN(Mapping first, Map(off, info_.virtual_size - off));
-  Extent extent{off, first.length, kind_of(first.kind)};
-  // Merge following runs of the same kind; bounded so one call stays cheap on huge images.
-  for (int i = 0; i < 4096 && extent.offset + extent.length < info_.virtual_size; ++i) {
-    uint64_t next_off = extent.offset + extent.length;
-    GLANCEFS_ASSIGN_OR_RETURN(Mapping next, Map(next_off, info_.virtual_size - next_off));
-    if (kind_of(next.kind) != extent.kind) break;
-    extent.length += next.length;
-  }
-  return extent;
+    return Extent{at, m.length, Extent::Kind::kData};
+  });
 }
 
 }  // namespace glancefs::format

@@ -19,14 +19,12 @@
 #pragma once
 
 #include <cstdint>
-#include <list>
 #include <memory>
-#include <mutex>
 #include <string>
-#include <unordered_map>
 #include <vector>
 
 #include "fs/base/byte_source.h"
+#include "fs/format/table_cache.h"
 
 namespace glancefs::format {
 
@@ -75,17 +73,30 @@ class Qcow2Reader final : public ByteSource {
     uint64_t length;            // guest bytes from the requested offset with this kind
     uint64_t compressed_bytes;  // kCompressed only
   };
-  using L2Table = std::vector<uint64_t>;  // entries, host byte order
+  using L2Table = TableCache<uint64_t>::Table;  // entries, host byte order
 
   Qcow2Reader(std::shared_ptr<ByteSource> file, const Qcow2Limits& limits)
       : file_(std::move(file)), limits_(limits) {}
   Status ParseHeader();
+  // The version 3 fields of header `h` and the features they enable; *header_bytes is the
+  // header's length (unchanged for version 2).
+  Status ParseFeatures(const char* h, uint64_t file_size, uint64_t* header_bytes);
   Status ParseExtensions(uint64_t start, uint64_t end);
   Status LoadL1();
 
   // The mapping of guest offset `off`, covering at most `max_len` bytes, never crossing an L2
   // table: the longest run with one kind (and contiguous host bytes, for kNormal).
   Result<Mapping> Map(uint64_t off, uint64_t max_len);
+  // Where the L2 entry of the cluster holding guest offset `g` is in its table (with extended
+  // L2, its subcluster bitmap follows it).
+  uint64_t L2EntryIndex(uint64_t g) const;
+  // The kind of the unit (cluster, or subcluster with extended L2) holding guest offset `g`;
+  // for kNormal, *host is where byte `g` is. Corruption for an entry qemu would reject.
+  Result<Kind> Classify(const L2Table& l2, uint64_t g, uint64_t* host) const;
+  Result<Kind> ClassifySubcluster(uint64_t cluster_host, uint64_t bitmap, uint64_t g,
+                                  uint64_t* host) const;
+  // The run of compressed cluster `entry` from guest `off`, at most `limit` bytes.
+  Mapping CompressedRun(uint64_t entry, uint64_t off, uint64_t limit) const;
   Result<std::shared_ptr<const L2Table>> GetL2(uint64_t l2_offset);
   Status ReadCompressed(const Mapping& m, uint64_t cluster_off, char* dst, uint64_t n);
   // REQUIRES: `off`, `len` lie in [0, file size); Corruption otherwise.
@@ -103,13 +114,8 @@ class Qcow2Reader final : public ByteSource {
   bool zstd_ = false;
   std::vector<uint64_t> l1_;
 
-  std::mutex l2_mu_;            // guards the L2 cache below
-  std::list<uint64_t> l2_lru_;  // most recent first; GUARDED_BY(l2_mu_)
-  struct CachedL2 {
-    std::shared_ptr<const L2Table> table;
-    std::list<uint64_t>::iterator lru;
-  };
-  std::unordered_map<uint64_t, CachedL2> l2_cache_;  // GUARDED_BY(l2_mu_)
+  // By L2 table offset; capacity limits_.l2_cache_bytes / cluster_size_ (at least 1).
+  TableCache<uint64_t> l2_cache_;
 };
 
 }  // namespace glancefs::format

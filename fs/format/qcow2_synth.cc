@@ -1,9 +1,10 @@
 #include "fs/format/qcow2_synth.h"
 
 #include <algorithm>
-#include <cstdio>
 #include <cstring>
 #include <string>
+
+#include "fs/format/format.h"
 
 namespace glancefs::format {
 namespace {
@@ -33,12 +34,6 @@ void PutBE(unsigned char* p, uint64_t v, unsigned width) {
   for (unsigned i = 0; i < width; ++i) {
     p[i] = static_cast<unsigned char>(v >> (8 * (width - 1 - i)));
   }
-}
-
-std::string Hex(uint64_t v) {
-  char buf[24];
-  std::snprintf(buf, sizeof buf, "0x%llx", static_cast<unsigned long long>(v));
-  return buf;
 }
 
 // Fills dst with bytes [rel, rel + n) of a table of big-endian entries of `width` bytes, entry

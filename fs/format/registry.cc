@@ -1,6 +1,9 @@
 // The registry: every format glancefs knows, in probe order. Adding a format is one decoder
-// file (its FormatSpec) and one line in kFormats below.
+// file (its FormatSpec) and one line in kFormats below. After the registry: the helpers
+// format.h offers decoders.
+#include <cstdio>
 #include <cstring>
+#include <string>
 
 #include "fs/format/format.h"
 #include "fs/format/ploop_reader.h"
@@ -88,10 +91,51 @@ uint16_t LoadLE16(const char* p) {
 }
 uint32_t LoadLE32(const char* p) { return LoadLE16(p) | (uint32_t{LoadLE16(p + 2)} << 16); }
 uint64_t LoadLE64(const char* p) { return LoadLE32(p) | (uint64_t{LoadLE32(p + 4)} << 32); }
+uint16_t LoadBE16(const char* p) {
+  auto u = reinterpret_cast<const unsigned char*>(p);
+  return static_cast<uint16_t>((u[0] << 8) | u[1]);
+}
 uint32_t LoadBE32(const char* p) {
   auto u = reinterpret_cast<const unsigned char*>(p);
   return (uint32_t{u[0]} << 24) | (uint32_t{u[1]} << 16) | (uint32_t{u[2]} << 8) | u[3];
 }
 uint64_t LoadBE64(const char* p) { return (uint64_t{LoadBE32(p)} << 32) | LoadBE32(p + 4); }
+
+bool RangeWithin(uint64_t off, uint64_t len, uint64_t size) {
+  return off <= size && len <= size - off;
+}
+
+std::string Hex(uint64_t v) {
+  char buf[24];
+  std::snprintf(buf, sizeof buf, "0x%llx", static_cast<unsigned long long>(v));
+  return buf;
+}
+
+Status CheckInFile(const ByteSource& file, const char* format, const char* what, uint64_t off,
+                   uint64_t len) {
+  const uint64_t file_size = file.size();
+  if (RangeWithin(off, len, file_size)) return Status::Ok();
+  return Status::Corruption(std::string(format) + " " + what + " at " + Hex(off) + " (+" +
+                            std::to_string(len) + ") is outside the file (" +
+                            std::to_string(file_size) + " bytes)");
+}
+
+void AppendUtf8(uint32_t c, std::string* out) {
+  if (c < 0x80) {
+    *out += static_cast<char>(c);
+  } else if (c < 0x800) {
+    *out += static_cast<char>(0xC0 | (c >> 6));
+    *out += static_cast<char>(0x80 | (c & 0x3F));
+  } else if (c < 0x10000) {
+    *out += static_cast<char>(0xE0 | (c >> 12));
+    *out += static_cast<char>(0x80 | ((c >> 6) & 0x3F));
+    *out += static_cast<char>(0x80 | (c & 0x3F));
+  } else {
+    *out += static_cast<char>(0xF0 | (c >> 18));
+    *out += static_cast<char>(0x80 | ((c >> 12) & 0x3F));
+    *out += static_cast<char>(0x80 | ((c >> 6) & 0x3F));
+    *out += static_cast<char>(0x80 | (c & 0x3F));
+  }
+}
 
 }  // namespace glancefs::format

@@ -4,6 +4,8 @@
 #include <cstdio>
 #include <cstring>
 
+#include "fs/format/runs.h"
+
 namespace glancefs::format {
 namespace {
 
@@ -44,12 +46,6 @@ constexpr uint32_t kDiscarded = 0xfffffffe;
 
 // One MapExtent call scans at most this many blocks.
 constexpr uint64_t kMaxExtentBlocks = uint64_t{1} << 20;
-
-std::string Hex(uint64_t v) {
-  char buf[24];
-  std::snprintf(buf, sizeof buf, "0x%llx", static_cast<unsigned long long>(v));
-  return buf;
-}
 
 // A UUID stored the IPRT way (first three fields little-endian), as VirtualBox prints it.
 // Empty for the null UUID.
@@ -234,9 +230,7 @@ Status VdiReader::CheckStored(uint64_t off, const Mapping& m) const {
 }
 
 Status VdiReader::ReadAt(uint64_t off, size_t n, char* dst) {
-  if (off > info_.virtual_size || n > info_.virtual_size - off) {
-    return Status::OutOfRange("vdi: read past the virtual size");
-  }
+  GLANCEFS_RETURN_IF_ERROR(CheckRead("vdi", off, n, info_.virtual_size));
   while (n > 0) {
     Mapping m = Map(off, n);
     if (m.kind == Kind::kData) {
@@ -253,36 +247,17 @@ Status VdiReader::ReadAt(uint64_t off, size_t n, char* dst) {
 }
 
 Status VdiReader::ReadPinned(uint64_t off, size_t n, std::vector<PinnedSlice>* out) {
-  if (off > info_.virtual_size || n > info_.virtual_size - off) {
-    return Status::OutOfRange("vdi: read past the virtual size");
-  }
-  static const char kZeros[64 << 10] = {};
-  // A reply is one writev: stay well under IOV_MAX pieces.
-  constexpr size_t kMaxPieces = 512;
-  const size_t had = out->size();
-  auto give_up = [&](Status s) {
-    out->resize(had);
-    return s;
-  };
-  while (n > 0) {
-    Mapping m = Map(off, n);
+  GLANCEFS_RETURN_IF_ERROR(CheckRead("vdi", off, n, info_.virtual_size));
+  return PinRuns("vdi", off, n, out, [&](uint64_t at, uint64_t max_len) -> Result<uint64_t> {
+    Mapping m = Map(at, max_len);
     if (m.kind == Kind::kData) {
-      if (Status s = CheckStored(off, m); !s.ok()) return give_up(s);
-      if (Status s = file_->ReadPinned(m.host_offset, m.length, out); !s.ok()) return give_up(s);
+      GLANCEFS_RETURN_IF_ERROR(CheckStored(at, m));
+      GLANCEFS_RETURN_IF_ERROR(file_->ReadPinned(m.host_offset, m.length, out));
     } else {
-      for (uint64_t left = m.length; left > 0;) {
-        size_t take = static_cast<size_t>(std::min<uint64_t>(left, sizeof kZeros));
-        out->push_back({kZeros, take, nullptr});
-        left -= take;
-      }
+      PinZeros(m.length, out);
     }
-    if (out->size() - had > kMaxPieces) {
-      return give_up(Status::NotSupported("vdi: read in too many pieces"));
-    }
-    off += m.length;
-    n -= m.length;
-  }
-  return Status::Ok();
+    return m.length;
+  });
 }
 
 Result<Extent> VdiReader::MapExtent(uint64_t off) {

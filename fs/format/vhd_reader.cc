@@ -1,8 +1,9 @@
 #include "fs/format/vhd_reader.h"
 
 #include <algorithm>
-#include <cstdio>
 #include <cstring>
+
+#include "fs/format/runs.h"
 
 namespace glancefs::format {
 namespace {
@@ -36,17 +37,6 @@ constexpr uint32_t kTypeDifferencing = 4;
 constexpr uint32_t kUnallocated = 0xFFFFFFFF;
 constexpr uint64_t kMaxSectors = 0xff000000;  // qemu's VHD_MAX_SECTORS: 2040 GiB
 constexpr uint64_t kMaxGeometrySectors = 65535ULL * 16 * 255;
-
-std::string Hex(uint64_t v) {
-  char buf[24];
-  std::snprintf(buf, sizeof buf, "0x%llx", static_cast<unsigned long long>(v));
-  return buf;
-}
-
-uint16_t LoadBE16(const char* p) {
-  auto u = reinterpret_cast<const unsigned char*>(p);
-  return static_cast<uint16_t>((u[0] << 8) | u[1]);
-}
 
 bool HasCookie(const char* footer) { return std::memcmp(footer, "conectix", 8) == 0; }
 
@@ -88,21 +78,7 @@ std::string Utf16BeToUtf8(const char* p, size_t bytes) {
     } else if (c >= 0xD800 && c < 0xE000) {
       c = 0xFFFD;
     }
-    if (c < 0x80) {
-      out += static_cast<char>(c);
-    } else if (c < 0x800) {
-      out += static_cast<char>(0xC0 | (c >> 6));
-      out += static_cast<char>(0x80 | (c & 0x3F));
-    } else if (c < 0x10000) {
-      out += static_cast<char>(0xE0 | (c >> 12));
-      out += static_cast<char>(0x80 | ((c >> 6) & 0x3F));
-      out += static_cast<char>(0x80 | (c & 0x3F));
-    } else {
-      out += static_cast<char>(0xF0 | (c >> 18));
-      out += static_cast<char>(0x80 | ((c >> 12) & 0x3F));
-      out += static_cast<char>(0x80 | ((c >> 6) & 0x3F));
-      out += static_cast<char>(0x80 | (c & 0x3F));
-    }
+    AppendUtf8(c, &out);
   }
   return out;
 }
@@ -117,47 +93,39 @@ bool CreatorUsesCurrentSize(const char* app) {
 
 }  // namespace
 
-Result<std::shared_ptr<VhdReader>> VhdReader::Open(std::shared_ptr<ByteSource> file,
-                                                   const VhdLimits& limits) {
-  const uint64_t file_size = file->size();
-  if (file_size < kFooterBytes) {
-    return Status::Corruption("vhd: the file (" + std::to_string(file_size) +
-                              " bytes) is smaller than a footer");
-  }
-  char head[kFooterBytes], tail[kFooterBytes];
-  GLANCEFS_RETURN_IF_ERROR(file->ReadAt(0, kFooterBytes, head));
-  GLANCEFS_RETURN_IF_ERROR(file->ReadAt(file_size - kFooterBytes, kFooterBytes, tail));
-
-  std::shared_ptr<VhdReader> r(new VhdReader(std::move(file)));
-  const char* footer;
-  uint64_t footer_offset;
+// Which footer (see vhd_reader.h) of the first and last 512 bytes of a file of `file_size`
+// bytes; Corruption when neither is one, or the chosen one's checksum is wrong.
+Result<VhdReader::Footer> VhdReader::PickFooter(const char* head, const char* tail,
+                                                uint64_t file_size) {
+  Footer f;
   bool tail_is_fixed =
       HasCookie(tail) && ChecksumOk(tail) && LoadBE32(tail + kFooterDiskType) == kTypeFixed;
   if (tail_is_fixed) {
-    footer = tail;
-    footer_offset = file_size - kFooterBytes;
+    f = {tail, file_size - kFooterBytes};
   } else if (HasCookie(head)) {
-    footer = head;
-    footer_offset = 0;
+    f = {head, 0};
   } else if (HasCookie(tail)) {
-    footer = tail;
-    footer_offset = file_size - kFooterBytes;
+    f = {tail, file_size - kFooterBytes};
   } else {
     return Status::Corruption(
         "vhd: no footer (\"conectix\") at offset 0 nor in the last 512 bytes");
   }
-  if (!ChecksumOk(footer)) {
-    return Status::Corruption("vhd: footer checksum mismatch (footer at " + Hex(footer_offset) +
-                              ")");
+  if (!ChecksumOk(f.bytes)) {
+    return Status::Corruption("vhd: footer checksum mismatch (footer at " + Hex(f.offset) + ")");
   }
-  const uint32_t type = LoadBE32(footer + kFooterDiskType);
+  return f;
+}
+
+Status VhdReader::CheckDiskType(const Footer& footer) const {
+  const uint32_t type = LoadBE32(footer.bytes + kFooterDiskType);
   if (type == kTypeDifferencing) {
     // Name the parent when the dynamic header is readable, for the refusal message.
+    const uint64_t file_size = file_->size();
     std::string parent;
-    uint64_t dyn = LoadBE64(footer + kFooterDataOffset);
+    uint64_t dyn = LoadBE64(footer.bytes + kFooterDataOffset);
     if (dyn <= file_size && file_size - dyn >= kDynHeaderFullBytes) {
       char h[kDynHeaderFullBytes];
-      GLANCEFS_RETURN_IF_ERROR(r->file_->ReadAt(dyn, sizeof h, h));
+      GLANCEFS_RETURN_IF_ERROR(file_->ReadAt(dyn, sizeof h, h));
       if (std::memcmp(h, "cxsparse", 8) == 0) {
         parent = Utf16BeToUtf8(h + kDynParentName, kDynParentNameBytes);
       }
@@ -165,20 +133,23 @@ Result<std::shared_ptr<VhdReader>> VhdReader::Open(std::shared_ptr<ByteSource> f
     return Status::Refused("vhd differencing disk names a parent" +
                            (parent.empty() ? std::string() : " \"" + parent + "\""));
   }
-  if (type == kTypeFixed && footer_offset == 0) {
+  if (type == kTypeFixed && footer.offset == 0) {
     return Status::Corruption(
         "vhd: the footer at offset 0 says fixed disk, but the file does not end with one");
   }
-  if (type == kTypeDynamic && footer_offset != 0) {
+  if (type == kTypeDynamic && footer.offset != 0) {
     return Status::Corruption("vhd: dynamic disk without its footer copy at offset 0");
   }
   if (type != kTypeFixed && type != kTypeDynamic) {
     return Status::Corruption("vhd: disk type " + std::to_string(type) +
                               " is not fixed (2), dynamic (3) or differencing (4)");
   }
+  return Status::Ok();
+}
 
-  VhdInfo& info = r->info_;
-  info.fixed = type == kTypeFixed;
+Status VhdReader::ParseFooter(const char* footer) {
+  VhdInfo& info = info_;
+  info.fixed = LoadBE32(footer + kFooterDiskType) == kTypeFixed;
   info.creator_app.assign(footer + kFooterCreatorApp, 4);
   info.creator_major = LoadBE16(footer + kFooterCreatorVersion);
   info.creator_minor = LoadBE16(footer + kFooterCreatorVersion + 2);
@@ -198,15 +169,32 @@ Result<std::shared_ptr<VhdReader>> VhdReader::Open(std::shared_ptr<ByteSource> f
                               " sectors is over the 2040 GiB maximum");
   }
   info.virtual_size = sectors * kSector;
+  return Status::Ok();
+}
 
-  if (info.fixed) {
-    if (info.virtual_size > footer_offset) {
-      return Status::Corruption("vhd: fixed disk of " + std::to_string(info.virtual_size) +
-                                " bytes does not fit before its footer at " + Hex(footer_offset));
+Result<std::shared_ptr<VhdReader>> VhdReader::Open(std::shared_ptr<ByteSource> file,
+                                                   const VhdLimits& limits) {
+  const uint64_t file_size = file->size();
+  if (file_size < kFooterBytes) {
+    return Status::Corruption("vhd: the file (" + std::to_string(file_size) +
+                              " bytes) is smaller than a footer");
+  }
+  char head[kFooterBytes], tail[kFooterBytes];
+  GLANCEFS_RETURN_IF_ERROR(file->ReadAt(0, kFooterBytes, head));
+  GLANCEFS_RETURN_IF_ERROR(file->ReadAt(file_size - kFooterBytes, kFooterBytes, tail));
+
+  std::shared_ptr<VhdReader> r(new VhdReader(std::move(file)));
+  GLANCEFS_ASSIGN_OR_RETURN(Footer footer, PickFooter(head, tail, file_size));
+  GLANCEFS_RETURN_IF_ERROR(r->CheckDiskType(footer));
+  GLANCEFS_RETURN_IF_ERROR(r->ParseFooter(footer.bytes));
+  if (r->info_.fixed) {
+    if (r->info_.virtual_size > footer.offset) {
+      return Status::Corruption("vhd: fixed disk of " + std::to_string(r->info_.virtual_size) +
+                                " bytes does not fit before its footer at " + Hex(footer.offset));
     }
     return r;
   }
-  GLANCEFS_RETURN_IF_ERROR(r->OpenDynamic(LoadBE64(footer + kFooterDataOffset), limits));
+  GLANCEFS_RETURN_IF_ERROR(r->OpenDynamic(LoadBE64(footer.bytes + kFooterDataOffset), limits));
   return r;
 }
 
@@ -274,9 +262,7 @@ Result<VhdReader::Mapping> VhdReader::Map(uint64_t off, uint64_t max_len) const 
 }
 
 Status VhdReader::ReadAt(uint64_t off, size_t n, char* dst) {
-  if (off > info_.virtual_size || n > info_.virtual_size - off) {
-    return Status::OutOfRange("vhd: read past the virtual size");
-  }
+  GLANCEFS_RETURN_IF_ERROR(CheckRead("vhd", off, n, info_.virtual_size));
   while (n > 0) {
     GLANCEFS_ASSIGN_OR_RETURN(Mapping m, Map(off, n));
     if (m.allocated) {
@@ -292,37 +278,16 @@ Status VhdReader::ReadAt(uint64_t off, size_t n, char* dst) {
 }
 
 Status VhdReader::ReadPinned(uint64_t off, size_t n, std::vector<PinnedSlice>* out) {
-  if (off > info_.virtual_size || n > info_.virtual_size - off) {
-    return Status::OutOfRange("vhd: read past the virtual size");
-  }
-  static const char kZeros[64 << 10] = {};
-  constexpr size_t kMaxPieces = 512;  // a reply is one writev: well under IOV_MAX
-  const size_t had = out->size();
-  auto give_up = [&](Status s) {
-    out->resize(had);
-    return s;
-  };
-  while (n > 0) {
-    auto m = Map(off, n);
-    if (!m.ok()) return give_up(m.status());
-    if (m->allocated) {
-      if (Status s = file_->ReadPinned(m->host_offset, m->length, out); !s.ok()) {
-        return give_up(s);
-      }
+  GLANCEFS_RETURN_IF_ERROR(CheckRead("vhd", off, n, info_.virtual_size));
+  return PinRuns("vhd", off, n, out, [&](uint64_t at, uint64_t max_len) -> Result<uint64_t> {
+    GLANCEFS_ASSIGN_OR_RETURN(Mapping m, Map(at, max_len));
+    if (m.allocated) {
+      GLANCEFS_RETURN_IF_ERROR(file_->ReadPinned(m.host_offset, m.length, out));
     } else {
-      for (uint64_t left = m->length; left > 0;) {
-        size_t take = static_cast<size_t>(std::min<uint64_t>(left, sizeof kZeros));
-        out->push_back({kZeros, take, nullptr});
-        left -= take;
-      }
+      PinZeros(m.length, out);
     }
-    if (out->size() - had > kMaxPieces) {
-      return give_up(Status::NotSupported("vhd: read in too many pieces"));
-    }
-    off += m->length;
-    n -= m->length;
-  }
-  return Status::Ok();
+    return m.length;
+  });
 }
 
 Result<Extent> VhdReader::MapExtent(uint64_t off) {
@@ -336,19 +301,10 @@ Result<Extent> VhdReader::MapExtent(uint64_t off) {
     if (e.length == 0) e.length = vsize - off;  // a source that reports nothing: data
     return e;
   }
-  auto kind_of = [](const Mapping& m) {
-    return m.allocated ? Extent::Kind::kData : Extent::Kind::kHole;
-  };
-  GLANCEFS_ASSIGN_OR_RETURN(Mapping first, Map(off, vsize - off));
-  Extent extent{off, first.length, kind_of(first)};
-  // Merge the following blocks of the same kind; bounded so one call stays cheap.
-  for (int i = 0; i < 4096 && extent.offset + extent.length < vsize; ++i) {
-    uint64_t next_off = extent.offset + extent.length;
-    GLANCEFS_ASSIGN_OR_RETURN(Mapping next, Map(next_off, vsize - next_off));
-    if (kind_of(next) != extent.kind) break;
-    extent.length += next.length;
-  }
-  return extent;
+  return MergeRuns(off, vsize, [&](uint64_t at, uint64_t max_len) -> Result<Extent> {
+    GLANCEFS_ASSIGN_OR_RETURN(Mapping m, Map(at, max_len));
+    return Extent{at, m.length, m.allocated ? Extent::Kind::kData : Extent::Kind::kHole};
+  });
 }
 
 std::vector<std::pair<std::string, std::string>> VhdReader::Facts() const {

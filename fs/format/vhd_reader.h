@@ -112,7 +112,19 @@ class VhdReader final : public ByteSource {
     uint64_t length;
   };
 
+  // The footer Open goes by: its 512 bytes and where they are in the file.
+  struct Footer {
+    const char* bytes;
+    uint64_t offset;
+  };
+
   VhdReader(std::shared_ptr<ByteSource> file) : file_(std::move(file)) {}
+  static Result<Footer> PickFooter(const char* head, const char* tail, uint64_t file_size);
+  // OK for a fixed disk whose footer ends the file, or a dynamic disk with a footer copy at
+  // offset 0; Refused for a differencing disk (naming its parent when it can); else Corruption.
+  Status CheckDiskType(const Footer& footer) const;
+  // The disk type, the creator, the geometry and the virtual size (the size rule) into info_.
+  Status ParseFooter(const char* footer);
   Status OpenDynamic(uint64_t data_offset, const VhdLimits& limits);
   // The mapping of guest offset `off` (< size()), at most `max_len` bytes, within one block.
   // Corruption when an allocated block runs past the end of the file.

@@ -26,25 +26,14 @@
 // The log: when the current header's log GUID is non-zero, the file may carry metadata updates
 // that were never written in place, and the image must not be read without them. qemu refuses a
 // read-only open of such a file ("contains a log that needs to be replayed"); this reader
-// replays the log in memory instead, as an overlay over the file's bytes, before reading the
-// region table, the metadata and the BAT through it (the file itself is never written):
-//   1. The log region (which must lie in the file, 1 MiB aligned) is read whole and scanned for
-//      entries ("loge"): a valid entry has the header's log GUID, a non-zero sequence number,
-//      a length in 4 KiB sectors within the log, descriptors ("desc" data, "zero" zeros) with
-//      the entry's sequence number and 4 KiB aligned offsets, one data sector ("data", matching
-//      sequence number) per data descriptor, and a CRC-32C over the whole entry. Entries may
-//      wrap around the end of the log.
-//   2. Sequences are runs of valid entries, each following the previous one, with sequence
-//      numbers increasing by one. The active sequence is the one with the highest sequence
-//      number whose last entry (the head) has a Tail that points at one of its entries; the
-//      entries from the tail to the head are replayed in order (the spec's rule; qemu replays
-//      the whole run, which differs only for a run whose head does not start at its tail).
-//   3. Each entry: its FlushedFileOffset must not exceed the file's size (Corruption: the file
-//      was truncated); data descriptors place 4 KiB (8 leading bytes from the descriptor, 4084
-//      from the data sector, 4 trailing from the descriptor) at their file offset, zero
-//      descriptors zeros; the file then extends to LastFileOffset (rounded up to 1 MiB).
-//   A log with no valid sequence is nothing to replay (qemu opens such files too).
+// replays the log in memory instead (vhdx_log.h says how), as an overlay over the file's bytes,
+// before reading the region table, the metadata and the BAT through it (the file itself is
+// never written). The log region must lie in the file, 1 MiB aligned. A log with no valid
+// sequence is nothing to replay (qemu opens such files too).
 //   Fact log: "clean" (no log, or no valid sequence) or "replayed".
+//
+// Code: the header section and the metadata are parsed in vhdx_layout.cc, the log replayed in
+// vhdx_log.cc; this file holds the BAT and the reads.
 //
 // Refused: a differencing disk (has_parent), unknown required regions or metadata items, a BAT or
 // a log over VhdxLimits. Corruption at Open: bad magics or checksums, no valid header, regions
@@ -64,6 +53,7 @@
 #include <vector>
 
 #include "fs/base/byte_source.h"
+#include "fs/format/crc32c.h"
 #include "fs/format/format.h"
 
 namespace glancefs::format {
@@ -73,9 +63,9 @@ namespace glancefs::format {
 // creator_application (the file identifier's UTF-16 creator as UTF-8), log (clean | replayed).
 extern const FormatSpec kVhdxFormat;
 
-// CRC-32C (Castagnoli), as VHDX uses it: Crc32c(0, p, n) is the checksum of n bytes. Pass a
-// previous result as `crc` to continue it over more bytes. For tests and tools too.
-uint32_t Crc32c(uint32_t crc, const void* data, size_t n);
+// Crc32c (crc32c.h), the checksum VHDX uses, comes with this header: for tests and tools too.
+
+struct VhdxRegion;  // vhdx_layout.h
 
 struct VhdxLimits {
   // Largest BAT loaded (8 bytes per payload block, plus the bitmap entries). 64 MiB maps 8 M
@@ -124,6 +114,8 @@ class VhdxReader final : public ByteSource {
   };
 
   explicit VhdxReader(std::shared_ptr<ByteSource> file) : file_(std::move(file)) {}
+  // Loads the BAT from region `bat`, sized for the virtual size and block size in info_.
+  Status LoadBat(const VhdxRegion& bat, const VhdxLimits& limits);
   // The mapping of guest offset `off` (< size()), at most `max_len` bytes, within one block.
   Result<Mapping> Map(uint64_t off, uint64_t max_len) const;
 

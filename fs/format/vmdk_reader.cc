@@ -4,10 +4,11 @@
 
 #include <algorithm>
 #include <atomic>
-#include <cctype>
-#include <cstdio>
 #include <cstring>
 #include <string_view>
+
+#include "fs/format/runs.h"
+#include "fs/format/vmdk_descriptor.h"
 
 namespace glancefs::format {
 namespace {
@@ -33,223 +34,6 @@ constexpr uint64_t kMaxCapacitySectors = 1ULL << 54;     // 8 EiB: capacity * 51
 constexpr uint64_t kMaxDescriptorSectors = 2048;         // 1 MiB, Glance's and qemu's bound
 constexpr uint64_t kQemuDescriptorBytes = 20 * kSector;  // what qemu searches for a parent
 constexpr uint64_t kProbeBytes = 2048;
-
-std::string Hex(uint64_t v) {
-  char buf[24];
-  std::snprintf(buf, sizeof buf, "0x%llx", static_cast<unsigned long long>(v));
-  return buf;
-}
-
-char Lower(char c) { return (c >= 'A' && c <= 'Z') ? static_cast<char>(c - 'A' + 'a') : c; }
-std::string ToLower(std::string_view s) {
-  std::string out(s);
-  for (char& c : out) c = Lower(c);
-  return out;
-}
-std::string_view Trim(std::string_view s) {
-  while (!s.empty() && (s.front() == ' ' || s.front() == '\t' || s.front() == '\r')) {
-    s.remove_prefix(1);
-  }
-  while (!s.empty() && (s.back() == ' ' || s.back() == '\t' || s.back() == '\r')) {
-    s.remove_suffix(1);
-  }
-  return s;
-}
-std::string_view Unquote(std::string_view s) {
-  s = Trim(s);
-  if (s.size() >= 2 && s.front() == '"' && s.back() == '"') s = s.substr(1, s.size() - 2);
-  return s;
-}
-// A descriptor string, made safe and short for a log line or an xattr.
-std::string Quote(std::string_view s) {
-  std::string out = "\"";
-  for (char c : s.substr(0, 80)) out += (c >= 0x20 && c < 0x7f) ? c : '?';
-  return out + (s.size() > 80 ? "...\"" : "\"");
-}
-// A ddb value kept as a fact only when it is a plain word.
-std::string PlainWord(std::string_view s) {
-  if (s.empty() || s.size() > 64) return "";
-  for (char c : s) {
-    if (!std::isalnum(static_cast<unsigned char>(c)) && c != '.' && c != '_' && c != '-') {
-      return "";
-    }
-  }
-  return std::string(s);
-}
-
-// The descriptor, line by line, as Glance's inspector classifies it (case-insensitively).
-struct ExtentLine {
-  std::string line, access, sectors, type, name, trailing;
-  bool quoted = false;
-};
-struct Descriptor {
-  std::vector<std::pair<std::string, std::string>> fields;  // lowercased key, unquoted value
-  std::vector<std::pair<std::string, std::string>> ddb;     // likewise
-  std::vector<ExtentLine> extents;
-  std::string bad_line;  // the first line that is none of the above
-  bool binary = false;   // a byte that is not printable ASCII or whitespace
-};
-
-ExtentLine ParseExtent(std::string_view line) {
-  ExtentLine e;
-  e.line = line;
-  std::string_view rest = line;
-  for (std::string* word : {&e.access, &e.sectors, &e.type}) {
-    rest = Trim(rest);
-    size_t end = rest.find_first_of(" \t");
-    *word = rest.substr(0, end);
-    rest = end == std::string_view::npos ? std::string_view() : rest.substr(end);
-  }
-  rest = Trim(rest);
-  size_t close = rest.size() > 1 && rest[0] == '"' ? rest.find('"', 1) : std::string_view::npos;
-  if (close != std::string_view::npos) {
-    e.quoted = true;
-    e.name = rest.substr(1, close - 1);
-    e.trailing = Trim(rest.substr(close + 1));
-  } else {
-    e.trailing = rest;
-  }
-  return e;
-}
-
-Descriptor ParseDescriptor(std::string_view text) {
-  Descriptor d;
-  for (char c : text) {
-    auto u = static_cast<unsigned char>(c);
-    if (u >= 0x7f || (u < 0x20 && c != '\n' && c != '\r' && c != '\t')) d.binary = true;
-  }
-  while (!text.empty()) {
-    size_t nl = text.find('\n');
-    std::string_view line = Trim(text.substr(0, nl));
-    text = nl == std::string_view::npos ? std::string_view() : text.substr(nl + 1);
-    if (line.empty() || line[0] == '#') continue;
-    size_t eq = line.find('=');
-    std::string first_word = ToLower(line.substr(0, line.find_first_of(" \t")));
-    if (ToLower(line.substr(0, 3)) == "ddb") {
-      if (eq != std::string_view::npos) {
-        d.ddb.emplace_back(ToLower(Trim(line.substr(0, eq))), Unquote(line.substr(eq + 1)));
-      }
-    } else if (eq != std::string_view::npos &&
-               line.substr(0, eq).find_first_of(" \t") == std::string_view::npos) {
-      d.fields.emplace_back(ToLower(line.substr(0, eq)), Unquote(line.substr(eq + 1)));
-    } else if (first_word == "rw" || first_word == "rdonly" || first_word == "noaccess") {
-      d.extents.push_back(ParseExtent(line));
-    } else if (d.bad_line.empty()) {
-      d.bad_line = line;
-    }
-  }
-  return d;
-}
-
-const std::string* Field(const std::vector<std::pair<std::string, std::string>>& kv,
-                         std::string_view key) {
-  for (const auto& [k, v] : kv) {
-    if (k == key) return &v;
-  }
-  return nullptr;
-}
-
-size_t CountOf(std::string_view lowered_text, std::string_view needle) {
-  size_t n = 0;
-  for (size_t p = lowered_text.find(needle); p != std::string_view::npos;
-       p = lowered_text.find(needle, p + 1)) {
-    ++n;
-  }
-  return n;
-}
-
-// A file that starts with descriptor text: its data is in the files its extents name.
-Status RefuseDescriptorFile(ByteSource& file) {
-  std::string text(std::min<uint64_t>(file.size(), (1 << 20) - 1), '\0');
-  GLANCEFS_RETURN_IF_ERROR(file.ReadAt(0, text.size(), text.data()));
-  text.resize(std::min(text.size(), text.find('\0')));
-  Descriptor d = ParseDescriptor(text);
-  const std::string* type = Field(d.fields, "createtype");
-  std::string names;
-  for (size_t i = 0; i < d.extents.size() && i < 4; ++i) {
-    names += (i ? ", " : "") + Quote(d.extents[i].name);
-  }
-  if (d.extents.size() > 4) names += ", ...";
-  return Status::Refused("vmdk: a descriptor file (createType " +
-                         (type ? Quote(*type) : std::string("missing")) + ") whose data is in " +
-                         (names.empty() ? "no named file" : "other files: " + names) +
-                         "; only monolithicSparse and streamOptimized images with an embedded "
-                         "descriptor are decoded");
-}
-
-// Glance's VMDKInspector rules, then glancefs's: one SPARSE extent (this file), no parent.
-// `qemu_view` is the text qemu searches for parentFileNameHint (its 20 sectors, to a NUL).
-Status CheckDescriptorText(std::string_view text, std::string_view qemu_view,
-                           uint64_t capacity_sectors, VmdkInfo* info) {
-  std::string lowered = ToLower(qemu_view);
-  size_t hint = lowered.find("parentfilenamehint");
-  if (hint != std::string::npos) {
-    std::string_view rest = qemu_view.substr(hint);
-    size_t eq = rest.find('='), nl = rest.find('\n');
-    std::string name = eq < nl ? std::string(Unquote(rest.substr(eq + 1, nl - eq - 1))) : "";
-    return Status::Refused("vmdk names a parent file (parentFileNameHint " + Quote(name) +
-                           "); images with a parent are refused");
-  }
-  Descriptor d = ParseDescriptor(text);
-  if (d.binary) return Status::Refused("vmdk: the embedded descriptor is not ASCII text");
-  if (!d.bad_line.empty()) {
-    return Status::Refused("vmdk: descriptor line " + Quote(d.bad_line) +
-                           " is neither a comment, a ddb entry, a field nor an extent");
-  }
-  const std::string* type = Field(d.fields, "createtype");
-  if (!type) return Status::Refused("vmdk: the embedded descriptor has no createType");
-  if (CountOf(ToLower(text), "createtype") != 1) {
-    return Status::Refused("vmdk: the descriptor names createType more than once");
-  }
-  std::string t = ToLower(*type);
-  if (t != "monolithicsparse" && t != "streamoptimized") {
-    return Status::Refused("vmdk: createType " + Quote(*type) +
-                           " is refused (only monolithicSparse and streamOptimized)");
-  }
-  info->subformat = t == "streamoptimized" ? "streamOptimized" : "monolithicSparse";
-  for (const auto& [key, value] : d.fields) {
-    if (key == "parentcid" && ToLower(value) != "ffffffff") {
-      return Status::Refused("vmdk names a parent disk (parentCID " + Quote(value) +
-                             "); images with a parent are refused");
-    }
-  }
-  if (d.extents.size() != 1) {
-    return Status::Refused("vmdk: the descriptor lists " + std::to_string(d.extents.size()) +
-                           " extents; exactly one, the image itself, is supported");
-  }
-  const ExtentLine& e = d.extents[0];
-  std::string access = ToLower(e.access);
-  if (access != "rw" && access != "rdonly") {
-    return Status::Refused("vmdk: extent access " + Quote(e.access) + " is refused");
-  }
-  if (ToLower(e.type) != "sparse" || !e.quoted || !e.trailing.empty()) {
-    return Status::Refused("vmdk: extent " + Quote(e.line) +
-                           " is not a sparse extent of this file (FLAT, ZERO, VMFS and "
-                           "SESPARSE extents name other files and are refused)");
-  }
-  if (e.name.empty() || e.name.find('/') != std::string::npos) {
-    return Status::Refused("vmdk: extent file name " + Quote(e.name) +
-                           " is empty or a path; extent paths are refused");
-  }
-  uint64_t sectors = 0;
-  bool digits = !e.sectors.empty() && e.sectors.size() <= 18;  // no overflow
-  for (char c : e.sectors) {
-    digits = digits && c >= '0' && c <= '9';
-    sectors = sectors * 10 + static_cast<uint64_t>(c - '0');
-  }
-  if (!digits) return Status::Refused("vmdk: extent size " + Quote(e.sectors) + " is not a number");
-  if (sectors != capacity_sectors) {
-    return Status::Corruption("vmdk: the extent line says " + std::to_string(sectors) +
-                              " sectors, the header's capacity is " +
-                              std::to_string(capacity_sectors));
-  }
-  if (const std::string* v = Field(d.ddb, "ddb.adaptertype")) info->adapter_type = PlainWord(*v);
-  if (const std::string* v = Field(d.ddb, "ddb.virtualhwversion")) {
-    info->hardware_version = PlainWord(*v);
-  }
-  if (const std::string* v = Field(d.fields, "cid")) info->cid = PlainWord(*v);
-  return Status::Ok();
-}
 
 // Per-thread buffers for compressed grains: no allocation once a thread has read one. The
 // inflated grain stays valid across reads: (reader id, marker offset) names it for good.
@@ -282,7 +66,9 @@ Result<uint64_t> InflateGrain(const char* in, size_t in_len, char* out, size_t o
 }  // namespace
 
 VmdkReader::VmdkReader(std::shared_ptr<ByteSource> file, const VmdkLimits& limits)
-    : file_(std::move(file)), limits_(limits), id_(g_next_id.fetch_add(1)) {}
+    : file_(std::move(file)), limits_(limits), id_(g_next_id.fetch_add(1)) {
+  gt_cache_.set_capacity(std::max<uint64_t>(1, limits_.gt_cache_bytes / kGtBytes));
+}
 
 Result<std::shared_ptr<VmdkReader>> VmdkReader::Open(std::shared_ptr<ByteSource> file,
                                                      const VmdkLimits& limits) {
@@ -295,7 +81,7 @@ Result<std::shared_ptr<VmdkReader>> VmdkReader::Open(std::shared_ptr<ByteSource>
   if (std::memcmp(h, "COWD", 4) == 0) {
     return Status::Refused("vmdk: COWD (VMDK3, vmfsSparse) extents are not supported");
   }
-  if (std::memcmp(h, "KDMV", 4) != 0) return RefuseDescriptorFile(*r->file_);
+  if (std::memcmp(h, "KDMV", 4) != 0) return RefuseVmdkDescriptorFile(*r->file_);
   if (file_size < kSector) return Status::Corruption("vmdk: file too short for its header");
   GLANCEFS_RETURN_IF_ERROR(r->ParseHeader(h));
   if (LoadLE64(reinterpret_cast<const char*>(h) + kHdrGdOffset) == kGdAtEnd) {
@@ -310,13 +96,7 @@ Result<std::shared_ptr<VmdkReader>> VmdkReader::Open(std::shared_ptr<ByteSource>
 }
 
 Status VmdkReader::CheckHostRange(uint64_t off, uint64_t len, const char* what) const {
-  uint64_t file_size = file_->size();
-  if (off > file_size || len > file_size - off) {
-    return Status::Corruption(std::string("vmdk ") + what + " at " + Hex(off) + " (+" +
-                              std::to_string(len) + ") is outside the file (" +
-                              std::to_string(file_size) + " bytes)");
-  }
-  return Status::Ok();
+  return CheckInFile(*file_, "vmdk", what, off, len);
 }
 
 Status VmdkReader::ParseHeader(const unsigned char* h) {
@@ -418,7 +198,7 @@ Status VmdkReader::CheckDescriptor() {
   GLANCEFS_RETURN_IF_ERROR(file_->ReadAt(kSector, buf.size(), buf.data()));
   std::string_view qemu_view(buf.data(), std::min(buf.size(), buf.find('\0')));
   std::string_view text = qemu_view.substr(0, std::min<uint64_t>(qemu_view.size(), desc_bytes));
-  return CheckDescriptorText(text, qemu_view, capacity_sectors_, &info_);
+  return CheckVmdkDescriptor(text, qemu_view, capacity_sectors_, &info_);
 }
 
 Status VmdkReader::LoadGrainDirectory() {
@@ -448,31 +228,14 @@ Status VmdkReader::LoadGrainDirectory() {
 
 Result<std::shared_ptr<const VmdkReader::GrainTable>> VmdkReader::GetGrainTable(
     uint64_t gt_sector) {
-  {
-    std::lock_guard<std::mutex> lock(gt_mu_);
-    auto it = gt_cache_.find(gt_sector);
-    if (it != gt_cache_.end()) {
-      gt_lru_.splice(gt_lru_.begin(), gt_lru_, it->second.lru);
-      return it->second.table;
-    }
-  }
-  GLANCEFS_RETURN_IF_ERROR(CheckHostRange(gt_sector * kSector, kGtBytes, "grain table"));
-  // Loaded outside the lock: two threads may load one table at once, which is harmless.
-  char raw[kGtBytes];
-  GLANCEFS_RETURN_IF_ERROR(file_->ReadAt(gt_sector * kSector, kGtBytes, raw));
-  auto table = std::make_shared<GrainTable>(kGtEntries);
-  for (size_t i = 0; i < kGtEntries; ++i) (*table)[i] = LoadLE32(raw + i * 4);
-  std::lock_guard<std::mutex> lock(gt_mu_);
-  auto it = gt_cache_.find(gt_sector);
-  if (it != gt_cache_.end()) return it->second.table;
-  gt_lru_.push_front(gt_sector);
-  gt_cache_.emplace(gt_sector, CachedGt{table, gt_lru_.begin()});
-  uint64_t max_tables = std::max<uint64_t>(1, limits_.gt_cache_bytes / kGtBytes);
-  while (gt_cache_.size() > max_tables) {
-    gt_cache_.erase(gt_lru_.back());
-    gt_lru_.pop_back();
-  }
-  return std::shared_ptr<const GrainTable>(table);
+  return gt_cache_.Get(gt_sector, [&]() -> Result<std::shared_ptr<GrainTable>> {
+    GLANCEFS_RETURN_IF_ERROR(CheckHostRange(gt_sector * kSector, kGtBytes, "grain table"));
+    char raw[kGtBytes];
+    GLANCEFS_RETURN_IF_ERROR(file_->ReadAt(gt_sector * kSector, kGtBytes, raw));
+    auto table = std::make_shared<GrainTable>(kGtEntries);
+    for (size_t i = 0; i < kGtEntries; ++i) (*table)[i] = LoadLE32(raw + i * 4);
+    return table;
+  });
 }
 
 Result<VmdkReader::Mapping> VmdkReader::Map(uint64_t off, uint64_t max_len) {
@@ -559,9 +322,7 @@ Status VmdkReader::ReadCompressed(const Mapping& m, uint64_t off, char* dst, uin
 }
 
 Status VmdkReader::ReadAt(uint64_t off, size_t n, char* dst) {
-  if (off > info_.virtual_size || n > info_.virtual_size - off) {
-    return Status::OutOfRange("vmdk: read past the virtual size");
-  }
+  GLANCEFS_RETURN_IF_ERROR(CheckRead("vmdk", off, n, info_.virtual_size));
   while (n > 0) {
     GLANCEFS_ASSIGN_OR_RETURN(Mapping m, Map(off, n));
     switch (m.kind) {
@@ -586,28 +347,19 @@ Status VmdkReader::ReadAt(uint64_t off, size_t n, char* dst) {
 
 Result<Extent> VmdkReader::MapExtent(uint64_t off) {
   if (off >= info_.virtual_size) return Status::OutOfRange("vmdk: extent past the end");
-  auto kind_of = [](Kind k) {
-    switch (k) {
+  return MergeRuns(off, info_.virtual_size, [&](uint64_t at, uint64_t max_len) -> Result<Extent> {
+    GLANCEFS_ASSIGN_OR_RETURN(Mapping m, Map(at, max_len));
+    switch (m.kind) {
       case Kind::kUnallocated:
-        return Extent::Kind::kHole;
+        return Extent{at, m.length, Extent::Kind::kHole};
       case Kind::kZero:
-        return Extent::Kind::kZero;
+        return Extent{at, m.length, Extent::Kind::kZero};
       case Kind::kData:
       case Kind::kCompressed:
-        return Extent::Kind::kData;
+        break;
     }
-    return Extent::Kind::kData;
-  };
-  GLANCEFS_ASSIGN_OR_RETURN(Mapping first, Map(off, info_.virtual_size - off));
-  Extent extent{off, first.length, kind_of(first.kind)};
-  // Merge following runs of the same kind; bounded so one call stays cheap on huge images.
-  for (int i = 0; i < 4096 && extent.offset + extent.length < info_.virtual_size; ++i) {
-    uint64_t next_off = extent.offset + extent.length;
-    GLANCEFS_ASSIGN_OR_RETURN(Mapping next, Map(next_off, info_.virtual_size - next_off));
-    if (kind_of(next.kind) != extent.kind) break;
-    extent.length += next.length;
-  }
-  return extent;
+    return Extent{at, m.length, Extent::Kind::kData};
+  });
 }
 
 namespace {

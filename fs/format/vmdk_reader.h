@@ -28,7 +28,8 @@
 // Corruption while reading (never wrong bytes): a grain table or grain outside the file, a
 // grain marker whose lba is not the grain's, or whose size is 0 or above 2 grains, a deflate
 // stream that does not end or does not fill the grain up to the virtual size.
-// The reader never opens anything: all it touches is the ByteSource it was given.
+// The reader never opens anything: all it touches is the ByteSource it was given. The
+// descriptor's rules live in vmdk_descriptor.h.
 //
 // Thread-safe: ReadAt/MapExtent may run concurrently. The grain directory is read at Open;
 // grain tables are cached (bounded by VmdkLimits::gt_cache_bytes, least recently used
@@ -38,15 +39,13 @@
 #pragma once
 
 #include <cstdint>
-#include <list>
 #include <memory>
-#include <mutex>
 #include <string>
-#include <unordered_map>
 #include <vector>
 
 #include "fs/base/byte_source.h"
 #include "fs/format/format.h"
+#include "fs/format/table_cache.h"
 
 namespace glancefs::format {
 
@@ -105,7 +104,7 @@ class VmdkReader final : public ByteSource {
     uint64_t host_offset;  // kData: where the first byte is; kCompressed: the grain's marker
     uint64_t length;       // guest bytes from the requested offset with this kind
   };
-  using GrainTable = std::vector<uint32_t>;  // entries, host byte order
+  using GrainTable = TableCache<uint32_t>::Table;  // entries, host byte order
 
   VmdkReader(std::shared_ptr<ByteSource> file, const VmdkLimits& limits);
   Status ParseHeader(const unsigned char* h);
@@ -133,13 +132,8 @@ class VmdkReader final : public ByteSource {
   uint64_t grain_offset_sectors_ = 0;
   std::vector<uint32_t> gd_;  // grain table sectors, one per 512 grains
 
-  std::mutex gt_mu_;            // guards the grain table cache below
-  std::list<uint64_t> gt_lru_;  // most recent first; GUARDED_BY(gt_mu_)
-  struct CachedGt {
-    std::shared_ptr<const GrainTable> table;
-    std::list<uint64_t>::iterator lru;
-  };
-  std::unordered_map<uint64_t, CachedGt> gt_cache_;  // GUARDED_BY(gt_mu_)
+  // By grain table sector; capacity limits_.gt_cache_bytes / 2 KiB (at least 1).
+  TableCache<uint32_t> gt_cache_;
 };
 
 }  // namespace glancefs::format
