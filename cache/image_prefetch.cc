@@ -49,8 +49,8 @@ Status Corrupt(const Image& image) REQUIRES(image.mu) {
 
 }  // namespace
 
-Status ImagePrefetch::FetchAll(const ImagePtr& image, const SourcePtr& upstream,
-                               const Stop& stop, uint64_t bytes_per_s) {
+Status ImagePrefetch::FetchAll(const ImagePtr& image, const SourcePtr& upstream, const Stop& stop,
+                               uint64_t bytes_per_s) {
   if (Status s = FetchWholeHashed(image, upstream, stop, bytes_per_s); !s.IsNotSupported()) {
     return s;
   }
@@ -95,15 +95,14 @@ Status ImagePrefetch::FetchWholeHashed(const ImagePtr& image, const SourcePtr& u
   uint64_t received = 0;
   bool stopped = false;
   RateLimiter limiter(bytes_per_s);
-  Status status = d_.fetcher->Fetch(
-      image, no, 0, image->nblocks, upstream, FetchWhy::kPrefetch, nullptr,
-      [&](const Block& block) {
-        check->Update(block.data(), block.size());
-        received += block.size();
-        limiter.Pace(received, stop);
-        stopped = stop();
-        return !stopped;
-      });
+  Status status = d_.fetcher->Fetch(image, no, 0, image->nblocks, upstream, FetchWhy::kPrefetch,
+                                    nullptr, [&](const Block& block) {
+                                      check->Update(block.data(), block.size());
+                                      received += block.size();
+                                      limiter.Pace(received, stop);
+                                      stopped = stop();
+                                      return !stopped;
+                                    });
   if (stopped) return Status::Unavailable("pre-fetch of image " + image->id + " stopped");
   GLANCEFS_RETURN_IF_ERROR(status);
   if (received != image->size) {
@@ -171,8 +170,17 @@ Status ImagePrefetch::AwaitAndVerify(const ImagePtr& image, const Stop& stop) {
     return !image->streaming && !d_.flights->HasAny(image->no);
   };
   if (image->whole_only) {
-    while (!landed() && !stop()) image->changed.WaitFor(&image->mu, std::chrono::seconds(1));
-    if (!landed()) return Status::Unavailable("pre-fetch of image " + image->id + " stopped");
+    while (!landed()) {
+      lock.Unlock();
+      // The pre-fetch queue's stop() takes the queue's lock, which is taken before an image's
+      // (Prefetcher::Queue pins with it held): never ask it with the image's lock held.
+      const bool stopped = stop();
+      lock.Lock();
+      if (stopped && !landed()) {
+        return Status::Unavailable("pre-fetch of image " + image->id + " stopped");
+      }
+      if (!landed()) image->changed.WaitFor(&image->mu, std::chrono::seconds(1));
+    }
   } else {
     const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
     while (!landed() && image->changed.WaitUntil(&image->mu, deadline)) {

@@ -8,9 +8,10 @@
 // every retry_s seconds, so queued work resumes when Glance comes back. Queued images are pinned:
 // evicted last. SetOptions changes workers, rate and interval while it runs (a reload): a rate
 // applies from the next image, fewer workers leave the extra ones idle after their image.
-// Thread-safe. mu_ guards the queue; it is taken before BlockCache's locks (Queue pins the
-// image with it held) and, for the queue records, held across their store writes: only the
-// queue's users (queue/ in the mount, the workers) wait on it, never a reader of an image.
+// Thread-safe. mu_ guards the queue. It is taken before BlockCache's locks (Queue pins the
+// image with it held), so the cache never calls stop() with an image's lock held; and it is
+// held across the queue records' store writes: only the queue's users (queue/ and the
+// metrics in the mount, the workers) wait on it, never a reader of an image's bytes.
 #pragma once
 
 #include <cstdint>
