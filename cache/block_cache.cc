@@ -52,8 +52,9 @@ struct BlockCache::Parts {
         buffers(block_size, std::max<size_t>(1, kIdleBufferBytes / block_size)),
         store_pool(kStoreThreads, "gfs-store"),
         pool(std::max(1, o.fetch_threads), "gfs-fetch"),
-        images(store, block_size, [cache] { return cache->Now(); }, PolicyFingerprint(policy),
-               &metrics),
+        images(
+            store, block_size, [cache] { return cache->Now(); }, PolicyFingerprint(policy),
+            &metrics),
         stored(store, &buffers, &memory),
         fetcher({store, &buffers, &memory, &flights, &images, &metrics, &store_pool,
                  &cache->closing_, block_size, o.request_bytes},
@@ -64,11 +65,12 @@ struct BlockCache::Parts {
                    cache->Fetched(image, why == FetchWhy::kPrefetch, added);
                  }}),
         streamer(&fetcher, &flights, &pool, &cache->closing_),
-        judge({store, &stored, &images, &metrics, &pool, &policy, [cache] { return cache->Now(); }}),
-        prefetch({store, &flights, &fetcher, &streamer, &judge, &pool, block_size,
-                  o.request_bytes, o.readahead_requests}),
-        reader({&flights, &memory, &buffers, &stored, &images, &fetcher, &streamer, &metrics,
-                &pool, &cache->options_, [cache] { return cache->Now(); }}) {
+        judge(
+            {store, &stored, &images, &metrics, &pool, &policy, [cache] { return cache->Now(); }}),
+        prefetch({store, &flights, &fetcher, &streamer, &judge, &pool, block_size, o.request_bytes,
+                  o.readahead_requests}),
+        reader({&flights, &memory, &buffers, &stored, &images, &fetcher, &streamer, &metrics, &pool,
+                &cache->options_, [cache] { return cache->Now(); }}) {
     images.SetSignatureHook([this](const ImagePtr& image) { judge.MaybeSchedule(image); });
   }
 
@@ -88,8 +90,7 @@ struct BlockCache::Parts {
   BlockReader reader;
 };
 
-BlockCache::BlockCache(std::unique_ptr<BlockStore> store, CacheOptions options,
-                       uint32_t block_size)
+BlockCache::BlockCache(std::unique_ptr<BlockStore> store, CacheOptions options, uint32_t block_size)
     : store_(std::move(store)),
       options_(std::move(options)),
       block_size_(block_size),
@@ -98,12 +99,13 @@ BlockCache::BlockCache(std::unique_ptr<BlockStore> store, CacheOptions options,
       parts_(std::make_unique<Parts>(this, store_.get(), options_, block_size)) {}
 
 BlockCache::~BlockCache() {
-  closing_ = true;  // a fetch under way (a whole image's stream) stops at its next block
-  parts_->pool.Shutdown();        // joins the fetch threads; no task runs after this
+  closing_ = true;          // a fetch under way (a whole image's stream) stops at its next block
+  parts_->pool.Shutdown();  // joins the fetch threads; no task runs after this
   parts_->store_pool.Shutdown();  // after: fetches wait for their stores
   // Read-ahead claimed by tasks the pool dropped: fail them, so no waiter is left behind.
   parts_->flights.FailAll(Status::Unavailable("the cache is shutting down"));
-  if (Status s = store_->Sync(); !s.ok()) LOG_WARNING("cache: final flush: %s", s.ToString().c_str());
+  if (Status s = store_->Sync(); !s.ok())
+    LOG_WARNING("cache: final flush: %s", s.ToString().c_str());
 }
 
 Result<std::unique_ptr<BlockCache>> BlockCache::Open(std::unique_ptr<BlockStore> store,
@@ -168,7 +170,8 @@ std::string BlockCache::SignatureOfEmpty(const std::shared_ptr<Image>& image) {
   std::unique_ptr<ImageCheck> check = parts_->judge.NewCheck(*image);
   std::string verdict = check->SignatureVerdict();
   MutexLock lock(&image->mu);
-  if (image->signature_fp == check->signature_fp()) parts_->judge.JudgeSignatureLocked(*image, verdict);
+  if (image->signature_fp == check->signature_fp())
+    parts_->judge.JudgeSignatureLocked(*image, verdict);
   return verdict;
 }
 
@@ -212,7 +215,8 @@ Result<std::string> BlockCache::CheckSignature(
     if (step == Step::kVerdict) return verdict;
     if (step == Step::kChecked) continue;
     GLANCEFS_ASSIGN_OR_RETURN(auto upstream, open_upstream());
-    last = parts_->prefetch.FetchAll(image, upstream, [] { return false; }, 0);
+    last = parts_->prefetch.FetchAll(
+        image, upstream, [] { return false; }, 0);
     if (!last.ok() && !last.IsCorruption()) return last;
   }
   MutexLock lock(&image->mu);

@@ -44,9 +44,10 @@
 // includes OpenSSL); eviction (a pure choice of victims); image_prefetch and rate_limiter;
 // stored_blocks (checked reads from the store); cache_metrics.
 //
-// Thread-safe. Lock order, checked by clang (scripts/thread_safety.sh): CachedSource::mu_ →
-// ImageTable::mu_ → Image::mu → FlightTable::mu_ → Flight::mu; Image::mu → RecordWriter::mu_;
-// MemoryTier, BlockPool, WorkPool, StoreWriter and metrics locks are leaves. No lock is held
+// Thread-safe. Lock order, checked by clang (scripts/thread_safety.sh): ImageTable::mu_ and
+// CachedSource::mu_ → Image::mu → FlightTable::mu_ → Flight::mu; Image::mu → RecordWriter::mu_;
+// Prefetcher::mu_ → ImageTable::mu_; MemoryTier, BlockPool, WorkPool, StoreWriter and metrics
+// locks are leaves. No lock is held
 // across a network read, and none that readers of other images wait on across a store call:
 // records are written and blocks deleted after the image's lock is let go (record_writer.h).
 #pragma once

@@ -24,8 +24,16 @@ class FetchRequest {
  public:
   FetchRequest(const FetcherDeps& d, const ImagePtr& image, uint64_t no, uint64_t first,
                uint64_t count, FetchWhy why, const EachBlock& each, bool keep_first)
-      : d_(d), image_(image), no_(no), first_(first), count_(count), why_(why), each_(each),
-        keep_first_(keep_first), blocks_(count), writer_(d.store_pool, kStoreRunsPending) {}
+      : d_(d),
+        image_(image),
+        no_(no),
+        first_(first),
+        count_(count),
+        why_(why),
+        each_(each),
+        keep_first_(keep_first),
+        blocks_(count),
+        writer_(d.store_pool, kStoreRunsPending) {}
 
   uint64_t offset() const { return first_ * d_.block_size; }
   uint64_t length() const {
@@ -38,9 +46,9 @@ class FetchRequest {
     Status status = upstream.ReadScattered(
         offset(), length(), [this](size_t k) { return SliceFor(k); },
         [this](size_t k) { OnBlock(k); });
-    us_ = std::chrono::duration_cast<std::chrono::microseconds>(
-              std::chrono::steady_clock::now() - t0)
-              .count();
+    us_ =
+        std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - t0)
+            .count();
     StoreRun();  // what arrived last (or before a failure)
     writer_.Drain();
     return status;
@@ -192,8 +200,8 @@ void BlockFetcher::Count(Image& image, FetchWhy why, const Status& status, uint6
   d_.metrics->RecordLatency(us);
 }
 
-void BlockFetcher::FailUnarrived(const ImagePtr& image, uint64_t no, uint64_t first,
-                                 uint64_t count, uint64_t arrived, const Status& status) {
+void BlockFetcher::FailUnarrived(const ImagePtr& image, uint64_t no, uint64_t first, uint64_t count,
+                                 uint64_t arrived, const Status& status) {
   LOG_DEBUG("cache: fetch of image %s blocks %llu+%llu failed: %s", image->id.c_str(),
             static_cast<unsigned long long>(first), static_cast<unsigned long long>(count),
             status.ToString().c_str());

@@ -10,11 +10,16 @@ constexpr double kLatencyBounds[] = {0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
 }  // namespace
 
 std::vector<std::pair<std::string, uint64_t>> CounterValues(const CacheCounters& c) {
-  return {{"hits_memory", c.hits_memory},         {"hits_disk", c.hits_disk},
-          {"misses", c.misses},                   {"readahead_blocks", c.readahead_blocks},
-          {"prefetch_blocks", c.prefetch_blocks}, {"fetch_requests", c.fetch_requests},
-          {"fetch_errors", c.fetch_errors},       {"bytes_fetched", c.bytes_fetched},
-          {"fetch_us", c.fetch_us},               {"corrupt_blocks", c.corrupt_blocks},
+  return {{"hits_memory", c.hits_memory},
+          {"hits_disk", c.hits_disk},
+          {"misses", c.misses},
+          {"readahead_blocks", c.readahead_blocks},
+          {"prefetch_blocks", c.prefetch_blocks},
+          {"fetch_requests", c.fetch_requests},
+          {"fetch_errors", c.fetch_errors},
+          {"bytes_fetched", c.bytes_fetched},
+          {"fetch_us", c.fetch_us},
+          {"corrupt_blocks", c.corrupt_blocks},
           {"store_errors", c.store_errors}};
 }
 
@@ -33,13 +38,15 @@ void CacheMetrics::RecordLatency(uint64_t us) {
 
 void CacheMetrics::Fill(CacheTotals& t) {
   t.counters = CounterValues(totals);
-  t.evictions = evictions;
-  t.evicted_bytes = evicted_bytes;
-  t.verified = verified;
-  t.verify_failures = verify_failures;
-  t.signatures_verified = signatures_verified;
-  t.signatures_invalid = signatures_invalid;
-  t.signatures_unverifiable = signatures_unverifiable;
+  const std::pair<uint64_t CacheTotals::*, const std::atomic<uint64_t>*> kept[] = {
+      {&CacheTotals::evictions, &evictions},
+      {&CacheTotals::evicted_bytes, &evicted_bytes},
+      {&CacheTotals::verified, &verified},
+      {&CacheTotals::verify_failures, &verify_failures},
+      {&CacheTotals::signatures_verified, &signatures_verified},
+      {&CacheTotals::signatures_invalid, &signatures_invalid},
+      {&CacheTotals::signatures_unverifiable, &signatures_unverifiable}};
+  for (const auto& [field, value] : kept) t.*field = value->load();
   MutexLock lock(&mu_);
   uint64_t cumulative = 0;
   for (size_t i = 0; i < std::size(kLatencyBounds); ++i) {

@@ -26,8 +26,7 @@ class CacheMetrics {
 
   CacheCounters totals;
   std::atomic<uint64_t> evictions{0}, evicted_bytes{0}, verified{0}, verify_failures{0};
-  std::atomic<uint64_t> signatures_verified{0}, signatures_invalid{0},
-      signatures_unverifiable{0};
+  std::atomic<uint64_t> signatures_verified{0}, signatures_invalid{0}, signatures_unverifiable{0};
 
   // Adds `n` to counter `member` of `image`'s counters and of the totals.
   void Add(CacheCounters& image, std::atomic<uint64_t> CacheCounters::*member, uint64_t n = 1) {

@@ -99,9 +99,8 @@ void BlockReader::Damaged(Image& image, BlockKey key, const Status& status) {
     if (image.no != key.image_no || !image.present[key.index]) return;
     if (!status.IsNotFound()) {
       d_.metrics->Add(image.counters, &CacheCounters::corrupt_blocks);
-      LOG_WARNING("cache: image %s block %llu is damaged (%s): fetching it again",
-                  image.id.c_str(), static_cast<unsigned long long>(key.index),
-                  status.message().c_str());
+      LOG_WARNING("cache: image %s block %llu is damaged (%s): fetching it again", image.id.c_str(),
+                  static_cast<unsigned long long>(key.index), status.message().c_str());
     }
     record = d_.images->DropBlockLocked(image, key.index);
   }
@@ -169,10 +168,9 @@ CachedSource::CachedSource(BlockReader* reader, ImagePtr image, SourcePtr upstre
     : reader_(reader),
       image_(std::move(image)),
       upstream_(std::move(upstream)),
-      window_(ReadaheadConfig{reader->deps().options->readahead_initial,
-                              reader->deps().options->readahead_max,
-                              reader->deps().options->request_bytes, image_->block_size,
-                              image_->size}) {}
+      window_(ReadaheadConfig{
+          reader->deps().options->readahead_initial, reader->deps().options->readahead_max,
+          reader->deps().options->request_bytes, image_->block_size, image_->size}) {}
 
 Status CachedSource::ReadAt(uint64_t off, size_t n, char* dst) {
   if (image_->retired) return upstream_->ReadAt(off, n, dst);

@@ -60,8 +60,8 @@ class ImageJudge {
   // Feeds the stored blocks of image number `no` to `check`.
   Status DigestStored(Image& image, uint64_t no, ImageCheck& check) EXCLUDES(image.mu);
   // The corrupt verdict: data dropped, reads refused.
-  Status Condemn(Image& image, uint64_t no, const std::string& got,
-                 const std::string& signature) EXCLUDES(image.mu);
+  Status Condemn(Image& image, uint64_t no, const std::string& got, const std::string& signature)
+      EXCLUDES(image.mu);
 
   const JudgeDeps d_;
 };

@@ -21,15 +21,15 @@ namespace glancefs::cache {
 struct ImageRecordFields {
   std::string version;
   uint64_t size = 0;
-  uint64_t no = 0;            // the image number; 0 never names an image
-  std::string state;          // CacheStateName()'s words; anything else reads as "partial"
+  uint64_t no = 0;    // the image number; 0 never names an image
+  std::string state;  // CacheStateName()'s words; anything else reads as "partial"
   std::string hash_algo;
   std::string hash_value;
   int64_t last_access = 0;
   bool pinned = false;
-  std::string reason;         // why corrupt
-  std::string signature_fp;   // what the verdict was reached under
-  std::string signature;      // the verdict
+  std::string reason;        // why corrupt
+  std::string signature_fp;  // what the verdict was reached under
+  std::string signature;     // the verdict
 };
 
 std::string EncodeImageRecord(const ImageRecordFields& fields);

@@ -45,34 +45,14 @@ Image::Image(std::string id_, std::string version_, uint64_t size_, uint32_t blo
 }
 
 ImageRecordFields Image::RecordLocked() const {
-  ImageRecordFields f;
-  f.version = version;
-  f.size = size;
-  f.no = no.load();
-  f.state = CacheStateName(state_);
-  f.hash_algo = hash_algo;
-  f.hash_value = hash_value;
-  f.last_access = last_access.load();
-  f.pinned = pinned;
-  f.reason = reason;
-  f.signature_fp = signature_fp;
-  f.signature = signature;
-  return f;
+  return {version,   size,         no.load(),          CacheStateName(state_),
+          hash_algo, hash_value,   last_access.load(), pinned,
+          reason,    signature_fp, signature};
 }
 
 CachedImageInfo Image::InfoLocked() const {
-  CachedImageInfo info;
-  info.id = id;
-  info.version = version;
-  info.size = size;
-  info.cached_bytes = cached_bytes;
-  info.state = state_;
-  info.reason = reason;
-  info.signature = signature;
-  info.pinned = pinned;
-  info.last_access = last_access;
-  info.counters = CounterValues(counters);
-  return info;
+  return {id,     version,   size,   cached_bytes,       state_,
+          reason, signature, pinned, last_access.load(), CounterValues(counters)};
 }
 
 ImageTable::ImageTable(BlockStore* store, uint32_t block_size, std::function<int64_t()> now,

@@ -55,7 +55,7 @@ struct Image {
   CondVar changed;  // with mu: flights of it landed or failed, a stream or verification ended
 
   std::optional<SignatureSpec> signature_spec GUARDED_BY(mu);  // none: unsigned
-  std::string signature_fp GUARDED_BY(mu);  // its Fingerprint() under the policy; "": unsigned
+  std::string signature_fp GUARDED_BY(mu);   // its Fingerprint() under the policy; "": unsigned
   std::vector<bool> present GUARDED_BY(mu);  // stored in the store
   uint64_t present_blocks GUARDED_BY(mu) = 0;
   uint64_t cached_bytes GUARDED_BY(mu) = 0;
@@ -69,8 +69,8 @@ struct Image {
   bool whole_only GUARDED_BY(mu) = false;  // its source reads only whole (refuses Range)
   bool streaming GUARDED_BY(mu) = false;   // a whole-image stream or pass runs
 
-  std::atomic<uint64_t> no{0};            // written under mu, read anywhere
-  std::atomic<bool> retired{false};       // replaced by a newer version: read around the cache
+  std::atomic<uint64_t> no{0};       // written under mu, read anywhere
+  std::atomic<bool> retired{false};  // replaced by a newer version: read around the cache
   std::atomic<int64_t> last_access{0};
   CacheCounters counters;
 

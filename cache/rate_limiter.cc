@@ -27,7 +27,8 @@ RateLimiter::RateLimiter(uint64_t bytes_per_s, RateClock* clock)
 RateClock::TimePoint RateLimiter::Until(uint64_t bytes) const {
   if (bytes_per_s_ == 0) return start_;
   // In two steps, so bytes x 10^6 cannot overflow for any transfer below 18 TB.
-  const uint64_t us = bytes / bytes_per_s_ * 1000000 + bytes % bytes_per_s_ * 1000000 / bytes_per_s_;
+  const uint64_t us =
+      bytes / bytes_per_s_ * 1000000 + bytes % bytes_per_s_ * 1000000 / bytes_per_s_;
   return start_ + std::chrono::microseconds(us);
 }
 

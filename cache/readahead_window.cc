@@ -26,8 +26,7 @@ ReadaheadWindow::Plan ReadaheadWindow::OnRead(uint64_t off, uint64_t n) {
   if (start >= c_.image_size) return plan;
   const uint64_t request = std::clamp<uint64_t>(window_ / bs * bs, bs, c_.request_bytes);
   const uint64_t want = next_ + window_ - start;
-  const uint64_t target =
-      std::min(c_.image_size, start + (want + request - 1) / request * request);
+  const uint64_t target = std::min(c_.image_size, start + (want + request - 1) / request * request);
   plan.fetch = true;
   plan.first_block = start / bs;
   plan.last_block = (target - 1) / bs;

@@ -22,8 +22,8 @@
 namespace glancefs::cache {
 
 struct ReadaheadConfig {
-  uint64_t initial = 4 << 20;       // the first window of a sequential reader
-  uint64_t max = 64 << 20;          // the window doubles up to this; 0: no read-ahead
+  uint64_t initial = 4 << 20;         // the first window of a sequential reader
+  uint64_t max = 64 << 20;            // the window doubles up to this; 0: no read-ahead
   uint64_t request_bytes = 64 << 20;  // the largest request
   uint64_t block_size = 64 << 10;
   uint64_t image_size = 0;

@@ -23,7 +23,8 @@ bool StoredBlocks::ReadRun(BlockKey first, const std::vector<size_t>& lens,
   blocks->resize(lens.size());
   std::vector<IoSlice> dsts(lens.size());
   for (size_t i = 0; i < lens.size(); ++i) {
-    if (!(*blocks)[i] || (*blocks)[i]->size() != lens[i]) (*blocks)[i] = buffers_->Allocate(lens[i]);
+    if (!(*blocks)[i] || (*blocks)[i]->size() != lens[i])
+      (*blocks)[i] = buffers_->Allocate(lens[i]);
     if (!(*blocks)[i]) return false;
     dsts[i] = {(*blocks)[i]->mutable_data(), lens[i]};
   }

@@ -85,7 +85,8 @@ bool ImageCheck::Validate(const SignatureSpec& spec, const std::string& certific
     if (cert.ok()) {
       trusted.emplace_back(id, std::move(cert).value());
     } else if (cert.status().code() == Status::Code::kUnavailable) {
-      verdict_ = SignatureUnverifiable("trusted certificate " + id + ": " + cert.status().message());
+      verdict_ =
+          SignatureUnverifiable("trusted certificate " + id + ": " + cert.status().message());
       return false;
     } else {
       LOG_WARNING("trusted certificate %s: %s; skipped", id.c_str(),

@@ -33,13 +33,11 @@ class WholeImageStreamer {
   // reader waits.
   void StartLocked(const ImagePtr& image, const SourcePtr& upstream, FetchWhy why)
       REQUIRES(image->mu);
-  void Start(const ImagePtr& image, const SourcePtr& upstream, FetchWhy why)
-      EXCLUDES(image->mu);
+  void Start(const ImagePtr& image, const SourcePtr& upstream, FetchWhy why) EXCLUDES(image->mu);
 
  private:
   // Passes over the whole image until no reader waits for a block of it.
-  void Stream(const ImagePtr& image, const SourcePtr& upstream, FetchWhy why)
-      EXCLUDES(image->mu);
+  void Stream(const ImagePtr& image, const SourcePtr& upstream, FetchWhy why) EXCLUDES(image->mu);
 
   BlockFetcher* const fetcher_;
   FlightTable* const flights_;

@@ -10,8 +10,8 @@ using V = std::vector<std::string>;
 
 TEST(EvictionTest, NothingWithinTheLimits) {
   std::vector<EvictionCandidate> c = {{"a", 10, false, 1}, {"b", 10, false, 2}};
-  EXPECT_EQ(ChooseVictims(c, 20, 0, 0), V{});    // no limit
-  EXPECT_EQ(ChooseVictims(c, 20, 20, 0), V{});   // at the limit
+  EXPECT_EQ(ChooseVictims(c, 20, 0, 0), V{});   // no limit
+  EXPECT_EQ(ChooseVictims(c, 20, 20, 0), V{});  // at the limit
   EXPECT_EQ(ChooseVictims(c, 20, 100, 0), V{});
 }
 
@@ -31,7 +31,8 @@ TEST(EvictionTest, PinnedImagesGoLast) {
 }
 
 TEST(EvictionTest, FreeSpaceFloorEvictsUntilEnoughIsFreed) {
-  std::vector<EvictionCandidate> c = {{"a", 100, false, 1}, {"b", 50, false, 2}, {"c", 10, false, 3}};
+  std::vector<EvictionCandidate> c = {
+      {"a", 100, false, 1}, {"b", 50, false, 2}, {"c", 10, false, 3}};
   EXPECT_EQ(ChooseVictims(c, 160, 0, 120), (V{"a", "b"}));
   EXPECT_EQ(ChooseVictims(c, 160, 0, 1), V{"a"});
   // Both limits: whichever asks more.

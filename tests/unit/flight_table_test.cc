@@ -113,8 +113,7 @@ TEST(FlightTableTest, ConcurrentClaimersAndFailures) {
         }
         auto outcome = flights.Await(key);
         if (!outcome) continue;  // landed or failed before we looked
-        const bool ok =
-            outcome->ok() && (**outcome)->data()[0] == static_cast<char>('a' + i % 26);
+        const bool ok = outcome->ok() && (**outcome)->data()[0] == static_cast<char>('a' + i % 26);
         if (fails ? outcome->ok() : !ok) ++mismatches;
       }
     });
