@@ -5,13 +5,15 @@
 // would be fresh memory, faulted and zeroed page by page, then given back -- measured (with
 // 256 KiB blocks) as more CPU than the copies themselves. The pool keeps at most `max_idle`
 // spare buffers, so RSS stays bounded by what the tier and readers hold plus that spare.
+// Thread-safe; the pool's lock is a leaf, held to take or give a buffer.
 #pragma once
 
 #include <cstddef>
 #include <cstdlib>
 #include <memory>
-#include <mutex>
 #include <vector>
+
+#include "fs/base/mutex.h"
 
 namespace glancefs::cache {
 
@@ -53,11 +55,12 @@ class BlockPool {
   struct State {
     State(size_t bytes, size_t idle) : buffer_bytes(bytes), max_idle(idle) {}
     ~State() {
+      MutexLock lock(&mu);
       for (char* b : idle) std::free(b);
     }
-    char* Take() {
+    char* Take() EXCLUDES(mu) {
       {
-        std::lock_guard<std::mutex> lock(mu);
+        MutexLock lock(&mu);
         if (!idle.empty()) {
           char* b = idle.back();
           idle.pop_back();
@@ -67,9 +70,9 @@ class BlockPool {
       // Page-aligned: blocks are read and written with pread/pwrite at block offsets.
       return static_cast<char*>(std::aligned_alloc(4096, (buffer_bytes + 4095) & ~size_t{4095}));
     }
-    void Give(char* b) {
+    void Give(char* b) EXCLUDES(mu) {
       {
-        std::lock_guard<std::mutex> lock(mu);
+        MutexLock lock(&mu);
         if (idle.size() < max_idle) {
           idle.push_back(b);
           return;
@@ -79,8 +82,8 @@ class BlockPool {
     }
     const size_t buffer_bytes;
     const size_t max_idle;
-    std::mutex mu;
-    std::vector<char*> idle;  // GUARDED_BY(mu)
+    Mutex mu;
+    std::vector<char*> idle GUARDED_BY(mu);
   };
   std::shared_ptr<State> state_;
 };

@@ -10,7 +10,7 @@
 // again, never served. Block writes are not synced (a crash may lose the last ones, which are
 // then misses); the per-image record (meta) is durable and written before its first block.
 //
-// Fetching (CachedByteSource, block_cache.cc). A miss fetches the run of missing blocks the read
+// Fetching (cached_source.h, block_fetcher.h). A miss fetches the run of missing blocks the read
 // needs in one Range request, received straight into pooled block buffers (block.h) taken as
 // the bytes arrive and stored in runs by the store threads while the rest streams in.
 // Concurrent misses on one block make one fetch (single flight). Sequential readers get
@@ -35,8 +35,21 @@
 // pinned (queued) images last, never the image being fetched. SetLimits changes both while
 // the cache runs (a reload) and evicts at once what the new ones ask.
 //
-// Thread-safe. Lock order: mu_ is taken before a MemoryTier shard lock and never held while
-// reading the backend. Store calls are made with mu_ held only for meta records and deletions.
+// Parts (each header opens with its contract; docs/CACHE.md has the map): this facade;
+// cached_source (the ByteSource decorator and the path of one block); readahead_window (a pure
+// state machine); flight_table (single flight); block_fetcher and store_writer (a request from
+// the network to the store, with backpressure); whole_streamer (the one whole-image reader);
+// image_table with image_record and record_writer (the images, their numbers and records);
+// image_judge and verifier (completion, hash and signature: verifier.cc is the part that
+// includes OpenSSL); eviction (a pure choice of victims); image_prefetch and rate_limiter;
+// stored_blocks (checked reads from the store); cache_metrics.
+//
+// Thread-safe. Lock order, checked by clang (scripts/thread_safety.sh): ImageTable::mu_ and
+// CachedSource::mu_ → Image::mu → FlightTable::mu_ → Flight::mu; Image::mu → RecordWriter::mu_;
+// Prefetcher::mu_ → ImageTable::mu_; MemoryTier, BlockPool, WorkPool, StoreWriter and metrics
+// locks are leaves. No lock is held
+// across a network read, and none that readers of other images wait on across a store call:
+// records are written and blocks deleted after the image's lock is let go (record_writer.h).
 #pragma once
 
 #include <atomic>
@@ -61,7 +74,7 @@
 
 namespace glancefs::cache {
 
-class ImageCheck;  // block_cache.cc: an image's hash and signature checks, in one pass
+struct Image;  // image_table.h: what the cache knows of one image version
 
 struct CacheOptions {
   // Fixed for the life of a cache directory: a store made with another size keeps its own.
@@ -185,113 +198,28 @@ class BlockCache {
   BlockStore* store() const { return store_.get(); }
 
  private:
-  struct Image;
-  struct Flight;
-  class Source;
-  friend class Source;
+  struct Parts;  // block_cache.cc: the parts below, wired together
 
   BlockCache(std::unique_ptr<BlockStore> store, CacheOptions options, uint32_t block_size);
-  Status Load();
   int64_t Now() const;
-
-  std::shared_ptr<Image> ImageFor(const ImageRecord& record);
-  // The block `index` of `image`, from memory, the store or the backend. A miss fetches the
-  // missing blocks up to `want_last` (at most one request) with it; a block read from the store
-  // brings the stored blocks up to `disk_last` into memory with it (one store request).
-  Result<BlockData> GetBlock(const std::shared_ptr<Image>& image, uint64_t index,
-                             uint64_t want_last, uint64_t disk_last,
-                             const std::shared_ptr<ByteSource>& upstream);
-  Result<BlockData> LoadBlock(Image& image, BlockKey key);
-  // Waits until block `index` is no longer being fetched (if it is), whatever the outcome.
-  void AwaitFlight(const Image& image, uint64_t index);
-  // Reads `count` stored blocks from `key` in one store request; the first is returned, the
-  // others that pass their check go to the memory tier. Falls back to LoadBlock(key).
-  Result<BlockData> LoadRun(Image& image, BlockKey key, uint64_t count);
-  // Claims (creates flights for) the blocks in [first, last] that are neither stored nor in
-  // flight, as runs of at most one request. REQUIRES: mu_ held.
-  std::vector<std::pair<uint64_t, uint64_t>> ClaimLocked(Image& image, uint64_t first,
-                                                         uint64_t last);
-  // Fetches claimed blocks [first, first + count) and completes their flights; the first
-  // block goes to *first_block (if given). NotSupported if the source reads only whole: the
-  // image is then whole-only, a stream of it is started, and the flights are left to it.
-  // `each` (if given) sees every block as it arrives, in order; false ends the request.
-  enum class Why { kDemand, kReadahead, kPrefetch };
-  using EachBlock = std::function<bool(const Block&)>;
-  Status FetchClaimed(const std::shared_ptr<Image>& image, uint64_t no, uint64_t first,
-                      uint64_t count, const std::shared_ptr<ByteSource>& upstream, Why why,
-                      BlockData* first_block, const EachBlock& each = nullptr);
-  // FetchAll of an image nothing of which is stored: one request for all of it (the cheapest
-  // for Glance), hashed as it arrives, so verifying it needs no second read of the store.
-  // NotSupported (nothing done) when that does not apply.
-  Status FetchWholeHashed(const std::shared_ptr<Image>& image,
-                          const std::shared_ptr<ByteSource>& upstream,
-                          const std::function<bool()>& stop, uint64_t bytes_per_s);
-  // Whether a reader waits for a block of image number `no`. REQUIRES: mu_ held.
-  bool WaitingLocked(uint64_t no) const;
-  // Starts StreamWhole on the pool unless one runs or nothing is missing. REQUIRES: mu_ held.
-  void StartStreamLocked(const std::shared_ptr<Image>& image,
-                         const std::shared_ptr<ByteSource>& upstream, Why why);
-  // Reads a whole-only image whole, storing it, until no reader waits for a block of it.
-  void StreamWhole(const std::shared_ptr<Image>& image, const std::shared_ptr<ByteSource>& upstream,
-                   Why why);
-  // Schedules read-ahead of blocks [first, last] in requests of per_request blocks; returns one
-  // past the last block scheduled.
-  uint64_t ScheduleReadahead(const std::shared_ptr<Image>& image,
-                             const std::shared_ptr<ByteSource>& upstream, uint64_t first,
-                             uint64_t last, uint64_t per_request);
-  void EnsureMetaLocked(Image& image);
-  void PersistLocked(Image& image);
-  void DropBlockLocked(Image& image, uint64_t index);
-  void EvictLocked(Image& image);
+  // After each fetch request: check a complete image, enforce the limits if blocks were added.
+  void Fetched(const std::shared_ptr<Image>& image, bool prefetch, bool added);
   void EnforceLimits(const Image* fetching);
-  // Hashes a complete image against its record and checks its signature; updates its state.
-  Status Verify(const std::shared_ptr<Image>& image);
-  // Feeds the stored blocks of image number `no`, read back from the store, to `check`.
-  Status DigestStored(Image& image, uint64_t no, ImageCheck& check);
-  // Gives image number `no`, all of it stored and synced, the verdicts of `check`, which saw
-  // all its bytes: verified if its hash is the record's (complete if it has none), else corrupt
-  // (its data dropped); and its signature's verdict.
-  Status Judge(Image& image, uint64_t no, ImageCheck& check);
-  void JudgeSignatureLocked(Image& image, const std::string& verdict);  // REQUIRES: mu_ held
-  std::pair<std::optional<SignatureSpec>, std::string> SignatureSpecOfImage(const Image& image);
-  // The image's fingerprint of `spec` under this cache's policy; "" when unsigned.
-  std::string SignatureFp(const std::optional<SignatureSpec>& spec) const;
-  // REQUIRES: mu_ held.
-  void NewSignatureLocked(const std::shared_ptr<Image>& image,
-                          const std::optional<SignatureSpec>& spec);
-  void MaybeScheduleVerify(const std::shared_ptr<Image>& image);  // REQUIRES: mu_ held
-  CachedImageInfo InfoLocked(const Image& image) const;
-  void RecordLatency(uint64_t us);
+  // CheckSignature of an image with no bytes: the signature over nothing.
+  std::string SignatureOfEmpty(const std::shared_ptr<Image>& image);
+  // CheckSignature's step on the stored image: a verdict that stands (in *verdict), or the
+  // stored image checked again (*last: how it went; ask again), or the rest must be fetched.
+  enum class Step { kVerdict, kChecked, kFetch };
+  Step StoredVerdict(const std::shared_ptr<Image>& image, int attempt,
+                     Result<std::string>* verdict, Status* last);
 
   const std::unique_ptr<BlockStore> store_;
   const CacheOptions options_;
   const uint32_t block_size_;
   std::atomic<uint64_t> max_bytes_;       // options_.max_bytes until SetLimits
   std::atomic<uint64_t> min_free_bytes_;  // options_.min_free_bytes until SetLimits
-  const std::string policy_fp_;           // PolicyFingerprint(options_)
-  MemoryTier memory_;
-  BlockPool buffers_;
-
-  std::mutex mu_;
-  std::condition_variable flight_cv_;  // flights left the map, or a verification ended
-  std::unordered_map<std::string, std::shared_ptr<Image>> images_;  // GUARDED_BY(mu_), by id
-  std::map<std::pair<uint64_t, uint64_t>, std::shared_ptr<Flight>> flights_;  // GUARDED_BY(mu_)
-  uint64_t next_no_ = 1;                                        // GUARDED_BY(mu_)
-  uint64_t cached_bytes_ = 0;                                   // GUARDED_BY(mu_)
-
   std::atomic<bool> closing_{false};  // the destructor runs: fetches stop at their next block
-  CacheCounters totals_;
-  std::atomic<uint64_t> evictions_{0}, evicted_bytes_{0}, verified_{0}, verify_failures_{0};
-  std::atomic<uint64_t> signatures_verified_{0}, signatures_invalid_{0},
-      signatures_unverifiable_{0};
-  std::mutex latency_mu_;
-  std::vector<uint64_t> latency_counts_;  // GUARDED_BY(latency_mu_), one per bucket + overflow
-  uint64_t latency_total_us_ = 0;         // GUARDED_BY(latency_mu_)
-
-  // Last: their threads run tasks that use everything above. Fetches (pool_) wait for the
-  // block writes they hand to store_pool_, so pool_ is shut down first.
-  std::unique_ptr<WorkPool> store_pool_;
-  std::unique_ptr<WorkPool> pool_;
+  std::unique_ptr<Parts> parts_;
 };
 
 }  // namespace glancefs::cache

@@ -9,7 +9,6 @@
 #include <cstdlib>
 #include <filesystem>
 #include <functional>
-#include <mutex>
 #include <optional>
 
 #include "cache/rocks_block_store.h"
@@ -43,7 +42,7 @@ class CachingCatalog final : public Catalog {
                   upstream_->Describe().c_str(), snap.status().message().c_str(),
                   FormatIso8601(stored->taken_at).c_str(), stored->snapshot->images.size());
       Observe(stored->snapshot);
-      std::lock_guard<std::mutex> lock(mu_);
+      MutexLock lock(&mu_);
       stored_at_ = stored->taken_at;
       return stored->snapshot;
     }
@@ -55,7 +54,7 @@ class CachingCatalog final : public Catalog {
     }
     // The time of the last answer, cheap to keep current: the record above changes less often.
     (void)cache_->store()->PutMeta(kSeenKey, std::to_string(now));  // only makes the age exact
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     if (stored_at_) LOG_INFO("%s answers again: the stored catalog is replaced", Describe().c_str());
     stored_at_ = 0;
     return snap;
@@ -73,7 +72,7 @@ class CachingCatalog final : public Catalog {
   std::string Metrics() override {
     int64_t stored_at;
     {
-      std::lock_guard<std::mutex> lock(mu_);
+      MutexLock lock(&mu_);
       stored_at = stored_at_;
     }
     return "# HELP glancefs_catalog_stored 1 while the mount serves the catalog stored with the "
@@ -88,7 +87,7 @@ class CachingCatalog final : public Catalog {
 
   std::vector<std::pair<std::string, std::string>> Info() override {
     auto info = upstream_->Info();
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     if (stored_at_) {
       info.emplace_back("catalog_state",
                         "stored (as of " + FormatIso8601(stored_at_) + ", " +
@@ -132,8 +131,8 @@ class CachingCatalog final : public Catalog {
   // Only the refresher thread calls Refresh: these two are its own.
   std::shared_ptr<const CatalogSnapshot> last_;
   bool tried_stored_ = false;
-  std::mutex mu_;
-  int64_t stored_at_ = 0;  // GUARDED_BY(mu_): serving a stored catalog taken then; 0: live
+  Mutex mu_;  // a leaf: held to read or set stored_at_ only
+  int64_t stored_at_ GUARDED_BY(mu_) = 0;  // serving a stored catalog taken then; 0: live
 };
 
 std::string Num(uint64_t v) { return std::to_string(v); }
@@ -315,12 +314,18 @@ std::vector<std::pair<std::string, std::string>> CacheService::Stats() {
   return out;
 }
 
-std::string CacheService::Prometheus() {
-  CacheTotals t = cache_->Totals();
-  std::string out;
+namespace {
+
+void AppendMetric(std::string* out, const char* name, const char* type, const char* help,
+                  const std::string& v) {
+  *out += std::string("# HELP ") + name + " " + help + "\n# TYPE " + name + " " + type + "\n" +
+          name + " " + v + "\n";
+}
+
+// The block counters and the fetch latency histogram.
+void AppendFetchMetrics(std::string* out, const CacheTotals& t) {
   auto metric = [&](const char* name, const char* type, const char* help, const std::string& v) {
-    out += std::string("# HELP ") + name + " " + help + "\n# TYPE " + name + " " + type + "\n" +
-           name + " " + v + "\n";
+    AppendMetric(out, name, type, help, v);
   };
   auto counter = [&](const std::string& key) {
     for (const auto& [name, value] : t.counters) {
@@ -328,10 +333,10 @@ std::string CacheService::Prometheus() {
     }
     return std::string("0");
   };
-  out += "# HELP glancefs_cache_hits_total Blocks served from the cache, by tier.\n"
-         "# TYPE glancefs_cache_hits_total counter\n";
-  out += "glancefs_cache_hits_total{tier=\"memory\"} " + counter("hits_memory") + "\n";
-  out += "glancefs_cache_hits_total{tier=\"disk\"} " + counter("hits_disk") + "\n";
+  *out += "# HELP glancefs_cache_hits_total Blocks served from the cache, by tier.\n"
+          "# TYPE glancefs_cache_hits_total counter\n";
+  *out += "glancefs_cache_hits_total{tier=\"memory\"} " + counter("hits_memory") + "\n";
+  *out += "glancefs_cache_hits_total{tier=\"disk\"} " + counter("hits_disk") + "\n";
   metric("glancefs_cache_misses_total", "counter",
          "Blocks readers waited for the backend for.", counter("misses"));
   metric("glancefs_cache_readahead_blocks_total", "counter", "Blocks fetched by read-ahead.",
@@ -347,18 +352,51 @@ std::string CacheService::Prometheus() {
          counter("corrupt_blocks"));
   metric("glancefs_cache_store_errors_total", "counter", "Block writes the store refused.",
          counter("store_errors"));
-  out += "# HELP glancefs_fetch_seconds Backend request latency.\n"
-         "# TYPE glancefs_fetch_seconds histogram\n";
+  *out += "# HELP glancefs_fetch_seconds Backend request latency.\n"
+          "# TYPE glancefs_fetch_seconds histogram\n";
   for (const auto& [bound, count] : t.latency_buckets) {
     char le[32];
     std::snprintf(le, sizeof le, "%g", bound);
-    out += std::string("glancefs_fetch_seconds_bucket{le=\"") + le + "\"} " + Num(count) + "\n";
+    *out += std::string("glancefs_fetch_seconds_bucket{le=\"") + le + "\"} " + Num(count) + "\n";
   }
-  out += "glancefs_fetch_seconds_bucket{le=\"+Inf\"} " + Num(t.latency_count) + "\n";
+  *out += "glancefs_fetch_seconds_bucket{le=\"+Inf\"} " + Num(t.latency_count) + "\n";
   char sum[32];
   std::snprintf(sum, sizeof sum, "%.6f", t.latency_sum_s);
-  out += std::string("glancefs_fetch_seconds_sum ") + sum + "\n";
-  out += "glancefs_fetch_seconds_count " + Num(t.latency_count) + "\n";
+  *out += std::string("glancefs_fetch_seconds_sum ") + sum + "\n";
+  *out += "glancefs_fetch_seconds_count " + Num(t.latency_count) + "\n";
+}
+
+// Per image: cached bytes and some counters.
+void AppendImageMetrics(std::string* out, const std::vector<CachedImageInfo>& infos) {
+  *out += "# HELP glancefs_image_cached_bytes Bytes of the image in the cache.\n"
+          "# TYPE glancefs_image_cached_bytes gauge\n";
+  for (const auto& i : infos) {
+    *out += "glancefs_image_cached_bytes{image=\"" + PrometheusLabel(i.id) + "\"} " +
+            Num(i.cached_bytes) + "\n";
+  }
+  for (const char* name : {"hits_memory", "hits_disk", "misses", "bytes_fetched"}) {
+    std::string metric_name = std::string("glancefs_image_") + name + "_total";
+    *out += "# HELP " + metric_name + " Per image: " + name + ".\n# TYPE " + metric_name +
+            " counter\n";
+    for (const auto& i : infos) {
+      for (const auto& [k, v] : i.counters) {
+        if (k == name) {
+          *out += metric_name + "{image=\"" + PrometheusLabel(i.id) + "\"} " + Num(v) + "\n";
+        }
+      }
+    }
+  }
+}
+
+}  // namespace
+
+std::string CacheService::Prometheus() {
+  CacheTotals t = cache_->Totals();
+  std::string out;
+  auto metric = [&](const char* name, const char* type, const char* help, const std::string& v) {
+    AppendMetric(&out, name, type, help, v);
+  };
+  AppendFetchMetrics(&out, t);
   metric("glancefs_cache_bytes", "gauge", "Image bytes in the cache.", Num(t.cached_bytes));
   metric("glancefs_cache_max_bytes", "gauge", "The cache's soft size limit (cache_size; 0: none).",
          Num(cache_->max_bytes()));
@@ -383,26 +421,7 @@ std::string CacheService::Prometheus() {
          Num(prefetcher_->size()));
   metric("glancefs_queue_bytes_left", "gauge",
          "Bytes of the queued images not cached yet.", Num(prefetcher_->BytesLeft()));
-  // Per image.
-  auto infos = cache_->List();
-  out += "# HELP glancefs_image_cached_bytes Bytes of the image in the cache.\n"
-         "# TYPE glancefs_image_cached_bytes gauge\n";
-  for (const auto& i : infos) {
-    out += "glancefs_image_cached_bytes{image=\"" + PrometheusLabel(i.id) + "\"} " +
-           Num(i.cached_bytes) + "\n";
-  }
-  for (const char* name : {"hits_memory", "hits_disk", "misses", "bytes_fetched"}) {
-    std::string metric_name = std::string("glancefs_image_") + name + "_total";
-    out += "# HELP " + metric_name + " Per image: " + name + ".\n# TYPE " + metric_name +
-           " counter\n";
-    for (const auto& i : infos) {
-      for (const auto& [k, v] : i.counters) {
-        if (k == name) {
-          out += metric_name + "{image=\"" + PrometheusLabel(i.id) + "\"} " + Num(v) + "\n";
-        }
-      }
-    }
-  }
+  AppendImageMetrics(&out, cache_->List());
   return out;
 }
 

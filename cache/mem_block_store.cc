@@ -1,11 +1,11 @@
 // The in-memory twin of RocksBlockStore (tests only; never persistent).
 #include <cstring>
 #include <map>
-#include <mutex>
 #include <set>
 #include <utility>
 
 #include "cache/block_store.h"
+#include "fs/base/mutex.h"
 
 namespace glancefs::cache {
 namespace {
@@ -18,7 +18,7 @@ class MemBlockStore final : public BlockStore {
 
   void SetBlockSize(uint32_t) override {}
   Status GetBlock(BlockKey key, char* dst, size_t len, uint64_t* check) override {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     auto it = blocks_.find({key.image_no, key.index});
     if (it == blocks_.end()) return Status::NotFound("no block");
     const std::string& data = it->second.first;
@@ -30,7 +30,7 @@ class MemBlockStore final : public BlockStore {
   }
   Status PutBlocks(BlockKey first, const std::vector<BlockPut>& blocks) override {
     if (faults_ && faults_->fail_puts) return Status::IOError("No space left on device (injected)");
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     if (deleted_.count(first.image_no)) return Status::Ok();
     for (size_t i = 0; i < blocks.size(); ++i) {
       blocks_[{first.image_no, first.index + i}] = {std::string(blocks[i].data), blocks[i].check};
@@ -38,35 +38,35 @@ class MemBlockStore final : public BlockStore {
     return Status::Ok();
   }
   Status DeleteImage(uint64_t image_no) override {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     deleted_.insert(image_no);
     blocks_.erase(blocks_.lower_bound({image_no, 0}), blocks_.lower_bound({image_no + 1, 0}));
     return Status::Ok();
   }
   Status ScanBlocks(const std::function<void(BlockKey)>& fn) override {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     for (const auto& [k, v] : blocks_) fn(BlockKey{k.first, k.second});
     return Status::Ok();
   }
   Result<std::optional<std::string>> GetMeta(std::string_view key) override {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     auto it = meta_.find(std::string(key));
     if (it == meta_.end()) return std::optional<std::string>();
     return std::optional<std::string>(it->second);
   }
   Status PutMeta(std::string_view key, std::string_view value) override {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     meta_[std::string(key)] = std::string(value);
     return Status::Ok();
   }
   Status DeleteMeta(std::string_view key) override {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     meta_.erase(std::string(key));
     return Status::Ok();
   }
   Status ScanMeta(std::string_view prefix,
                   const std::function<void(std::string_view, std::string_view)>& fn) override {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     for (auto it = meta_.lower_bound(std::string(prefix));
          it != meta_.end() && it->first.compare(0, prefix.size(), prefix) == 0; ++it) {
       fn(it->first, it->second);
@@ -78,10 +78,11 @@ class MemBlockStore final : public BlockStore {
 
  private:
   const MemStoreFaults* const faults_;
-  std::mutex mu_;
-  std::map<std::pair<uint64_t, uint64_t>, std::pair<std::string, uint64_t>> blocks_;  // GUARDED_BY(mu_)
-  std::set<uint64_t> deleted_;                                    // GUARDED_BY(mu_)
-  std::map<std::string, std::string> meta_;                       // GUARDED_BY(mu_)
+  Mutex mu_;
+  std::map<std::pair<uint64_t, uint64_t>, std::pair<std::string, uint64_t>> blocks_
+      GUARDED_BY(mu_);
+  std::set<uint64_t> deleted_ GUARDED_BY(mu_);
+  std::map<std::string, std::string> meta_ GUARDED_BY(mu_);
 };
 
 }  // namespace

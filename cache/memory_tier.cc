@@ -1,8 +1,9 @@
 #include "cache/memory_tier.h"
 
 #include <boost/intrusive/list.hpp>
-#include <mutex>
 #include <unordered_map>
+
+#include "fs/base/mutex.h"
 
 namespace glancefs::cache {
 namespace {
@@ -23,15 +24,19 @@ struct MemoryTier::Shard {
     BlockData data;
   };
 
-  std::mutex mu;
+  mutable Mutex mu;  // a leaf: held for list and map operations only
   uint64_t budget = 0;
-  uint64_t bytes = 0;                                                    // GUARDED_BY(mu)
-  boost::intrusive::list<Entry> lru;                                     // front: most recent
-  std::unordered_map<std::pair<uint64_t, uint64_t>, std::unique_ptr<Entry>, KeyHash> index;
+  uint64_t bytes GUARDED_BY(mu) = 0;
+  boost::intrusive::list<Entry> lru GUARDED_BY(mu);  // front: most recent
+  std::unordered_map<std::pair<uint64_t, uint64_t>, std::unique_ptr<Entry>, KeyHash> index
+      GUARDED_BY(mu);
 
-  ~Shard() { lru.clear(); }  // unlink before the entries (owned by index) go
+  ~Shard() {
+    MutexLock lock(&mu);
+    lru.clear();  // unlink before the entries (owned by index) go
+  }
 
-  void EraseLocked(Entry& e) {
+  void EraseLocked(Entry& e) REQUIRES(mu) {
     lru.erase(lru.iterator_to(e));
     bytes -= e.data->size();
     index.erase(e.key);  // destroys e
@@ -53,7 +58,7 @@ MemoryTier::Shard& MemoryTier::ShardOf(BlockKey key) {
 
 BlockData MemoryTier::Lookup(BlockKey key) {
   Shard& s = ShardOf(key);
-  std::lock_guard<std::mutex> lock(s.mu);
+  MutexLock lock(&s.mu);
   auto it = s.index.find({key.image_no, key.index});
   if (it == s.index.end()) return nullptr;
   Shard::Entry& e = *it->second;
@@ -65,7 +70,7 @@ BlockData MemoryTier::Lookup(BlockKey key) {
 void MemoryTier::Insert(BlockKey key, BlockData data) {
   Shard& s = ShardOf(key);
   if (data->size() > s.budget) return;  // would not fit at all
-  std::lock_guard<std::mutex> lock(s.mu);
+  MutexLock lock(&s.mu);
   auto k = std::make_pair(key.image_no, key.index);
   if (auto it = s.index.find(k); it != s.index.end()) s.EraseLocked(*it->second);
   while (!s.lru.empty() && s.bytes + data->size() > s.budget) s.EraseLocked(s.lru.back());
@@ -80,7 +85,7 @@ void MemoryTier::Insert(BlockKey key, BlockData data) {
 uint64_t MemoryTier::bytes() const {
   uint64_t total = 0;
   for (const auto& s : shards_) {
-    std::lock_guard<std::mutex> lock(s->mu);
+    MutexLock lock(&s->mu);
     total += s->bytes;
   }
   return total;

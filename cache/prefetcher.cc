@@ -13,37 +13,38 @@ Prefetcher::Prefetcher(BlockCache* cache, BlockStore* store, Catalog* upstream,
     : cache_(cache),
       store_(store),
       upstream_(upstream),
-      options_(options),
-      now_(std::move(now)) {
+      retry_s_(options.retry_s),
+      now_(std::move(now)),
+      options_(options) {
   options_.workers = std::max(1, options_.workers);
 }
 
 Prefetcher::~Prefetcher() {
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     stopping_ = true;
     for (auto& [id, item] : queue_) item.cancel = true;
   }
-  cv_.notify_all();
+  cv_.SignalAll();
   std::vector<std::thread> workers;
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     workers.swap(workers_);
   }
   for (auto& t : workers) t.join();
 }
 
 Status Prefetcher::Start() {
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    GLANCEFS_RETURN_IF_ERROR(store_->ScanMeta("q/", [&](std::string_view key, std::string_view v) {
-      Item item;
-      item.queued_at = std::strtoll(std::string(v).c_str(), nullptr, 10);
-      queue_[std::string(key.substr(2))] = item;
-    }));
-    if (!queue_.empty()) LOG_INFO("pre-fetch queue: %zu images to resume", queue_.size());
-    StartWorkersLocked();
-  }
+  std::map<std::string, Item> stored;
+  GLANCEFS_RETURN_IF_ERROR(store_->ScanMeta("q/", [&](std::string_view key, std::string_view v) {
+    Item item;
+    item.queued_at = std::strtoll(std::string(v).c_str(), nullptr, 10);
+    stored[std::string(key.substr(2))] = item;
+  }));
+  MutexLock lock(&mu_);
+  queue_.merge(stored);
+  if (!queue_.empty()) LOG_INFO("pre-fetch queue: %zu images to resume", queue_.size());
+  StartWorkersLocked();
   return Status::Ok();
 }
 
@@ -54,12 +55,12 @@ void Prefetcher::StartWorkersLocked() {
 }
 
 void Prefetcher::SetOptions(const PrefetchOptions& options) {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   options_.workers = std::max(1, options.workers);
   options_.bytes_per_s = options.bytes_per_s;
   options_.interval_s = options.interval_s;
   if (!stopping_ && !workers_.empty()) StartWorkersLocked();
-  cv_.notify_all();
+  cv_.SignalAll();
 }
 
 Status Prefetcher::Queue(const ImageRecord& record) {
@@ -67,7 +68,7 @@ Status Prefetcher::Queue(const ImageRecord& record) {
     return Status::InvalidArgument("image " + record.id + " is " + record.status +
                                    " with no data to pre-fetch");
   }
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   if (queue_.count(record.id)) return Status::Ok();
   Item item;
   item.queued_at = now_();
@@ -75,7 +76,7 @@ Status Prefetcher::Queue(const ImageRecord& record) {
   queue_[record.id] = item;
   cache_->Pin(record, true);
   LOG_INFO("pre-fetch queue: image %s queued", record.id.c_str());
-  cv_.notify_all();
+  cv_.SignalAll();
   return Status::Ok();
 }
 
@@ -87,7 +88,7 @@ void Prefetcher::Remove(const std::string& id) {
 }
 
 Status Prefetcher::Dequeue(const std::string& id) {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   auto it = queue_.find(id);
   if (it == queue_.end()) return Status::NotFound("image " + id + " is not queued");
   if (it->second.running) it->second.cancel = true;  // its worker stops at the next request
@@ -103,28 +104,28 @@ QueueItem Prefetcher::ItemOf(const std::string& id, const Item& item) {
 }
 
 std::vector<QueueItem> Prefetcher::List() {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   std::vector<QueueItem> out;
   for (const auto& [id, item] : queue_) out.push_back(ItemOf(id, item));
   return out;
 }
 
 std::optional<QueueItem> Prefetcher::Find(const std::string& id) {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   auto it = queue_.find(id);
   if (it == queue_.end()) return std::nullopt;
   return ItemOf(id, it->second);
 }
 
 size_t Prefetcher::size() {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   return queue_.size();
 }
 
 uint64_t Prefetcher::BytesLeft() {
   std::vector<std::pair<std::string, uint64_t>> sizes;
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     for (const auto& [id, item] : queue_) {
       auto record = snapshot_ ? snapshot_->Find(id) : nullptr;
       if (record && record->size) sizes.emplace_back(id, *record->size);
@@ -140,7 +141,7 @@ uint64_t Prefetcher::BytesLeft() {
 }
 
 void Prefetcher::Observe(std::shared_ptr<const CatalogSnapshot> snapshot) {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   snapshot_ = std::move(snapshot);
   for (auto it = queue_.begin(); it != queue_.end();) {
     auto record = snapshot_->Find(it->first);
@@ -155,43 +156,22 @@ void Prefetcher::Observe(std::shared_ptr<const CatalogSnapshot> snapshot) {
     ++it;
     Remove(id);
   }
-  cv_.notify_all();
+  cv_.SignalAll();
 }
 
 void Prefetcher::Work(int index) {
-  std::unique_lock<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   int64_t next_tick = 0;
   while (!stopping_) {
     if (index >= options_.workers) {  // idle after SetOptions asked for fewer
-      cv_.wait(lock);
+      cv_.Wait(&mu_);
       continue;
     }
-    int64_t now = now_();
-    // The oldest queued image that is due and known to the catalog.
-    std::string pick;
+    const int64_t now = now_();
     int64_t wake = now + 3600;
-    if (options_.interval_s > 0 && now < next_tick) {
-      wake = next_tick;
-    } else {
-      int64_t oldest = 0;
-      for (auto& [id, item] : queue_) {
-        if (item.running || !snapshot_ || !snapshot_->Find(id)) continue;
-        if (item.next_try > now) {
-          wake = std::min(wake, item.next_try);
-          continue;
-        }
-        if (pick.empty() || item.queued_at < oldest) {
-          pick = id;
-          oldest = item.queued_at;
-        }
-      }
-      if (pick.empty() && options_.interval_s > 0) {
-        next_tick = now + options_.interval_s;
-        wake = std::min(wake, next_tick);
-      }
-    }
+    std::string pick = PickLocked(now, &next_tick, &wake);
     if (pick.empty()) {
-      cv_.wait_for(lock, std::chrono::seconds(std::max<int64_t>(1, wake - now)));
+      cv_.WaitFor(&mu_, std::chrono::seconds(std::max<int64_t>(1, wake - now)));
       continue;
     }
     auto record = snapshot_->Find(pick);
@@ -199,46 +179,74 @@ void Prefetcher::Work(int index) {
     item.running = true;
     item.cancel = false;
     const uint64_t bytes_per_s = options_.bytes_per_s;
-    lock.unlock();
+    lock.Unlock();
+    Status s = Fetch(pick, record, bytes_per_s);
+    lock.Lock();
+    SettleLocked(pick, s);
+  }
+}
 
-    Status s;
-    auto source = upstream_->OpenData(*record);
-    if (!source.ok()) {
-      s = source.status();
-    } else {
-      LOG_INFO("pre-fetch: image %s (%llu bytes)", pick.c_str(),
-               static_cast<unsigned long long>(*record->size));
-      s = cache_->FetchAll(
-          *record, *source,
-          [&] {
-            std::lock_guard<std::mutex> l(mu_);
-            auto it = queue_.find(pick);
-            return stopping_ || it == queue_.end() || it->second.cancel;
-          },
-          bytes_per_s);
+std::string Prefetcher::PickLocked(int64_t now, int64_t* next_tick, int64_t* wake) {
+  if (options_.interval_s > 0 && now < *next_tick) {
+    *wake = *next_tick;
+    return "";
+  }
+  std::string pick;
+  int64_t oldest = 0;
+  for (auto& [id, item] : queue_) {
+    if (item.running || !snapshot_ || !snapshot_->Find(id)) continue;
+    if (item.next_try > now) {
+      *wake = std::min(*wake, item.next_try);
+      continue;
     }
+    if (pick.empty() || item.queued_at < oldest) {
+      pick = id;
+      oldest = item.queued_at;
+    }
+  }
+  if (pick.empty() && options_.interval_s > 0) {
+    *next_tick = now + options_.interval_s;
+    *wake = std::min(*wake, *next_tick);
+  }
+  return pick;
+}
 
-    lock.lock();
-    auto it = queue_.find(pick);
-    if (it == queue_.end() || it->second.cancel) {
-      if (it != queue_.end()) it->second.running = false;
-      continue;  // dequeued or stopping meanwhile
+Status Prefetcher::Fetch(const std::string& id, const std::shared_ptr<const ImageRecord>& record,
+                         uint64_t bytes_per_s) {
+  auto source = upstream_->OpenData(*record);
+  if (!source.ok()) return source.status();
+  LOG_INFO("pre-fetch: image %s (%llu bytes)", id.c_str(),
+           static_cast<unsigned long long>(*record->size));
+  return cache_->FetchAll(
+      *record, *source,
+      [&] {
+        MutexLock lock(&mu_);
+        auto it = queue_.find(id);
+        return stopping_ || it == queue_.end() || it->second.cancel;
+      },
+      bytes_per_s);
+}
+
+void Prefetcher::SettleLocked(const std::string& id, const Status& s) {
+  auto it = queue_.find(id);
+  if (it == queue_.end() || it->second.cancel) {
+    if (it != queue_.end()) it->second.running = false;
+    return;  // dequeued or stopping meanwhile
+  }
+  it->second.running = false;
+  if (s.ok()) {
+    LOG_INFO("pre-fetch: image %s cached", id.c_str());
+    Remove(id);
+  } else if (s.IsCorruption() || s.IsNotFound()) {
+    LOG_ERROR("pre-fetch: image %s: %s; dequeued", id.c_str(), s.ToString().c_str());
+    Remove(id);
+  } else {
+    if (it->second.error.empty()) {
+      LOG_WARNING("pre-fetch: image %s: %s; retrying every %d s", id.c_str(),
+                  s.ToString().c_str(), retry_s_);
     }
-    it->second.running = false;
-    if (s.ok()) {
-      LOG_INFO("pre-fetch: image %s cached", pick.c_str());
-      Remove(pick);
-    } else if (s.IsCorruption() || s.IsNotFound()) {
-      LOG_ERROR("pre-fetch: image %s: %s; dequeued", pick.c_str(), s.ToString().c_str());
-      Remove(pick);
-    } else {
-      if (it->second.error.empty()) {
-        LOG_WARNING("pre-fetch: image %s: %s; retrying every %d s", pick.c_str(),
-                    s.ToString().c_str(), options_.retry_s);
-      }
-      it->second.error = s.message();
-      it->second.next_try = now_() + options_.retry_s;
-    }
+    it->second.error = s.message();
+    it->second.next_try = now_() + retry_s_;
   }
 }
 

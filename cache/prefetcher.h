@@ -8,14 +8,15 @@
 // every retry_s seconds, so queued work resumes when Glance comes back. Queued images are pinned:
 // evicted last. SetOptions changes workers, rate and interval while it runs (a reload): a rate
 // applies from the next image, fewer workers leave the extra ones idle after their image.
-// Thread-safe.
+// Thread-safe. mu_ guards the queue. It is taken before BlockCache's locks (Queue pins the
+// image with it held), so the cache never calls stop() with an image's lock held; and it is
+// held across the queue records' store writes: only the queue's users (queue/ and the
+// metrics in the mount, the workers) wait on it, never a reader of an image's bytes.
 #pragma once
 
-#include <condition_variable>
 #include <cstdint>
 #include <map>
 #include <memory>
-#include <mutex>
 #include <optional>
 #include <string>
 #include <thread>
@@ -24,6 +25,7 @@
 #include "cache/block_cache.h"
 #include "cache/block_store.h"
 #include "fs/base/catalog.h"
+#include "fs/base/mutex.h"
 
 namespace glancefs::cache {
 
@@ -72,22 +74,31 @@ class Prefetcher {
     std::string error;
   };
   static QueueItem ItemOf(const std::string& id, const Item& item);
-  void Work(int index);
-  void StartWorkersLocked();  // REQUIRES: mu_ held
-  void Remove(const std::string& id);  // REQUIRES: mu_ held
+  void Work(int index) EXCLUDES(mu_);
+  // The oldest queued image that is due and known to the catalog ("" if none), and when to
+  // look again (*wake) if none. *next_tick: the worker's interval clock.
+  std::string PickLocked(int64_t now, int64_t* next_tick, int64_t* wake) REQUIRES(mu_);
+  // Downloads `id` whole into the cache.
+  Status Fetch(const std::string& id, const std::shared_ptr<const ImageRecord>& record,
+               uint64_t bytes_per_s) EXCLUDES(mu_);
+  // What a finished download does to the queue.
+  void SettleLocked(const std::string& id, const Status& s) REQUIRES(mu_);
+  void StartWorkersLocked() REQUIRES(mu_);
+  void Remove(const std::string& id) REQUIRES(mu_);
 
   BlockCache* const cache_;
   BlockStore* const store_;
   Catalog* const upstream_;
-  PrefetchOptions options_;  // GUARDED_BY(mu_) but retry_s, which never changes
+  const int retry_s_;  // options_.retry_s, which never changes
   const std::function<int64_t()> now_;
 
-  std::mutex mu_;
-  std::condition_variable cv_;
-  std::map<std::string, Item> queue_;                  // GUARDED_BY(mu_)
-  std::shared_ptr<const CatalogSnapshot> snapshot_;    // GUARDED_BY(mu_)
-  bool stopping_ = false;                              // GUARDED_BY(mu_)
-  std::vector<std::thread> workers_;  // GUARDED_BY(mu_): grows, never shrinks
+  Mutex mu_;
+  CondVar cv_;
+  PrefetchOptions options_ GUARDED_BY(mu_);
+  std::map<std::string, Item> queue_ GUARDED_BY(mu_);
+  std::shared_ptr<const CatalogSnapshot> snapshot_ GUARDED_BY(mu_);
+  bool stopping_ GUARDED_BY(mu_) = false;
+  std::vector<std::thread> workers_ GUARDED_BY(mu_);  // grows, never shrinks
 };
 
 }  // namespace glancefs::cache

@@ -16,7 +16,6 @@
 #include <chrono>
 #include <cstring>
 #include <filesystem>
-#include <mutex>
 #include <set>
 #include <thread>
 #include <unordered_map>
@@ -25,6 +24,7 @@
 
 #include "fs/base/file_io.h"
 #include "fs/base/log.h"
+#include "fs/base/mutex.h"
 
 namespace glancefs::cache {
 namespace {
@@ -221,7 +221,7 @@ class RocksBlockStore final : public BlockStore {
 
   Status DeleteImage(uint64_t image_no) override {
     {
-      std::lock_guard<std::mutex> lock(files_mu_);
+      MutexLock lock(&files_mu_);
       deleted_.insert(image_no);
       files_.erase(image_no);
     }
@@ -276,7 +276,7 @@ class RocksBlockStore final : public BlockStore {
   Status Sync() override {
     std::vector<std::shared_ptr<DataFile>> files;
     {
-      std::lock_guard<std::mutex> lock(files_mu_);
+      MutexLock lock(&files_mu_);
       files.swap(dropped_);
       for (const auto& [no, f] : files_) files.push_back(f);
     }
@@ -327,11 +327,15 @@ class RocksBlockStore final : public BlockStore {
   rocksdb::ColumnFamilyHandle* index() const { return cfs_[2]; }
 
   // The data file of `image_no`, opened (and with `create`, created) on first use. Null if it
-  // does not exist, or if the image was deleted.
-  Result<std::shared_ptr<DataFile>> File(uint64_t image_no, bool create) {
-    std::lock_guard<std::mutex> lock(files_mu_);
-    if (deleted_.count(image_no)) return std::shared_ptr<DataFile>();
-    if (auto it = files_.find(image_no); it != files_.end()) return it->second;
+  // does not exist, or if the image was deleted. The open is made with no lock held, so a
+  // reader of another image never waits for it; a file created for a number deleted meanwhile
+  // is removed again.
+  Result<std::shared_ptr<DataFile>> File(uint64_t image_no, bool create) EXCLUDES(files_mu_) {
+    {
+      MutexLock lock(&files_mu_);
+      if (deleted_.count(image_no)) return std::shared_ptr<DataFile>();
+      if (auto it = files_.find(image_no); it != files_.end()) return it->second;
+    }
     std::string path = data_dir_ + "/" + DataFileName(image_no);
     int fd = ::open(path.c_str(), O_RDWR | O_CLOEXEC | O_NOFOLLOW | (create ? O_CREAT : 0), 0600);
     if (fd < 0) {
@@ -340,6 +344,12 @@ class RocksBlockStore final : public BlockStore {
     }
     int direct = ::open(path.c_str(), O_WRONLY | O_CLOEXEC | O_NOFOLLOW | O_DIRECT);
     auto file = std::make_shared<DataFile>(fd, direct);
+    MutexLock lock(&files_mu_);
+    if (deleted_.count(image_no)) {
+      if (create) ::unlink(path.c_str());
+      return std::shared_ptr<DataFile>();
+    }
+    if (auto it = files_.find(image_no); it != files_.end()) return it->second;  // raced
     if (files_.size() >= kMaxOpenFiles) {
       // Reopened on demand; kept open until the next Sync, which must still reach them.
       for (auto& [no, f] : files_) dropped_.push_back(std::move(f));
@@ -364,10 +374,11 @@ class RocksBlockStore final : public BlockStore {
   rocksdb::WriteOptions write_;
   uint32_t block_size_ = 256 << 10;
   std::atomic<bool> direct_ok_{true};
-  std::mutex files_mu_;
-  std::unordered_map<uint64_t, std::shared_ptr<DataFile>> files_;  // GUARDED_BY(files_mu_)
-  std::unordered_set<uint64_t> deleted_;                           // GUARDED_BY(files_mu_)
-  std::vector<std::shared_ptr<DataFile>> dropped_;  // GUARDED_BY(files_mu_): out of files_, unsynced
+  Mutex files_mu_;  // a leaf: held for map operations only, never across a system call
+  std::unordered_map<uint64_t, std::shared_ptr<DataFile>> files_ GUARDED_BY(files_mu_);
+  std::unordered_set<uint64_t> deleted_ GUARDED_BY(files_mu_);
+  // Out of files_, not synced yet.
+  std::vector<std::shared_ptr<DataFile>> dropped_ GUARDED_BY(files_mu_);
 };
 
 std::vector<rocksdb::ColumnFamilyDescriptor> Families(const RocksOptions& options) {

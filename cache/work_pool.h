@@ -1,16 +1,15 @@
 // WorkPool: a fixed set of threads running queued tasks, first in first out. Tasks must not
 // throw. Shutdown (or the destructor) drops tasks not yet started and joins the threads; tasks
 // still running may Submit meanwhile (refused: Submit returns false). Its threads are named
-// `name` (NamedThread).
+// `name` (NamedThread). Thread-safe; mu_ is a leaf lock, never held while a task runs.
 #pragma once
 
-#include <condition_variable>
 #include <deque>
 #include <functional>
-#include <mutex>
 #include <thread>
 #include <vector>
 
+#include "fs/base/mutex.h"
 #include "fs/base/thread.h"
 
 namespace glancefs::cache {
@@ -22,13 +21,13 @@ class WorkPool {
   }
   ~WorkPool() { Shutdown(); }
 
-  void Shutdown() {
+  void Shutdown() EXCLUDES(mu_) {
     {
-      std::lock_guard<std::mutex> lock(mu_);
+      MutexLock lock(&mu_);
       stopping_ = true;
       tasks_.clear();
     }
-    cv_.notify_all();
+    cv_.SignalAll();
     for (auto& t : threads_) {
       if (t.joinable()) t.join();
     }
@@ -37,23 +36,23 @@ class WorkPool {
   WorkPool& operator=(const WorkPool&) = delete;
 
   // Queues `task`; false (and `task` is dropped) once Shutdown has begun.
-  bool Submit(std::function<void()> task) {
+  bool Submit(std::function<void()> task) EXCLUDES(mu_) {
     {
-      std::lock_guard<std::mutex> lock(mu_);
+      MutexLock lock(&mu_);
       if (stopping_) return false;
       tasks_.push_back(std::move(task));
     }
-    cv_.notify_one();
+    cv_.Signal();
     return true;
   }
 
  private:
-  void Loop() {
+  void Loop() EXCLUDES(mu_) {
     for (;;) {
       std::function<void()> task;
       {
-        std::unique_lock<std::mutex> lock(mu_);
-        cv_.wait(lock, [&] { return stopping_ || !tasks_.empty(); });
+        MutexLock lock(&mu_);
+        while (!stopping_ && tasks_.empty()) cv_.Wait(&mu_);
         if (stopping_) return;
         task = std::move(tasks_.front());
         tasks_.pop_front();
@@ -62,10 +61,10 @@ class WorkPool {
     }
   }
 
-  std::mutex mu_;
-  std::condition_variable cv_;
-  std::deque<std::function<void()>> tasks_;  // GUARDED_BY(mu_)
-  bool stopping_ = false;                    // GUARDED_BY(mu_)
+  Mutex mu_;
+  CondVar cv_;
+  std::deque<std::function<void()>> tasks_ GUARDED_BY(mu_);
+  bool stopping_ GUARDED_BY(mu_) = false;
   std::vector<std::thread> threads_;
 };
 

@@ -5,14 +5,16 @@
 #include <atomic>
 #include <cstdio>
 #include <cstring>
-#include <mutex>
+
+#include "fs/base/mutex.h"
 
 namespace glancefs {
 namespace {
 
 std::atomic<LogLevel> g_level{LogLevel::kInfo};
 std::atomic<LogSink> g_sink{LogSink::kStderr};
-std::mutex g_stderr_mu;  // Keeps lines whole when several threads write to stderr.
+// Keeps lines whole when several threads write to stderr. A leaf: held for one fprintf.
+Mutex g_stderr_mu;
 
 const char* LevelName(LogLevel level) {
   switch (level) {
@@ -77,7 +79,7 @@ void Logf(LogLevel level, const char* fmt, ...) {
     syslog(SyslogPriority(level), "%s", line);
     return;
   }
-  std::lock_guard<std::mutex> lock(g_stderr_mu);
+  MutexLock lock(&g_stderr_mu);
   std::fprintf(stderr, "glancefs: %s: %s\n", LevelName(level), line);
 }
 

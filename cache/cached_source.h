@@ -1,0 +1,110 @@
+// The cached byte source: the decorator the file system reads an image through (byte_source.h
+// stacks it between the backend's source and the format decoders), and BlockReader, the path
+// of one block: the memory tier, a flight already fetching it, the store, or the backend.
+//
+// A read is served block by block. A block in the memory tier is served without a lock. A block
+// in flight is waited for (single flight, flight_table.h). A stored block is read from the store
+// (checked; a damaged one is dropped, counted and fetched again, never served); a sequential
+// reader's stored blocks come in runs of up to 1 MiB, one store request. A missing block is
+// fetched with the rest of the read's missing blocks in one request (block_fetcher.h); of a
+// whole-only image, by waiting for a stream of it (whole_streamer.h). A source whose image was
+// replaced by a newer version (retired) reads around the cache.
+//
+// Sequential readers get read-ahead: each source has a ReadaheadWindow (readahead_window.h)
+// under its lock, and what the window asks is claimed at once (so a reader arriving first waits
+// for it rather than fetching it again) and fetched on the fetch threads, at most
+// readahead_requests per image in flight.
+//
+// Thread-safe. Locks: CachedSource::mu_ (the window) is ACQUIRED_BEFORE Image::mu (read-ahead is
+// scheduled under both); BlockReader holds Image::mu only between store and network calls,
+// never across one.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+
+#include "cache/block_fetcher.h"
+#include "cache/image_table.h"
+#include "cache/readahead_window.h"
+#include "cache/stored_blocks.h"
+#include "cache/whole_streamer.h"
+#include "fs/base/byte_source.h"
+#include "fs/base/mutex.h"
+
+namespace glancefs::cache {
+
+class CacheMetrics;
+
+struct ReaderDeps {
+  FlightTable* flights;
+  MemoryTier* memory;
+  BlockPool* buffers;
+  StoredBlocks* stored;
+  ImageTable* images;
+  BlockFetcher* fetcher;
+  WholeImageStreamer* streamer;
+  CacheMetrics* metrics;
+  WorkPool* pool;  // read-ahead runs here
+  const CacheOptions* options;
+  std::function<int64_t()> now;
+};
+
+class BlockReader {
+ public:
+  explicit BlockReader(const ReaderDeps& deps) : d_(deps) {}
+
+  // Block `index` of `image`. A miss fetches the missing blocks up to `want_last` (one request)
+  // with it; a block read from the store brings the stored blocks up to `disk_last` into memory
+  // with it (one store request).
+  Result<BlockData> Get(const ImagePtr& image, uint64_t index, uint64_t want_last,
+                        uint64_t disk_last, const SourcePtr& upstream) EXCLUDES(image->mu);
+  // Waits until block `index` is no longer being fetched (if it is), whatever the outcome.
+  void AwaitFlight(const Image& image, uint64_t index);
+  // Claims blocks [first, last] and fetches them on the pool in requests of per_request
+  // blocks. Returns one past the last block scheduled.
+  uint64_t ScheduleReadahead(const ImagePtr& image, const SourcePtr& upstream, uint64_t first,
+                             uint64_t last, uint64_t per_request) EXCLUDES(image->mu);
+  const ReaderDeps& deps() const { return d_; }
+
+ private:
+  Status CorruptLocked(const Image& image) REQUIRES(image.mu);
+  // The last block of the run to read from the store with block `key`.
+  uint64_t StoredRunLocked(Image& image, BlockKey key, uint64_t disk_last) REQUIRES(image.mu);
+  Result<BlockData> LoadStored(Image& image, BlockKey key, uint64_t last);
+  // A stored block failed to load: dropped (to be fetched again), and counted if damaged.
+  void Damaged(Image& image, BlockKey key, const Status& status) EXCLUDES(image.mu);
+  Result<BlockData> ReadAround(const Image& image, uint64_t index, ByteSource& upstream);
+  Result<BlockData> FetchRuns(const ImagePtr& image, uint64_t no, uint64_t index,
+                              const std::vector<BlockFetcher::Run>& runs,
+                              const SourcePtr& upstream);
+
+  const ReaderDeps d_;
+};
+
+class CachedSource final : public ByteSource {
+ public:
+  CachedSource(BlockReader* reader, ImagePtr image, SourcePtr upstream);
+
+  uint64_t size() const override { return image_->size; }
+  uint64_t allocated_bytes() const override { return upstream_->allocated_bytes(); }
+  Result<Extent> MapExtent(uint64_t off) override { return upstream_->MapExtent(off); }
+  Status ReadAt(uint64_t off, size_t n, char* dst) override;
+  Status ReadPinned(uint64_t off, size_t n, std::vector<PinnedSlice>* out) override;
+
+ private:
+  using Piece = std::function<void(const BlockData&, const char*, size_t)>;
+  // Calls piece(block, data, len) for the bytes [off, off + n) in order, block by block.
+  Status ForEachBlock(uint64_t off, size_t n, const Piece& piece) EXCLUDES(mu_);
+  // Feeds the window; schedules what it asks. Whether the read continues a sequential stream.
+  bool Readahead(uint64_t off, size_t n) EXCLUDES(mu_);
+
+  BlockReader* const reader_;
+  const ImagePtr image_;
+  const SourcePtr upstream_;
+
+  Mutex mu_ ACQUIRED_BEFORE(Image::mu);
+  ReadaheadWindow window_ GUARDED_BY(mu_);
+};
+
+}  // namespace glancefs::cache

@@ -1,0 +1,83 @@
+#include "cache/stored_blocks.h"
+
+#include <xxhash.h>
+
+namespace glancefs::cache {
+
+uint64_t BlockCheck(BlockKey key, const char* data, size_t n) {
+  return XXH3_64bits_withSeed(data, n, key.image_no * 0x9E3779B97F4A7C15ULL + key.index);
+}
+
+Result<BlockData> StoredBlocks::Load(BlockKey key, size_t len) {
+  std::shared_ptr<Block> block = buffers_->Allocate(len);
+  if (!block) return Status::IOError("out of memory for a cache block");
+  uint64_t check = 0;
+  GLANCEFS_RETURN_IF_ERROR(store_->GetBlock(key, block->mutable_data(), len, &check));
+  if (check != BlockCheck(key, block->data(), len)) return Status::Corruption("checksum mismatch");
+  return BlockData(std::move(block));
+}
+
+bool StoredBlocks::ReadRun(BlockKey first, const std::vector<size_t>& lens,
+                           std::vector<std::shared_ptr<Block>>* blocks,
+                           std::vector<uint64_t>* checks) {
+  blocks->resize(lens.size());
+  std::vector<IoSlice> dsts(lens.size());
+  for (size_t i = 0; i < lens.size(); ++i) {
+    if (!(*blocks)[i] || (*blocks)[i]->size() != lens[i])
+      (*blocks)[i] = buffers_->Allocate(lens[i]);
+    if (!(*blocks)[i]) return false;
+    dsts[i] = {(*blocks)[i]->mutable_data(), lens[i]};
+  }
+  return store_->GetBlocks(first, dsts, checks).ok();
+}
+
+Result<BlockData> StoredBlocks::LoadRun(BlockKey key, const std::vector<size_t>& lens) {
+  std::vector<std::shared_ptr<Block>> blocks;
+  std::vector<uint64_t> checks;
+  if (!ReadRun(key, lens, &blocks, &checks)) return Load(key, lens[0]);  // one by one
+  for (size_t i = 0; i < lens.size(); ++i) {
+    BlockKey k{key.image_no, key.index + i};
+    if (checks[i] != BlockCheck(k, blocks[i]->data(), blocks[i]->size())) {
+      // Damaged: the block is judged (dropped, counted, fetched again) when it is read alone.
+      if (i == 0) return Load(key, lens[0]);
+      break;
+    }
+    // The ones after the first go to the memory tier (and count there as memory hits).
+    if (i > 0) memory_->Insert(k, BlockData(std::move(blocks[i])));
+  }
+  return BlockData(std::move(blocks[0]));
+}
+
+Status StoredBlocks::ForEachStored(uint64_t no, const std::vector<size_t>& lens,
+                                   uint64_t run_blocks,
+                                   const std::function<void(const char*, size_t)>& fn,
+                                   uint64_t* bad) {
+  // Read in runs (one store request each); a run that fails is read again block by block to
+  // find the block at fault.
+  std::vector<std::shared_ptr<Block>> run;
+  std::vector<uint64_t> checks;
+  for (uint64_t i = 0; i < lens.size(); i += run_blocks) {
+    const uint64_t count = std::min<uint64_t>(run_blocks, lens.size() - i);
+    std::vector<size_t> run_lens(lens.begin() + i, lens.begin() + i + count);
+    bool whole = ReadRun({no, i}, run_lens, &run, &checks);
+    for (uint64_t k = 0; k < count && whole; ++k) {
+      whole = checks[k] == BlockCheck({no, i + k}, run[k]->data(), run[k]->size());
+    }
+    for (uint64_t k = 0; k < count; ++k) {
+      if (whole) {
+        fn(run[k]->data(), run[k]->size());
+        continue;
+      }
+      auto block = Load({no, i + k}, run_lens[k]);
+      if (!block.ok()) {
+        *bad = i + k;
+        return Status::Corruption("block " + std::to_string(i + k) + ": " +
+                                  block.status().message());
+      }
+      fn((*block)->data(), (*block)->size());
+    }
+  }
+  return Status::Ok();
+}
+
+}  // namespace glancefs::cache
