@@ -18,6 +18,9 @@ BUILD_DIR=build ./scripts/build.sh
 echo "== tests (RelWithDebInfo)"
 ctest --test-dir build --output-on-failure -j 2 --timeout 600
 
+echo "== clang -Wthread-safety -Werror: every lock in cache/ and fs/ checked by the compiler"
+./scripts/thread_safety.sh
+
 echo "== fuzz every decoder (libFuzzer, ASan + UBSan, ${GLANCEFS_FUZZ_SECONDS:-30} s each)"
 ./scripts/fuzz.sh "${GLANCEFS_FUZZ_SECONDS:-30}"
 

@@ -56,14 +56,14 @@ FileSystem::FileSystem(Catalog* catalog, FsOptions options)
       ns_(std::make_shared<Namespace>(std::make_shared<CatalogSnapshot>())) {}
 
 std::shared_ptr<const Namespace> FileSystem::ns() const {
-  std::lock_guard<std::mutex> lock(ns_mu_);
+  MutexLock lock(&ns_mu_);
   return ns_;
 }
 
 Status FileSystem::Refresh(std::vector<Invalidation>* invalidations) {
   auto snap = catalog_->Refresh();
   if (!snap.ok()) {
-    std::lock_guard<std::mutex> lock(refresh_mu_);
+    MutexLock lock(&refresh_mu_);
     ++refresh_failures_;
     if (refresh_error_ != snap.status().ToString()) {
       refresh_error_ = snap.status().ToString();
@@ -73,7 +73,7 @@ Status FileSystem::Refresh(std::vector<Invalidation>* invalidations) {
     return snap.status();
   }
   {
-    std::lock_guard<std::mutex> lock(refresh_mu_);
+    MutexLock lock(&refresh_mu_);
     last_refresh_ = ::time(nullptr);
     refresh_error_.clear();
   }
@@ -81,13 +81,13 @@ Status FileSystem::Refresh(std::vector<Invalidation>* invalidations) {
   if (old_ns->snapshot() == *snap) return Status::Ok();
   auto new_ns = std::make_shared<const Namespace>(std::move(snap).value());
   {
-    std::lock_guard<std::mutex> lock(verdict_mu_);
+    MutexLock lock(&verdict_mu_);
     for (auto it = verdicts_.begin(); it != verdicts_.end();) {
       it = new_ns->FindImage(it->first) ? std::next(it) : verdicts_.erase(it);
     }
   }
   {
-    std::lock_guard<std::mutex> lock(ns_mu_);
+    MutexLock lock(&ns_mu_);
     ns_ = new_ns;
     ++generation_;
   }
@@ -180,7 +180,7 @@ Result<NodeKey> FileSystem::KeyOf(uint64_t ino) const {
 
 Result<format::Verdict> FileSystem::VerdictFor(const ImageRecord& image) {
   {
-    std::lock_guard<std::mutex> lock(verdict_mu_);
+    MutexLock lock(&verdict_mu_);
     auto it = verdicts_.find(image.id);
     if (it != verdicts_.end() && it->second.data_version == image.data_version) {
       return it->second.verdict;
@@ -193,7 +193,7 @@ Result<format::Verdict> FileSystem::VerdictFor(const ImageRecord& image) {
   if (!verdict.refused.empty()) {
     LOG_WARNING("image %s: disk views refused: %s", image.id.c_str(), verdict.refused.c_str());
   }
-  std::lock_guard<std::mutex> lock(verdict_mu_);
+  MutexLock lock(&verdict_mu_);
   verdicts_[image.id] = CachedVerdict{image.data_version, verdict, std::nullopt};
   return verdict;
 }
@@ -225,7 +225,7 @@ uint64_t FileSystem::ViewSize(const ImageRecord& image, ImageFile file) {
                                                  : image.virtual_size.value_or(0);
   }
   {
-    std::lock_guard<std::mutex> lock(verdict_mu_);
+    MutexLock lock(&verdict_mu_);
     auto it = verdicts_.find(image.id);
     if (it != verdicts_.end() && it->second.data_version == image.data_version &&
         it->second.qcow2_size) {
@@ -236,7 +236,7 @@ uint64_t FileSystem::ViewSize(const ImageRecord& image, ImageFile file) {
   auto view = OpenView(image, file);
   if (!view.ok()) return 0;  // opening it reports the error
   uint64_t size = (*view)->size();
-  std::lock_guard<std::mutex> lock(verdict_mu_);
+  MutexLock lock(&verdict_mu_);
   auto it = verdicts_.find(image.id);
   if (it != verdicts_.end() && it->second.data_version == image.data_version) {
     it->second.qcow2_size = size;
@@ -650,7 +650,7 @@ std::vector<std::pair<std::string, std::string>> FileSystem::RootXattrs() const 
   out.emplace_back("user.glancefs.catalog", catalog_->Describe());
   out.emplace_back("user.glancefs.images", std::to_string(current->snapshot()->images.size()));
   out.emplace_back("user.glancefs.inodes", std::to_string(inodes_.size()));
-  std::lock_guard<std::mutex> lock(refresh_mu_);
+  MutexLock lock(&refresh_mu_);
   if (last_refresh_) out.emplace_back("user.glancefs.last_refresh", FormatIso8601(last_refresh_));
   if (!refresh_error_.empty()) out.emplace_back("user.glancefs.refresh_error", refresh_error_);
   for (auto& [k, v] : catalog_->Info()) out.emplace_back(std::string(kGlancefsPrefix) + k, v);
@@ -663,7 +663,7 @@ std::vector<std::pair<std::string, std::string>> FileSystem::RootXattrs() const 
 std::string FileSystem::MetricsText() const {
   std::string out = options_.cache ? options_.cache->Prometheus() : "";
   const size_t images = ns()->snapshot()->images.size();
-  std::lock_guard<std::mutex> lock(refresh_mu_);
+  MutexLock lock(&refresh_mu_);
   out += "# HELP glancefs_catalog_images Images in the catalog the mount shows (hidden included).\n"
          "# TYPE glancefs_catalog_images gauge\n"
          "glancefs_catalog_images " + std::to_string(images) + "\n"
@@ -686,7 +686,7 @@ std::string FileSystem::StatusLine() const {
   }
   std::string out = std::to_string(ns()->snapshot()->images.size()) + " images, catalog " + catalog;
   {
-    std::lock_guard<std::mutex> lock(refresh_mu_);
+    MutexLock lock(&refresh_mu_);
     if (!refresh_error_.empty()) out += ", refresh failing: " + refresh_error_;
   }
   if (options_.cache) {

@@ -16,13 +16,13 @@
 #include <atomic>
 #include <functional>
 #include <memory>
-#include <mutex>
 #include <optional>
 #include <string>
 #include <string_view>
 #include <unordered_map>
 #include <vector>
 
+#include "fs/base/mutex.h"
 #include "fs/base/cache_admin.h"
 #include "fs/base/catalog.h"
 #include "fs/core/inode_table.h"
@@ -139,7 +139,7 @@ class FileSystem {
   size_t inode_count() const { return inodes_.size(); }
   // Counts namespace swaps: a directory handle older than this may list a stale tree.
   uint64_t generation() const {
-    std::lock_guard<std::mutex> lock(ns_mu_);
+    MutexLock lock(&ns_mu_);
     return generation_;
   }
 
@@ -184,22 +184,22 @@ class FileSystem {
   const FsOptions options_;
   InodeTable inodes_;
 
-  mutable std::mutex ns_mu_;                   // guards ns_ (the pointer, not the Namespace)
-  std::shared_ptr<const fsns::Namespace> ns_;  // GUARDED_BY(ns_mu_)
-  uint64_t generation_ = 0;                    // GUARDED_BY(ns_mu_)
+  mutable Mutex ns_mu_;                   // guards ns_ (the pointer, not the Namespace)
+  std::shared_ptr<const fsns::Namespace> ns_ GUARDED_BY(ns_mu_);
+  uint64_t generation_ GUARDED_BY(ns_mu_) = 0;
 
   struct CachedVerdict {
     std::string data_version;
     format::Verdict verdict;
     std::optional<uint64_t> qcow2_size;  // of a synthesized disk.qcow2, once opened
   };
-  std::mutex verdict_mu_;                                    // guards verdicts_; a leaf
-  std::unordered_map<std::string, CachedVerdict> verdicts_;  // by image id
+  Mutex verdict_mu_;                                    // guards verdicts_; a leaf
+  std::unordered_map<std::string, CachedVerdict> verdicts_ GUARDED_BY(verdict_mu_);  // by image id
 
-  mutable std::mutex refresh_mu_;  // guards the three below
-  int64_t last_refresh_ = 0;       // GUARDED_BY(refresh_mu_): time of the last good refresh
-  std::string refresh_error_;      // GUARDED_BY(refresh_mu_): last error, empty if none
-  uint64_t refresh_failures_ = 0;  // GUARDED_BY(refresh_mu_)
+  mutable Mutex refresh_mu_;  // guards the three below
+  int64_t last_refresh_ GUARDED_BY(refresh_mu_) = 0;       // time of the last good refresh
+  std::string refresh_error_ GUARDED_BY(refresh_mu_);      // last error, empty if none
+  uint64_t refresh_failures_ GUARDED_BY(refresh_mu_) = 0;
 };
 
 }  // namespace glancefs::core

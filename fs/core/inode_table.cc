@@ -16,7 +16,8 @@ std::string NodeKey::Encode() const {
 }
 
 InodeTable::InodeTable() {
-  auto fixed = [this](uint64_t ino, NodeKind kind) {
+  MutexLock lock(&mu_);  // no other thread sees the table yet; the analysis wants it held
+  auto fixed = [this](uint64_t ino, NodeKind kind) REQUIRES(mu_) {
     NodeKey key{kind, fsns::ImageFile::kMetadata, "", ""};
     by_key_.emplace(key.Encode(), ino);
     nodes_.emplace(ino, Node{std::move(key), 0});
@@ -28,7 +29,7 @@ InodeTable::InodeTable() {
 
 uint64_t InodeTable::Acquire(const NodeKey& key) {
   std::string k = key.Encode();
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   auto it = by_key_.find(k);
   if (it != by_key_.end()) {
     ++nodes_.at(it->second).nlookup;
@@ -41,7 +42,7 @@ uint64_t InodeTable::Acquire(const NodeKey& key) {
 }
 
 void InodeTable::Forget(uint64_t ino, uint64_t n) {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   auto it = nodes_.find(ino);
   if (it == nodes_.end()) {
     LOG_ERROR("forget of unknown inode %llu", static_cast<unsigned long long>(ino));
@@ -60,14 +61,14 @@ void InodeTable::Forget(uint64_t ino, uint64_t n) {
 }
 
 std::optional<NodeKind> InodeTable::KindOf(uint64_t ino) const {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   auto it = nodes_.find(ino);
   if (it == nodes_.end()) return std::nullopt;
   return it->second.key.kind;
 }
 
 std::optional<NodeKey> InodeTable::Get(uint64_t ino) const {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   auto it = nodes_.find(ino);
   if (it == nodes_.end()) return std::nullopt;
   return it->second.key;
@@ -75,14 +76,14 @@ std::optional<NodeKey> InodeTable::Get(uint64_t ino) const {
 
 std::optional<uint64_t> InodeTable::Find(const NodeKey& key) const {
   std::string k = key.Encode();
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   auto it = by_key_.find(k);
   if (it == by_key_.end()) return std::nullopt;
   return it->second;
 }
 
 size_t InodeTable::size() const {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   return nodes_.size();
 }
 

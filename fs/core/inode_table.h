@@ -12,11 +12,11 @@
 #pragma once
 
 #include <cstdint>
-#include <mutex>
 #include <optional>
 #include <string>
 #include <unordered_map>
 
+#include "fs/base/mutex.h"
 #include "fs/namespace/namespace.h"
 
 namespace glancefs::core {
@@ -79,10 +79,10 @@ class InodeTable {
     uint64_t nlookup = 0;
   };
 
-  mutable std::mutex mu_;
-  std::unordered_map<uint64_t, Node> nodes_;          // GUARDED_BY(mu_)
-  std::unordered_map<std::string, uint64_t> by_key_;  // GUARDED_BY(mu_)
-  uint64_t next_ino_ = 16;                            // GUARDED_BY(mu_)
+  mutable Mutex mu_;
+  std::unordered_map<uint64_t, Node> nodes_ GUARDED_BY(mu_);
+  std::unordered_map<std::string, uint64_t> by_key_ GUARDED_BY(mu_);
+  uint64_t next_ino_ GUARDED_BY(mu_) = 16;
 };
 
 }  // namespace glancefs::core

@@ -11,11 +11,11 @@
 #include <cstdint>
 #include <list>
 #include <memory>
-#include <mutex>
 #include <unordered_map>
 #include <utility>
 #include <vector>
 
+#include "fs/base/mutex.h"
 #include "fs/base/status.h"
 
 namespace glancefs::format {
@@ -33,7 +33,7 @@ class TableCache {
   template <typename Load>
   Result<std::shared_ptr<const Table>> Get(uint64_t key, Load&& load) {
     {
-      std::lock_guard<std::mutex> lock(mu_);
+      MutexLock lock(&mu_);
       auto it = tables_.find(key);
       if (it != tables_.end()) {
         lru_.splice(lru_.begin(), lru_, it->second.lru);
@@ -41,7 +41,7 @@ class TableCache {
       }
     }
     GLANCEFS_ASSIGN_OR_RETURN(std::shared_ptr<Table> table, load());
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     auto it = tables_.find(key);
     if (it != tables_.end()) return it->second.table;
     lru_.push_front(key);
@@ -60,9 +60,9 @@ class TableCache {
   };
 
   uint64_t capacity_ = 1;                        // constant once reads begin
-  std::mutex mu_;                                // guards the two below
-  std::list<uint64_t> lru_;                      // keys, most recent first; GUARDED_BY(mu_)
-  std::unordered_map<uint64_t, Cached> tables_;  // GUARDED_BY(mu_)
+  Mutex mu_;                                // guards the two below
+  std::list<uint64_t> lru_ GUARDED_BY(mu_);                      // keys, most recent first
+  std::unordered_map<uint64_t, Cached> tables_ GUARDED_BY(mu_);
 };
 
 }  // namespace glancefs::format

@@ -2,9 +2,9 @@
 
 #include <cerrno>
 #include <chrono>
-#include <mutex>
 
 #include "fs/base/log.h"
+#include "fs/base/mutex.h"
 
 namespace glancefs::fuse {
 namespace {
@@ -13,14 +13,14 @@ namespace {
 constexpr int kBurst = 20;
 constexpr auto kWindow = std::chrono::seconds(10);
 
-std::mutex g_limit_mu;
-std::chrono::steady_clock::time_point g_window_start;  // GUARDED_BY(g_limit_mu)
-int g_in_window = 0;                                   // GUARDED_BY(g_limit_mu)
-long g_suppressed = 0;                                 // GUARDED_BY(g_limit_mu)
+Mutex g_limit_mu;
+std::chrono::steady_clock::time_point g_window_start GUARDED_BY(g_limit_mu);
+int g_in_window GUARDED_BY(g_limit_mu) = 0;
+long g_suppressed GUARDED_BY(g_limit_mu) = 0;
 
 // Returns false if this line must be dropped; *suppressed gets the count to report first.
 bool Admit(long* suppressed) {
-  std::lock_guard<std::mutex> lock(g_limit_mu);
+  MutexLock lock(&g_limit_mu);
   auto now = std::chrono::steady_clock::now();
   *suppressed = 0;
   if (now - g_window_start > kWindow) {

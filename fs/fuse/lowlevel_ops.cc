@@ -33,13 +33,13 @@ core::FileSystem& Fs(fuse_req_t req) { return *Ctx(req)->fs; }
 // Open files: the handle is the OpenFile's address, the OpsContext owns it (see there).
 uint64_t Keep(OpsContext* ctx, std::unique_ptr<core::OpenFile> file) {
   uint64_t fh = reinterpret_cast<uint64_t>(file.get());
-  std::lock_guard<std::mutex> lock(ctx->files_mu);
+  MutexLock lock(&ctx->files_mu);
   ctx->files.emplace(fh, std::move(file));
   return fh;
 }
 void Drop(OpsContext* ctx, uint64_t fh) {
   std::unique_ptr<core::OpenFile> file;  // destroyed outside the lock
-  std::lock_guard<std::mutex> lock(ctx->files_mu);
+  MutexLock lock(&ctx->files_mu);
   if (auto it = ctx->files.find(fh); it != ctx->files.end()) {
     file = std::move(it->second);
     ctx->files.erase(it);
@@ -271,7 +271,7 @@ void Release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info* fi) {
 // The session ends: files whose RELEASE never came go now, before the file system does.
 void Destroy(void* userdata) {
   auto* ctx = static_cast<OpsContext*>(userdata);
-  std::lock_guard<std::mutex> lock(ctx->files_mu);
+  MutexLock lock(&ctx->files_mu);
   ctx->files.clear();
 }
 

@@ -7,10 +7,10 @@
 #pragma once
 
 #include <memory>
-#include <mutex>
 #include <string>
 #include <unordered_map>
 
+#include "fs/base/mutex.h"
 #include "fs/core/file_system.h"
 #include "fs/fuse/fuse_version.h"
 
@@ -36,8 +36,8 @@ struct OpsContext {
   // Open files, owned here and not by the kernel's file handle alone: a RELEASE still queued
   // when the session ends never comes, and the files (with their sources and connections)
   // would leak. What is left is freed by the destroy operation, while the file system lives.
-  std::mutex files_mu;
-  std::unordered_map<uint64_t, std::unique_ptr<core::OpenFile>> files;  // GUARDED_BY(files_mu)
+  Mutex files_mu;
+  std::unordered_map<uint64_t, std::unique_ptr<core::OpenFile>> files GUARDED_BY(files_mu);
 };
 
 // The operation table; userdata passed to fuse_session_new must be an OpsContext*.

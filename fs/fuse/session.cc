@@ -178,10 +178,10 @@ Session::~Session() {
 
 void Session::StopThreads() {
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     stopping_ = true;
   }
-  cv_.notify_all();
+  cv_.SignalAll();
   if (refresher_.joinable()) refresher_.join();
   if (reloader_.joinable()) {
     char c = 'Q';
@@ -213,32 +213,32 @@ Status Session::Run() {
 
 void Session::SetRefreshInterval(unsigned seconds) {
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     refresh_interval_s_ = seconds;
   }
-  cv_.notify_all();
+  cv_.SignalAll();
 }
 
 void Session::RefreshLoop() {
-  std::unique_lock<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   for (;;) {
     // A new interval restarts the wait.
     const unsigned interval = refresh_interval_s_;
-    auto changed = [&] { return stopping_ || refresh_interval_s_ != interval; };
-    if (interval == 0) {
-      cv_.wait(lock, changed);
-      if (stopping_) return;
-      continue;
+    auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(interval);
+    while (!stopping_ && refresh_interval_s_ == interval) {
+      if (interval == 0) {
+        cv_.Wait(&mu_);
+      } else if (!cv_.WaitUntil(&mu_, deadline)) {
+        break;  // the interval passed
+      }
     }
-    if (cv_.wait_for(lock, std::chrono::seconds(interval), changed)) {
-      if (stopping_) return;
-      continue;
-    }
-    lock.unlock();
+    if (stopping_) return;
+    if (refresh_interval_s_ != interval) continue;
+    lock.Unlock();
     std::vector<core::Invalidation> invalidations;
     if (fs_->Refresh(&invalidations).ok()) Notify(invalidations);
     if (options_.on_refreshed) options_.on_refreshed();
-    lock.lock();
+    lock.Lock();
   }
 }
 
@@ -250,7 +250,7 @@ void Session::ReloadLoop() {
     if (n != 1 || c == 'Q') return;
     {
       // Stopping: a 'Q' may not have fit behind a burst of SIGHUPs; reload no more.
-      std::lock_guard<std::mutex> lock(mu_);
+      MutexLock lock(&mu_);
       if (stopping_) return;
     }
     options_.on_reload();
@@ -262,7 +262,7 @@ void Session::ReadyCheck() {
   // Answered by the session loop, so it returns once the mount serves requests.
   if (::stat(options_.mountpoint.c_str(), &st) != 0) return;
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     if (stopping_) return;
   }
   options_.on_ready();
@@ -274,7 +274,7 @@ void Session::Notify(const std::vector<core::Invalidation>& invalidations) {
     {
       // Unmounting: a notify could wait on a directory lock held by a lookup that no worker
       // will ever answer.
-      std::lock_guard<std::mutex> lock(mu_);
+      MutexLock lock(&mu_);
       if (stopping_) return;
     }
     int rc = 0;

@@ -8,14 +8,13 @@
 // (SIGHUP's handler is process-wide).
 #pragma once
 
-#include <condition_variable>
 #include <functional>
 #include <memory>
-#include <mutex>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include "fs/base/mutex.h"
 #include "fs/core/file_system.h"
 #include "fs/fuse/lowlevel_ops.h"
 
@@ -70,10 +69,10 @@ class Session {
   bool mounted_ = false;
   bool signals_ = false;
 
-  std::mutex mu_;
-  std::condition_variable cv_;
-  bool stopping_ = false;  // GUARDED_BY(mu_)
-  unsigned refresh_interval_s_;  // GUARDED_BY(mu_)
+  Mutex mu_;
+  CondVar cv_;
+  bool stopping_ GUARDED_BY(mu_) = false;
+  unsigned refresh_interval_s_ GUARDED_BY(mu_);
   std::thread refresher_;
   std::thread reloader_;
   std::thread ready_checker_;
