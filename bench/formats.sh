@@ -28,7 +28,7 @@ ID[stream.vmdk]=$($CAT add "$W/catalog" "$W/stream.vmdk" --name vmdk --disk-form
 ID[dynamic.vhdx]=$($CAT add "$W/catalog" "$W/dynamic.vhdx" --name vhdx --disk-format vhdx --link)
 ID[dynamic.vdi]=$($CAT add "$W/catalog" "$W/dynamic.vdi" --name vdi --disk-format vdi --link)
 ID[sparse.raw]=$($CAT add "$W/catalog" "$W/sparse.raw" --name sparse --disk-format raw --link)
-$BIN "dir:$W/catalog" "$W/mnt" -o refresh=0
+$BIN "dir:$W/catalog" "$W/mnt" -o "refresh=0,cache_dir=$W/cache"
 # The same catalog without the block cache: the view reads the local file as qemu-img does.
 mkdir -p "$W/mnt-nocache"
 $BIN "dir:$W/catalog" "$W/mnt-nocache" -o refresh=0,nocache

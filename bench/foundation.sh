@@ -17,7 +17,7 @@ mkdir -p "$W/catalog" "$W/mnt"
 head -c $SIZE /dev/urandom > "$W/src.raw"
 ID=$($CAT add "$W/catalog" "$W/src.raw" --name bench --link)
 DATA=$W/catalog/$ID
-$BIN "dir:$W/catalog" "$W/mnt" -o refresh=0
+$BIN "dir:$W/catalog" "$W/mnt" -o "refresh=0,cache_dir=$W/cache"
 touch "$W/qsd.raw"
 qemu-storage-daemon --blockdev driver=file,node-name=f,filename="$DATA",aio=threads \
   --export type=fuse,id=e,node-name=f,mountpoint="$W/qsd.raw" &
@@ -39,7 +39,7 @@ for i in $(seq 0 9999); do
   printf '{"id": "%s", "name": "image-%d", "status": "active", "disk_format": "raw", "size": 1}' \
     "$id" "$i" > "$W/cat10k/$id.json"
 done
-$BIN "dir:$W/cat10k" "$W/mnt10k" -o refresh=0
+$BIN "dir:$W/cat10k" "$W/mnt10k" -o "refresh=0,cache_dir=$W/cache10k"
 t0=$(date +%s.%N); ls -l "$W/mnt10k/images" > /dev/null; t1=$(date +%s.%N)
 ls_cold=$(awk -v a="$t0" -v b="$t1" 'BEGIN { print b - a }')
 t0=$(date +%s.%N); ls -l "$W/mnt10k/images" > /dev/null; t1=$(date +%s.%N)

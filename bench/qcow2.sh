@@ -38,7 +38,7 @@ copy_sparse() {  # into tmpfs, so the disk is not what is measured
   cp --sparse=always "$1" "$out"
   rm -f "$out"
 }
-$BIN "dir:$W/catalog" "$W/mnt" -o refresh=0
+$BIN "dir:$W/catalog" "$W/mnt" -o "refresh=0,cache_dir=$W/cache"
 sparse_cp=$(best_of "$W/sparse.qcow2" copy_sparse "$W/mnt/images/${ID[sparse]}/disk.raw")
 plain_cp=$(best_of "$W/plain.qcow2" copy_sparse "$W/mnt/images/${ID[plain]}/disk.raw")
 
