@@ -78,14 +78,13 @@ uint64_t BlockReader::StoredRunLocked(Image& image, BlockKey key, uint64_t disk_
 }
 
 Result<BlockData> BlockReader::LoadStored(Image& image, BlockKey key, uint64_t last) {
-  Result<BlockData> block = Status::Ok();
-  if (last > key.index) {
+  auto load = [&]() -> Result<BlockData> {
+    if (last <= key.index) return d_.stored->Load(key, image.BlockLen(key.index));
     std::vector<size_t> lens;
     for (uint64_t i = key.index; i <= last; ++i) lens.push_back(image.BlockLen(i));
-    block = d_.stored->LoadRun(key, lens);
-  } else {
-    block = d_.stored->Load(key, image.BlockLen(key.index));
-  }
+    return d_.stored->LoadRun(key, lens);
+  };
+  Result<BlockData> block = load();
   if (!block.ok()) return block;
   d_.memory->Insert(key, *block);
   d_.metrics->Add(image.counters, &CacheCounters::hits_disk);

@@ -186,7 +186,11 @@ Result<format::Verdict> FileSystem::VerdictFor(const ImageRecord& image) {
       return it->second.verdict;
     }
   }
-  GLANCEFS_ASSIGN_OR_RETURN(auto source, catalog_->OpenData(image));
+  // With require_signature no unchecked byte is fetched, not even to probe: the verdict waits
+  // for the check (Open asks again once the image is verified and in the cache).
+  GLANCEFS_ASSIGN_OR_RETURN(auto source, options_.require_signature && options_.cache
+                                             ? options_.cache->OpenCachedOnly(image)
+                                             : catalog_->OpenData(image));
   GLANCEFS_ASSIGN_OR_RETURN(
       format::Verdict verdict,
       format::Inspect(std::move(source), image.disk_format, image.container_format));
@@ -570,7 +574,14 @@ Result<std::unique_ptr<OpenFile>> FileSystem::Open(uint64_t ino, int flags) {
     file->size = file->text.size();
     return file;
   }
-  if (options_.require_signature) GLANCEFS_RETURN_IF_ERROR(RequireSignature(*image));
+  if (options_.require_signature) {
+    GLANCEFS_RETURN_IF_ERROR(RequireSignature(*image));
+    // The verdict from the verified bytes: a refused image is not served.
+    GLANCEFS_ASSIGN_OR_RETURN(format::Verdict verdict, VerdictFor(*image));
+    if (!verdict.refused.empty()) {
+      return Status::Refused("image " + image->id + ": " + verdict.refused);
+    }
+  }
   GLANCEFS_ASSIGN_OR_RETURN(file->source,
                             OpenView(*image, key.file, /*cached_only=*/options_.require_signature));
   file->size = file->source->size();
