@@ -10,6 +10,7 @@
 #include "fs/format/inspect.h"
 #include "fs/format/ploop_reader.h"
 #include "tests/fakes/fakes.h"
+#include "tests/fuzz/fuzz_util.h"
 
 using glancefs::format::PloopLimits;
 using glancefs::format::PloopReader;
@@ -25,20 +26,6 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   limits.max_bat_bytes = 1 << 20;  // keep each run small
   auto reader = PloopReader::Open(src, limits);
   if (!reader.ok()) return 0;
-  uint64_t vsize = (*reader)->size();
-  static std::vector<char> buf(1 << 18);
-  for (uint64_t off : {uint64_t{0}, vsize / 3, vsize / 2 + 777, vsize > 4096 ? vsize - 4096 : 0}) {
-    if (off >= vsize) continue;
-    size_t n = static_cast<size_t>(std::min<uint64_t>(buf.size(), vsize - off));
-    (void)(*reader)->ReadAt(off, n, buf.data());
-    std::vector<glancefs::PinnedSlice> pieces;
-    (void)(*reader)->ReadPinned(off, n, &pieces);
-  }
-  uint64_t off = 0;
-  for (int i = 0; i < 64 && off < vsize; ++i) {
-    auto e = (*reader)->MapExtent(off);
-    if (!e.ok() || e->length == 0) break;
-    off += e->length;
-  }
+  glancefs::fuzz::ExerciseReads(**reader, /*pinned=*/true);
   return 0;
 }

@@ -14,6 +14,7 @@
 
 #include "fs/format/vhd_reader.h"
 #include "tests/fakes/fakes.h"
+#include "tests/fuzz/fuzz_util.h"
 
 using glancefs::ByteSource;
 using glancefs::format::VhdLimits;
@@ -77,19 +78,7 @@ void Exercise(std::string bytes) {
   auto reader = VhdReader::Open(std::make_shared<MemByteSource>(std::move(bytes)), limits);
   if (!reader.ok()) return;
   (void)(*reader)->Facts();
-  const uint64_t vsize = (*reader)->size();
-  static std::vector<char> buf(1 << 18);
-  for (uint64_t off : {uint64_t{0}, vsize / 3, vsize / 2 + 777, vsize > 4096 ? vsize - 4096 : 0}) {
-    if (off >= vsize) continue;
-    size_t n = static_cast<size_t>(std::min<uint64_t>(buf.size(), vsize - off));
-    (void)(*reader)->ReadAt(off, n, buf.data());
-  }
-  uint64_t off = 0;
-  for (int i = 0; i < 64 && off < vsize; ++i) {
-    auto e = (*reader)->MapExtent(off);
-    if (!e.ok() || e->length == 0) break;
-    off += e->length;
-  }
+  glancefs::fuzz::ExerciseReads(**reader);
 }
 
 }  // namespace

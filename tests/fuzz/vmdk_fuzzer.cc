@@ -10,6 +10,7 @@
 
 #include "fs/format/vmdk_reader.h"
 #include "tests/fakes/fakes.h"
+#include "tests/fuzz/fuzz_util.h"
 
 using glancefs::Extent;
 using glancefs::format::kVmdkFormat;
@@ -27,19 +28,6 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   limits.gt_cache_bytes = 4096;   // two tables: exercise eviction
   auto reader = VmdkReader::Open(src, limits);
   if (!reader.ok()) return 0;
-  uint64_t vsize = (*reader)->size();
-  static std::vector<char> buf(1 << 18);
-  for (uint64_t off : {uint64_t{0}, vsize / 3, vsize / 2 + 777, vsize > 4096 ? vsize - 4096 : 0}) {
-    if (off >= vsize) continue;
-    size_t n = static_cast<size_t>(std::min<uint64_t>(buf.size(), vsize - off));
-    (void)(*reader)->ReadAt(off, n, buf.data());
-    (void)(*reader)->ReadAt(off, std::min<size_t>(n, 1000), buf.data());  // a warm grain
-  }
-  uint64_t off = 0;
-  for (int i = 0; i < 64 && off < vsize; ++i) {
-    auto e = (*reader)->MapExtent(off);
-    if (!e.ok() || e->length == 0) break;
-    off += e->length;
-  }
+  glancefs::fuzz::ExerciseReads(**reader);
   return 0;
 }
