@@ -154,7 +154,10 @@ uint64_t BlockReader::ScheduleReadahead(const ImagePtr& image, const SourcePtr& 
     ++image->readahead_tasks;
     d_.pool->Submit([this, image, upstream, no = image->no.load(), runs = std::move(runs)] {
       for (const auto& [a, count] : runs) {
-        d_.fetcher->Fetch(image, no, a, count, upstream, FetchWhy::kReadahead, nullptr);
+        // A failed read-ahead fails its blocks' flights: their waiting readers get the error,
+        // and a later reader fetches them again.
+        d_.fetcher->Fetch(image, no, a, count, upstream, FetchWhy::kReadahead, nullptr)
+            .IgnoreError();
       }
       MutexLock task_lock(&image->mu);
       --image->readahead_tasks;

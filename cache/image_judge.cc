@@ -17,7 +17,16 @@ void ImageJudge::MaybeScheduleLocked(const ImagePtr& image) {
     return;
   }
   image->verifying = true;
-  if (!d_.pool->Submit([this, image] { Verify(image); })) image->verifying = false;
+  auto verify = [this, image] {
+    // A verdict (verified, corrupt) is the image's state, logged by Judge and Condemn. What
+    // else fails leaves the image partial, verified again when it is next complete.
+    Status s = Verify(image);
+    if (!s.ok() && !s.IsCorruption()) {
+      LOG_WARNING("cache: image %s not verified yet: %s", image->id.c_str(),
+                  s.ToString().c_str());
+    }
+  };
+  if (!d_.pool->Submit(verify)) image->verifying = false;
 }
 
 void ImageJudge::MaybeSchedule(const ImagePtr& image) {

@@ -12,7 +12,7 @@ namespace {
 class InFlight {
  public:
   explicit InFlight(int limit) : limit_(std::max(1, limit)) {}
-  ~InFlight() { Wait(); }
+  ~InFlight() { Wait().IgnoreError(); }  // waits; the caller returned the first error
 
   void Acquire() EXCLUDES(mu_) {
     MutexLock lock(&mu_);

@@ -8,6 +8,10 @@
 // Both types are cheap to move, immutable after construction and safe to share across threads.
 // Nothing in glancefs throws across a layer boundary: third-party exceptions are caught at the
 // edge of the module that uses the library and become a Status.
+//
+// Both are [[nodiscard]], and the build makes an ignored one an error (-Werror=unused-result):
+// a failure is handled, passed up, or dropped on purpose with IgnoreError() and a comment
+// saying why nothing is lost.
 #pragma once
 
 #include <cassert>
@@ -18,7 +22,7 @@
 
 namespace glancefs {
 
-class Status {
+class [[nodiscard]] Status {
  public:
   enum class Code {
     kOk = 0,
@@ -66,6 +70,8 @@ class Status {
   std::string ToString() const;
   // Returns a copy whose message is "context: message".
   Status WithContext(std::string_view context) const;
+  // Drops this status on purpose. The caller says, in a comment, why nothing is lost.
+  void IgnoreError() const {}
 
  private:
   Status(Code code, std::string_view msg) : code_(code), message_(msg) {}
@@ -76,7 +82,7 @@ class Status {
 
 // A value or the Status that explains why there is none. REQUIRES: the Status is not OK.
 template <typename T>
-class Result {
+class [[nodiscard]] Result {
  public:
   Result(T value) : v_(std::move(value)) {}        // NOLINT: implicit by design
   Result(Status status) : v_(std::move(status)) {  // NOLINT: implicit by design
@@ -95,6 +101,8 @@ class Result {
   const T* operator->() const { return &value(); }
   T& operator*() & { return value(); }
   const T& operator*() const& { return value(); }
+  // Drops this result on purpose (see Status::IgnoreError).
+  void IgnoreError() const {}
 
  private:
   std::variant<T, Status> v_;
