@@ -2,11 +2,13 @@
 //
 // A run of missing blocks is claimed (ClaimLocked: a flight per block, flight_table.h) and then
 // fetched in one request (ReadScattered), received straight into pooled block buffers taken as
-// the bytes arrive (block.h). Each block is handed to its waiting readers (and the memory tier)
-// as soon as it is in, so a reader follows the head of a request; blocks are stored in runs by
-// the store threads while the rest streams in (store_writer.h), and a block's flight leaves the
-// table once it is stored. A failed request fails the flights of the blocks that never arrived;
-// those that did stay good. The image's record is written before its first block is stored.
+// the bytes arrive (block.h); a stream (Stream) claims each block as its bytes come, as its
+// pacer says (sequential_stream.h), and abandons the one it was receiving if it fails. Each block
+// is handed to its waiting readers (and the memory tier) as soon as it is in, so a reader follows
+// the head of a request; blocks are stored in runs by the store threads while the rest streams in
+// (store_writer.h), and a block's flight leaves the table once it is stored. A failed request fails
+// the flights of the blocks that never arrived; those that did stay good. The image's record is
+// written before its first block is stored.
 //
 // A source that reads only whole (NotSupported, nothing placed) makes the image whole-only:
 // the fetch leaves its flights to a whole-image stream, which the whole_only hook starts
@@ -38,6 +40,20 @@ enum class FetchWhy { kDemand, kReadahead, kPrefetch };
 using SourcePtr = std::shared_ptr<ByteSource>;
 // Sees every block of a request as it arrives, in order; false ends the request.
 using EachBlock = std::function<bool(const Block&)>;
+
+// Paces a stream (sequential_stream.h): asked, on the receiving thread, before the first byte
+// of each block arrives, and may wait there (the connection's flow control then holds the
+// server back).
+class BlockPacer {
+ public:
+  enum class Next {
+    kClaimed,  // the block is claimed for the stream: it receives, stores and hands it over
+    kSkip,     // stored or in flight already: its bytes are dropped
+    kEnd,      // the stream ends before it
+  };
+  virtual ~BlockPacer() = default;
+  virtual Next Before(uint64_t index) = 0;
+};
 
 struct FetcherDeps {
   BlockStore* store;
@@ -74,14 +90,25 @@ class BlockFetcher {
   Status Fetch(const ImagePtr& image, uint64_t no, uint64_t first, uint64_t count,
                const SourcePtr& upstream, FetchWhy why, BlockData* first_block,
                const EachBlock& each = nullptr);
+  // Streams image number `no` from block `first` to its end in one request, each block claimed
+  // (or skipped) as its pacer says just before its bytes arrive, until the pacer ends it (OK).
+  // A claimed block that never arrives is abandoned: whoever waits for it fetches it again.
+  Status Stream(const ImagePtr& image, uint64_t no, uint64_t first, const SourcePtr& upstream,
+                BlockPacer* pacer);
   uint64_t blocks_per_request() const {
     return std::max<uint64_t>(1, d_.request_bytes / d_.block_size);
   }
   const FetcherDeps& deps() const { return d_; }
 
  private:
+  Status Request(const ImagePtr& image, uint64_t no, uint64_t first, uint64_t count,
+                 const SourcePtr& upstream, FetchWhy why, BlockData* first_block,
+                 const EachBlock& each, BlockPacer* pacer);
   void Count(Image& image, FetchWhy why, const Status& status, uint64_t bytes, uint64_t count,
              uint64_t us);
+  // Abandons the flights of blocks [first + arrived, first + claimed_end) of number `no`.
+  void AbandonUnarrived(const ImagePtr& image, uint64_t no, uint64_t first, uint64_t arrived,
+                        uint64_t claimed_end, const Status& status);
   // Fails the flights of blocks [first + arrived, first + count) of number `no`.
   void FailUnarrived(const ImagePtr& image, uint64_t no, uint64_t first, uint64_t count,
                      uint64_t arrived, const Status& status);

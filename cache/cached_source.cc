@@ -31,7 +31,9 @@ Result<BlockData> BlockReader::Get(const ImagePtr& image, uint64_t index, uint64
       lock.Unlock();
       Result<BlockData> outcome = FlightTable::Wait(flight);
       if (outcome.ok()) d_.metrics->Add(image->counters, &CacheCounters::hits_memory);
-      return outcome;
+      if (outcome.ok() || !FlightTable::IsAbandoned(outcome.status())) return outcome;
+      lock.Lock();  // a stream ended before the block: fetch it
+      continue;
     }
     if (image->present[index]) {
       const uint64_t last = StoredRunLocked(*image, key, disk_last);
@@ -166,6 +168,38 @@ uint64_t BlockReader::ScheduleReadahead(const ImagePtr& image, const SourcePtr& 
   return next;
 }
 
+std::shared_ptr<SequentialStream> BlockReader::StartStream(const ImagePtr& image,
+                                                           const SourcePtr& upstream,
+                                                           uint64_t first, uint64_t next,
+                                                           uint64_t window) {
+  if (!d_.options->stream_reads || !upstream->PrefersOneStream()) return nullptr;
+  uint64_t no;
+  {
+    MutexLock lock(&image->mu);
+    if (image->retired || image->whole_only || image->state() == CacheState::kCorrupt) {
+      return nullptr;
+    }
+    no = image->no;
+  }
+  const int most = std::max(1, d_.options->fetch_threads / 2);  // the rest read ahead in ranges
+  if (streams_.fetch_add(1) >= most) {
+    streams_.fetch_sub(1);
+    return nullptr;
+  }
+  auto stream = std::make_shared<SequentialStream>(d_.fetcher, image, no, upstream, first,
+                                                   d_.fetcher->deps().closing);
+  stream->Follow(next, window);  // claims its first window: a reader there first waits for it
+  if (!d_.pool->Submit([this, stream] {
+        stream->Run();
+        streams_.fetch_sub(1);
+      })) {
+    stream->Abandon();  // the cache is closing
+    streams_.fetch_sub(1);
+    return nullptr;
+  }
+  return stream;
+}
+
 CachedSource::CachedSource(BlockReader* reader, ImagePtr image, SourcePtr upstream)
     : reader_(reader),
       image_(std::move(image)),
@@ -173,6 +207,11 @@ CachedSource::CachedSource(BlockReader* reader, ImagePtr image, SourcePtr upstre
       window_(ReadaheadConfig{
           reader->deps().options->readahead_initial, reader->deps().options->readahead_max,
           reader->deps().options->request_bytes, image_->block_size, image_->size}) {}
+
+CachedSource::~CachedSource() {
+  MutexLock lock(&mu_);
+  if (stream_) stream_->Stop();
+}
 
 Status CachedSource::ReadAt(uint64_t off, size_t n, char* dst) {
   if (image_->retired) return upstream_->ReadAt(off, n, dst);
@@ -225,7 +264,22 @@ Status CachedSource::ForEachBlock(uint64_t off, size_t n, const Piece& piece) {
 bool CachedSource::Readahead(uint64_t off, size_t n) {
   MutexLock lock(&mu_);
   ReadaheadWindow::Plan plan = window_.OnRead(off, n);
-  if (plan.fetch) {
+  if (stream_ && (!plan.sequential || stream_->done())) {  // a jump, or it ended by itself
+    stream_->Stop();
+    stream_.reset();
+  }
+  if (stream_) stream_->Follow(window_.next(), window_.window());
+  if (!plan.fetch) return plan.sequential;
+  if (!stream_) {
+    // Past this read's own blocks, which it fetches with a ranged request: so the first request
+    // for an image is always ranged, and a store that refuses Range is found out at once.
+    const uint64_t after_read = (off + n - 1) / image_->block_size + 1;
+    stream_ = reader_->StartStream(image_, upstream_, std::max(plan.first_block, after_read),
+                                   window_.next(), window_.window());
+  }
+  if (stream_) {
+    window_.Scheduled(plan.last_block + 1);  // the stream reads ahead, paced by Follow
+  } else {
     window_.Scheduled(reader_->ScheduleReadahead(image_, upstream_, plan.first_block,
                                                  plan.last_block, plan.blocks_per_request));
   }

@@ -11,9 +11,11 @@
 // replaced by a newer version (retired) reads around the cache.
 //
 // Sequential readers get read-ahead: each source has a ReadaheadWindow (readahead_window.h)
-// under its lock, and what the window asks is claimed at once (so a reader arriving first waits
-// for it rather than fetching it again) and fetched on the fetch threads, at most
-// readahead_requests per image in flight.
+// under its lock. Over a source that PrefersOneStream, the window's first fetch starts a
+// stream (sequential_stream.h) that the reader then paces, and a jump stops it. Otherwise
+// (or when enough streams run) what the window asks is claimed at once (so a reader arriving
+// first waits for it rather than fetching it again) and fetched on the fetch threads in
+// ranged requests, at most readahead_requests per image in flight.
 //
 // Thread-safe. Locks: CachedSource::mu_ (the window) is ACQUIRED_BEFORE Image::mu (read-ahead is
 // scheduled under both); BlockReader holds Image::mu only between store and network calls,
@@ -27,6 +29,7 @@
 #include "cache/block_fetcher.h"
 #include "cache/image_table.h"
 #include "cache/readahead_window.h"
+#include "cache/sequential_stream.h"
 #include "cache/stored_blocks.h"
 #include "cache/whole_streamer.h"
 #include "fs/base/byte_source.h"
@@ -65,6 +68,12 @@ class BlockReader {
   // blocks. Returns one past the last block scheduled.
   uint64_t ScheduleReadahead(const ImagePtr& image, const SourcePtr& upstream, uint64_t first,
                              uint64_t last, uint64_t per_request) EXCLUDES(image->mu);
+  // Starts a stream of `image` from block `first` for a reader at byte `next` reading `window`
+  // ahead (sequential_stream.h); null when the source prefers ranges, the image is read whole
+  // or retired, or enough streams run (then read ahead with ScheduleReadahead).
+  std::shared_ptr<SequentialStream> StartStream(const ImagePtr& image, const SourcePtr& upstream,
+                                                uint64_t first, uint64_t next, uint64_t window)
+      EXCLUDES(image->mu);
   const ReaderDeps& deps() const { return d_; }
 
  private:
@@ -80,11 +89,13 @@ class BlockReader {
                               const SourcePtr& upstream);
 
   const ReaderDeps d_;
+  std::atomic<int> streams_{0};  // running
 };
 
 class CachedSource final : public ByteSource {
  public:
   CachedSource(BlockReader* reader, ImagePtr image, SourcePtr upstream);
+  ~CachedSource() override;
 
   uint64_t size() const override { return image_->size; }
   uint64_t allocated_bytes() const override { return upstream_->allocated_bytes(); }
@@ -105,6 +116,7 @@ class CachedSource final : public ByteSource {
 
   Mutex mu_ ACQUIRED_BEFORE(Image::mu);
   ReadaheadWindow window_ GUARDED_BY(mu_);
+  std::shared_ptr<SequentialStream> stream_ GUARDED_BY(mu_);  // serving this reader, if any
 };
 
 }  // namespace glancefs::cache

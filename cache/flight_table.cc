@@ -87,6 +87,16 @@ void FlightTable::Fail(BlockKey key, const Status& status) {
   flights_.erase(it);
 }
 
+namespace {
+constexpr char kAbandoned[] = "the fetch of this block was abandoned: fetch it again";
+}  // namespace
+
+void FlightTable::Abandon(BlockKey key) { Fail(key, Status::Unavailable(kAbandoned)); }
+
+bool FlightTable::IsAbandoned(const Status& outcome) {
+  return outcome.code() == Status::Code::kUnavailable && outcome.message() == kAbandoned;
+}
+
 void FlightTable::FailPending(uint64_t no, const Status& status) {
   MutexLock lock(&mu_);
   for (auto it = flights_.lower_bound({no, 0}); it != flights_.end() && it->first.first == no;) {

@@ -6,8 +6,9 @@
 // block to its waiters as soon as its bytes are in, leaving the flight in the table so that a
 // reader arriving before the block is stored takes the bytes instead of fetching them; Land
 // removes it once the block is stored (completing it first if it was not); Fail completes it
-// with an error and removes it. Await waits for a flight's outcome; each flight has its own
-// lock and condition variable, so a block's arrival wakes only its own readers.
+// with an error and removes it; Abandon removes it, and its waiters fetch the block themselves.
+// Await waits for a flight's outcome; each flight has its own lock and condition variable, so a
+// block's arrival wakes only its own readers.
 //
 // Keys are BlockKeys: an image number is never reused, so flights of an evicted (renumbered)
 // image never meet those of its next number.
@@ -69,6 +70,10 @@ class FlightTable {
   void Land(BlockKey key, const BlockData& data) EXCLUDES(mu_);
   // Removes `key`'s flight (if any), completing it with `status` if it was not done.
   void Fail(BlockKey key, const Status& status) EXCLUDES(mu_);
+  // Removes `key`'s flight (if any), telling its waiters (not done) to fetch the block
+  // themselves: their outcome is one that IsAbandoned. For a stream that ended before it.
+  void Abandon(BlockKey key) EXCLUDES(mu_);
+  static bool IsAbandoned(const Status& outcome);
   // Fails and removes every flight of image number `no` not done yet.
   void FailPending(uint64_t no, const Status& status) EXCLUDES(mu_);
   // Fails and removes every flight (the cache is closing).

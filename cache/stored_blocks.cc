@@ -1,11 +1,19 @@
 #include "cache/stored_blocks.h"
 
 #include <xxhash.h>
+#if defined(__x86_64__)
+#include <xxh_x86dispatch.h>  // the library's AVX2/AVX-512 code, chosen at run time
+#endif
 
 namespace glancefs::cache {
 
 uint64_t BlockCheck(BlockKey key, const char* data, size_t n) {
-  return XXH3_64bits_withSeed(data, n, key.image_no * 0x9E3779B97F4A7C15ULL + key.index);
+  const uint64_t seed = key.image_no * 0x9E3779B97F4A7C15ULL + key.index;
+#if defined(__x86_64__)
+  return XXH3_64bits_withSeed_dispatch(data, n, seed);  // the same hash, faster
+#else
+  return XXH3_64bits_withSeed(data, n, seed);
+#endif
 }
 
 Result<BlockData> StoredBlocks::Load(BlockKey key, size_t len) {

@@ -116,6 +116,8 @@ class GlanceByteSource final : public ByteSource {
   GlanceByteSource& operator=(const GlanceByteSource&) = delete;
 
   uint64_t size() const override { return size_; }
+  // Glance spends CPU per request: a sequential reader is best served by one GET.
+  bool PrefersOneStream() const override { return true; }
   Status ReadAt(uint64_t off, size_t n, char* dst) override;
   // One request for all the slices, each reported as its last byte arrives. NotSupported for
   // a part of an image whose store refuses Range.

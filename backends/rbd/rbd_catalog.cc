@@ -21,10 +21,32 @@ class CountingSource final : public ByteSource {
   Status ReadAt(uint64_t off, size_t n, char* dst) override {
     return Count(n, inner_->ReadAt(off, n, dst));
   }
+  // Counts the bytes placed; a read its caller ended (a stream: no slice) is no error.
   Status ReadScattered(uint64_t off, uint64_t n, const SliceFor& slice_for,
                        const SliceDone& done) override {
-    return Count(n, inner_->ReadScattered(off, n, slice_for, done));
+    uint64_t placed = 0;
+    bool ended = false;
+    size_t current = 0;  // slices are placed in order: done(i) follows slice_for(i)
+    Status s = inner_->ReadScattered(
+        off, n,
+        [&](size_t i) {
+          IoSlice slice = slice_for(i);
+          if (!slice.data) ended = true;
+          current = slice.size;
+          return slice;
+        },
+        [&](size_t i) {
+          placed += current;
+          if (done) done(i);
+        });
+    stats_->reads.fetch_add(1, std::memory_order_relaxed);
+    stats_->bytes.fetch_add(placed, std::memory_order_relaxed);
+    if (!s.ok() && !ended && !s.IsNotSupported()) {
+      stats_->errors.fetch_add(1, std::memory_order_relaxed);
+    }
+    return s;
   }
+  bool PrefersOneStream() const override { return inner_->PrefersOneStream(); }
   Result<Extent> MapExtent(uint64_t off) override { return inner_->MapExtent(off); }
   uint64_t allocated_bytes() const override { return inner_->allocated_bytes(); }
 

@@ -80,6 +80,11 @@ class ByteSource {
     return Status::Ok();
   }
 
+  // Whether one long request from some point on costs this source much less than several
+  // ranged ones (HTTP: the server spends CPU per request). The block cache then serves a
+  // sequential reader from one stream (cache/sequential_stream.h). Default: no.
+  virtual bool PrefersOneStream() const { return false; }
+
   // ReadScattered into slices given up front.
   Status ReadSlices(uint64_t off, const std::vector<IoSlice>& slices,
                     const SliceDone& done = nullptr) {
