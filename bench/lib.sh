@@ -11,7 +11,7 @@ RUNS=${RUNS:-3}
 W=$(mktemp -d /var/tmp/glancefs-bench-XXXXXX)
 CLEANUP_PIDS=()
 bench_cleanup() {
-  for pid in "${CLEANUP_PIDS[@]}"; do kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null || true; done
+  for pid in "${CLEANUP_PIDS[@]}"; do kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; done
   awk -v w="$W/" 'index($2, w) == 1 { print $2 }' /proc/self/mounts | while read -r m; do
     fusermount3 -u "$m" 2>/dev/null || true
   done
