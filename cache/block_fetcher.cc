@@ -61,7 +61,7 @@ class FetchRequest {
             .count();
     StoreRun();  // what arrived last (or before a failure)
     writer_.Drain();
-    if (paced_out_ && arrived_ == claimed_end_) return Status::Ok();
+    if (paced_out_ && arrived_ >= claimed_end_) return Status::Ok();
     return status;
   }
   uint64_t arrived() const { return arrived_; }

@@ -10,6 +10,8 @@ namespace {
 
 // A sequential reader's stored blocks are read in runs of up to this many bytes.
 constexpr uint64_t kStoreLoadRunBytes = 1 << 20;
+// A stream's reader has left it after this many reads in a row elsewhere.
+constexpr int kLeftAfterReads = 8;
 
 }  // namespace
 
@@ -263,26 +265,49 @@ Status CachedSource::ForEachBlock(uint64_t off, size_t n, const Piece& piece) {
 
 bool CachedSource::Readahead(uint64_t off, size_t n) {
   MutexLock lock(&mu_);
+  if (stream_ && stream_->done()) {  // it ended by itself: its reader goes on with the window
+    window_ = *stream_window_;
+    window_.ForgetAhead();
+    stream_.reset();
+  }
+  if (stream_ && stream_window_->Continues(off)) {
+    reads_elsewhere_ = 0;
+    stream_window_->OnRead(off, n);
+    stream_->Follow(stream_window_->next(), stream_window_->window());
+    return true;
+  }
+  if (stream_ && off >= stream_begin_ && off < stream_window_->next()) {
+    // Behind the stream's reader, where the stream has been: a read of its reader that the
+    // kernel's read-ahead and several FUSE threads delivered late.
+    reads_elsewhere_ = 0;
+    return true;
+  }
+  ++reads_elsewhere_;
   ReadaheadWindow::Plan plan = window_.OnRead(off, n);
-  if (stream_ && (!plan.sequential || stream_->done())) {  // a jump, or it ended by itself
+  if (!plan.fetch) return plan.sequential;
+  // A sequential run here. The stream moves to it once its reader has left the old one (a
+  // decoder's table read between data reads is not leaving); until then it reads ahead in ranges.
+  if (stream_ && reads_elsewhere_ >= kLeftAfterReads) {
+    LOG_DEBUG("cache: image %s: the stream's reader left it; at %llu now", image_->id.c_str(),
+              static_cast<unsigned long long>(off));
     stream_->Stop();
     stream_.reset();
   }
-  if (stream_) stream_->Follow(window_.next(), window_.window());
-  if (!plan.fetch) return plan.sequential;
   if (!stream_) {
     // Past this read's own blocks, which it fetches with a ranged request: so the first request
     // for an image is always ranged, and a store that refuses Range is found out at once.
     const uint64_t after_read = (off + n - 1) / image_->block_size + 1;
     stream_ = reader_->StartStream(image_, upstream_, std::max(plan.first_block, after_read),
                                    window_.next(), window_.window());
+    if (stream_) {
+      stream_window_.emplace(window_);
+      stream_begin_ = std::max(plan.first_block, after_read) * image_->block_size;
+      reads_elsewhere_ = 0;
+      return plan.sequential;  // it reads ahead, paced by Follow
+    }
   }
-  if (stream_) {
-    window_.Scheduled(plan.last_block + 1);  // the stream reads ahead, paced by Follow
-  } else {
-    window_.Scheduled(reader_->ScheduleReadahead(image_, upstream_, plan.first_block,
-                                                 plan.last_block, plan.blocks_per_request));
-  }
+  window_.Scheduled(reader_->ScheduleReadahead(image_, upstream_, plan.first_block, plan.last_block,
+                                               plan.blocks_per_request));
   return plan.sequential;
 }
 

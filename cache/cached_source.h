@@ -25,6 +25,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 
 #include "cache/block_fetcher.h"
 #include "cache/image_table.h"
@@ -116,7 +117,12 @@ class CachedSource final : public ByteSource {
 
   Mutex mu_ ACQUIRED_BEFORE(Image::mu);
   ReadaheadWindow window_ GUARDED_BY(mu_);
-  std::shared_ptr<SequentialStream> stream_ GUARDED_BY(mu_);  // serving this reader, if any
+  // The stream serving this source's sequential reader, if any, and that reader's window: its
+  // reads follow the stream; reads elsewhere (a decoder's tables) go to window_ and leave it be.
+  std::shared_ptr<SequentialStream> stream_ GUARDED_BY(mu_);
+  std::optional<ReadaheadWindow> stream_window_ GUARDED_BY(mu_);
+  uint64_t stream_begin_ GUARDED_BY(mu_) = 0;  // the byte the stream started at
+  int reads_elsewhere_ GUARDED_BY(mu_) = 0;    // in a row, since the stream's reader last read
 };
 
 }  // namespace glancefs::cache

@@ -6,7 +6,7 @@ namespace glancefs::cache {
 
 ReadaheadWindow::Plan ReadaheadWindow::OnRead(uint64_t off, uint64_t n) {
   Plan plan;
-  plan.sequential = off + c_.reorder_bytes >= next_ && off <= next_ + c_.reorder_bytes;
+  plan.sequential = Continues(off);
   if (!plan.sequential) {
     window_ = c_.initial;
     ahead_ = 0;

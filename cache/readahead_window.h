@@ -44,6 +44,12 @@ class ReadaheadWindow {
   };
   // A read of [off, off + n). After a plan with fetch, call Scheduled.
   Plan OnRead(uint64_t off, uint64_t n);
+  // Whether a read at `off` would continue the stream (OnRead would call it sequential).
+  bool Continues(uint64_t off) const {
+    return off + c_.reorder_bytes >= next_ && off <= next_ + c_.reorder_bytes;
+  }
+  // Forgets what was scheduled ahead (it was not fetched): the next sequential read asks again.
+  void ForgetAhead() { ahead_ = 0; }
   // Read-ahead was scheduled (or is known not to be needed) up to block end_block, exclusive.
   void Scheduled(uint64_t end_block);
 
@@ -52,7 +58,7 @@ class ReadaheadWindow {
   uint64_t ahead() const { return ahead_; }  // read-ahead is scheduled up to here
 
  private:
-  const ReadaheadConfig c_;
+  ReadaheadConfig c_;
   uint64_t next_ = 0;
   uint64_t window_ = 0;
   uint64_t ahead_ = 0;

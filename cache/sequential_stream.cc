@@ -71,6 +71,8 @@ void SequentialStream::Run() {
     LOG_DEBUG("cache: stream of image %s from block %llu: %s", image_->id.c_str(),
               static_cast<unsigned long long>(first_), s.ToString().c_str());
   }
+  LOG_DEBUG("cache: stream of image %s from block %llu ended: %s", image_->id.c_str(),
+            static_cast<unsigned long long>(first_), s.ToString().c_str());
   Abandon();
   done_.store(true, std::memory_order_release);
 }
@@ -101,6 +103,8 @@ bool SequentialStream::AwaitReader(uint64_t index) {
       seen = base_ + claimed_.size();
       idle_until = std::chrono::steady_clock::now() + kIdle;
     } else if (std::chrono::steady_clock::now() >= idle_until) {
+      LOG_DEBUG("cache: stream of image %s idle at block %llu", image_->id.c_str(),
+                static_cast<unsigned long long>(index));
       stop_ = true;
     }
   }
@@ -125,7 +129,10 @@ BlockPacer::Next SequentialStream::Before(uint64_t index) {
     skipped_ = 0;
     return Next::kClaimed;
   }
-  return ++skipped_ > kMaxSkipped ? Next::kEnd : Next::kSkip;
+  if (++skipped_ <= kMaxSkipped) return Next::kSkip;
+  LOG_DEBUG("cache: stream of image %s ends at block %llu: the rest is cached or fetched",
+            image_->id.c_str(), static_cast<unsigned long long>(index));
+  return Next::kEnd;
 }
 
 }  // namespace glancefs::cache
