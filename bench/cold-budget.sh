@@ -118,4 +118,11 @@ $(ratio "$c_wall" "$g_wall") curl.
 A cache that keeps what it reads must also write it: 1 GiB of O_DIRECT 2 MiB sequential writes
 from 2 threads takes **$d_wall s** on this file system (fio, best of $RUNS; nothing else
 running): alone, the disk takes in bytes at $(ratio "$c_wall" "$d_wall") curl's rate.
+
+Issue 13's bars, from the table above:
+- glancefs's own CPU per cold GiB against curl's receive plus glancefs's memory reply:
+  $g_gfs / ($c_reader + $f_gfs) = **$(awk -v g="$g_gfs" -v c="$c_reader" -v f="$f_gfs" 'BEGIN { printf "%.2f×", g / (c + f) }')** (bar ≤ 1.5×)
+- Glance's CPU serving glancefs's cold read against serving curl: $g_glance / $c_glance =
+  **$(ratio "$g_glance" "$c_glance")** (bar ≤ 1.15×); against curl held to 0.8× its rate:
+  $(ratio "$g_glance" "$s_glance")
 REPORT

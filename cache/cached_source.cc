@@ -9,7 +9,7 @@ namespace glancefs::cache {
 namespace {
 
 // A sequential reader's stored blocks are read in runs of up to this many bytes.
-constexpr uint64_t kStoreLoadRunBytes = 1 << 20;
+constexpr uint64_t kStoreLoadRunBytes = 256 << 10;
 // A stream's reader has left it after this many reads in a row elsewhere.
 constexpr int kLeftAfterReads = 8;
 
@@ -182,6 +182,11 @@ std::shared_ptr<SequentialStream> BlockReader::StartStream(const ImagePtr& image
       return nullptr;
     }
     no = image->no;
+    // From the window's first block missing: a cached window asks nothing of the network.
+    const uint64_t end =
+        std::min(image->nblocks, (next + window + image->block_size - 1) / image->block_size);
+    while (first < end && (image->present[first] || d_.flights->Has({no, first}))) ++first;
+    if (first >= end) return nullptr;
   }
   const int most = std::max(1, d_.options->fetch_threads / 2);  // the rest read ahead in ranges
   if (streams_.fetch_add(1) >= most) {
@@ -301,7 +306,7 @@ bool CachedSource::Readahead(uint64_t off, size_t n) {
                                    window_.next(), window_.window());
     if (stream_) {
       stream_window_.emplace(window_);
-      stream_begin_ = std::max(plan.first_block, after_read) * image_->block_size;
+      stream_begin_ = stream_->first_block() * image_->block_size;
       reads_elsewhere_ = 0;
       return plan.sequential;  // it reads ahead, paced by Follow
     }

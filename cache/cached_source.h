@@ -5,7 +5,7 @@
 // A read is served block by block. A block in the memory tier is served without a lock. A block
 // in flight is waited for (single flight, flight_table.h). A stored block is read from the store
 // (checked; a damaged one is dropped, counted and fetched again, never served); a sequential
-// reader's stored blocks come in runs of up to 1 MiB, one store request. A missing block is
+// reader's stored blocks come in runs of up to 256 KiB, one store request. A missing block is
 // fetched with the rest of the read's missing blocks in one request (block_fetcher.h); of a
 // whole-only image, by waiting for a stream of it (whole_streamer.h). A source whose image was
 // replaced by a newer version (retired) reads around the cache.
@@ -69,9 +69,10 @@ class BlockReader {
   // blocks. Returns one past the last block scheduled.
   uint64_t ScheduleReadahead(const ImagePtr& image, const SourcePtr& upstream, uint64_t first,
                              uint64_t last, uint64_t per_request) EXCLUDES(image->mu);
-  // Starts a stream of `image` from block `first` for a reader at byte `next` reading `window`
-  // ahead (sequential_stream.h); null when the source prefers ranges, the image is read whole
-  // or retired, or enough streams run (then read ahead with ScheduleReadahead).
+  // Starts a stream of `image` from the first block at or after `first` that is neither stored
+  // nor in flight, for a reader at byte `next` reading `window` ahead (sequential_stream.h);
+  // null when that window has no such block, the source prefers ranges, the image is read
+  // whole or retired, or enough streams run (then read ahead with ScheduleReadahead).
   std::shared_ptr<SequentialStream> StartStream(const ImagePtr& image, const SourcePtr& upstream,
                                                 uint64_t first, uint64_t next, uint64_t window)
       EXCLUDES(image->mu);

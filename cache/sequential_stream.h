@@ -49,6 +49,7 @@ class SequentialStream final : public BlockPacer {
   void Follow(uint64_t next, uint64_t window) EXCLUDES(mu_, image_->mu);
   // Ends the stream before its next block.
   void Stop() EXCLUDES(mu_);
+  uint64_t first_block() const { return first_; }
   // Whether Run has returned.
   bool done() const { return done_.load(std::memory_order_acquire); }
   // The request, on a fetch thread, until the stream ends; then abandons what it claimed and
