@@ -11,7 +11,8 @@
 // stream receives and drops their bytes). The receiving thread waits in Before until its next
 // block is claimed or skipped that way, and the connection's flow control then holds the server
 // back. The stream ends:
-//  - when the reader jumps, or its source closes (Stop);
+//  - when its reader leaves it for a run elsewhere, or its source closes (Stop: the cached
+//    source decides, cached_source.h);
 //  - when the reader leaves it idle for kIdle (a fetch thread and a connection are not held
 //    for a reader that stopped);
 //  - after kMaxSkipped blocks in a row it only skips (what follows is cached);
