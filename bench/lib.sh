@@ -23,6 +23,16 @@ trap bench_cleanup EXIT
 secs() { awk -v a="$1" -v b="$2" 'BEGIN { print b - a }'; }
 mb_per_s() { awk -v b="$1" -v s="$2" 'BEGIN { printf "%.0f", b / s / 1e6 }'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f×", a / b }'; }
+# unmount_and_wait MOUNT: unmounts the glancefs at MOUNT and waits (10 s at most) for its daemon
+# to exit, so its cache is closed and the next mount of that cache does not wait for its lock.
+unmount_and_wait() {
+  local pid; pid=$(pgrep -f -- "$BIN .* $1( |$)" | head -1 || true)
+  fusermount3 -u "$1"
+  for _ in $(seq 100); do
+    if [[ -z $pid ]] || ! kill -0 "$pid" 2>/dev/null; then return 0; fi
+    sleep 0.1
+  done
+}
 # Waits for a FUSE mount at $1 (10 s at most).
 wait_mounted() { for _ in $(seq 100); do grep -q " $1 " /proc/self/mounts && return 0; sleep 0.1; done; return 1; }
 # best_of WARM_FILE CMD...: the fastest of RUNS runs, the page cache dropped before each and

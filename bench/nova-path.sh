@@ -52,17 +52,8 @@ GLANCE_FILE=$W/glance/images/$ID
 
 M=$W/mnt
 mkdir -p "$M"
-gfs_pid() { pgrep -f -- "$BIN $GLANCE_URL $M" | head -1; }
 mount_glancefs() { $BIN "$GLANCE_URL" "$M" -o "refresh=0,cache_dir=$1" && wait_mounted "$M"; }
-# Unmounts and waits (10 s at most) for the daemon to exit, so its cache is closed.
-unmount_glancefs() {
-  local pid; pid=$(gfs_pid)
-  fusermount3 -u "$M"
-  for _ in $(seq 100); do
-    if [[ -z $pid ]] || ! kill -0 "$pid" 2>/dev/null; then return 0; fi
-    sleep 0.1
-  done
-}
+unmount_glancefs() { unmount_and_wait "$M"; }
 # The node's caches dropped, then Glance's image file read back and a few requests served.
 cold_node_warm_glance() {
   sync; echo 3 > /proc/sys/vm/drop_caches

@@ -27,16 +27,9 @@ ID=$(glance_upload "$W/src.raw" remount-raw raw)
 
 M=$W/mnt
 mkdir -p "$M"
-gfs_pid() { pgrep -f -- "$BIN $GLANCE_URL $M" | head -1; }
 mount_glancefs() { $BIN "$GLANCE_URL" "$M" -o "refresh=0,cache_dir=$W/cache" && wait_mounted "$M"; }
-# Unmounts, waits (10 s at most) for the daemon to exit so its cache is closed, mounts again.
 remount() {
-  local pid; pid=$(gfs_pid)
-  fusermount3 -u "$M"
-  for _ in $(seq 100); do
-    if [[ -z $pid ]] || ! kill -0 "$pid" 2>/dev/null; then break; fi
-    sleep 0.1
-  done
+  unmount_and_wait "$M"
   mount_glancefs
 }
 mount_glancefs

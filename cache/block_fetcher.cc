@@ -1,6 +1,7 @@
 #include "cache/block_fetcher.h"
 
 #include <chrono>
+#include <deque>
 
 #include "cache/cache_metrics.h"
 #include "cache/store_writer.h"
@@ -26,8 +27,9 @@ constexpr uint64_t kLimitsEveryBytes = 64 << 20;
 // and OnBlock; store threads call StoreBlocks on runs that receiving is done with.
 //
 // Blocks are claimed by the caller before the request (a fetch) or, with a pacer, one by one
-// just before their bytes arrive (a stream); a block the pacer skips is received into scratch
-// and dropped.
+// just before their bytes arrive (a stream); a block the pacer skips is received and dropped.
+// A source may hand out several slices before the first is done (rbd keeps reads in flight):
+// the buffers handed out and not done yet wait in order in pending_.
 class FetchRequest {
  public:
   FetchRequest(const FetcherDeps& d, const ImagePtr& image, uint64_t no, uint64_t first,
@@ -77,18 +79,15 @@ class FetchRequest {
   IoSlice SliceFor(size_t k) {
     if (ended_ || d_.closing->load(std::memory_order_relaxed)) return {nullptr, 0};  // ends it
     const size_t len = image_->BlockLen(first_ + k);
-    skipping_ = false;
+    bool skip = false;
     if (pacer_) {
       switch (pacer_->Before(first_ + k)) {
         case BlockPacer::Next::kEnd:
           paced_out_ = true;
           return {nullptr, 0};
         case BlockPacer::Next::kSkip:
-          StoreRun();  // a run is contiguous
-          if (!scratch_) scratch_ = d_.buffers->Allocate(d_.block_size);
-          if (!scratch_) return {nullptr, 0};
-          skipping_ = true;
-          return {scratch_->mutable_data(), len};
+          skip = true;
+          break;
         case BlockPacer::Next::kClaimed:
           claimed_end_ = k + 1;
           break;
@@ -97,7 +96,7 @@ class FetchRequest {
     std::shared_ptr<Block> block = d_.buffers->Allocate(len);
     if (!block) return {nullptr, 0};
     IoSlice slice{block->mutable_data(), block->size()};
-    current_ = std::move(block);
+    pending_.push_back({std::move(block), skip});
     return slice;
   }
 
@@ -111,8 +110,13 @@ class FetchRequest {
         progress_) {
       progress_(added_.exchange(false));
     }
-    if (skipping_) return;
-    BlockData block = std::move(current_);
+    Pending done = std::move(pending_.front());  // slices are done in the order handed out
+    pending_.pop_front();
+    if (done.skip) {
+      StoreRun();  // a run is contiguous: it ends before a skipped block
+      return;
+    }
+    BlockData block = std::move(done.block);
     ++delivered_;
     if (each_ && !each_(*block)) ended_ = true;
     if (why_ != FetchWhy::kPrefetch) d_.memory->Insert({no_, first_ + k}, block);
@@ -180,10 +184,13 @@ class FetchRequest {
   const EachBlock& each_;
   BlockPacer* const pacer_;
   const std::function<void(bool added)> progress_;
-  // The receiving thread's: the block being received, and the run not yet handed to the store.
-  std::shared_ptr<Block> current_;
-  std::shared_ptr<Block> scratch_;  // where skipped blocks' bytes go
-  bool skipping_ = false;
+  // The receiving thread's: the blocks handed out and not done yet (skip: the pacer's, its
+  // bytes dropped), and the run not yet handed to the store.
+  struct Pending {
+    std::shared_ptr<Block> block;
+    bool skip;
+  };
+  std::deque<Pending> pending_;
   std::vector<BlockData> run_;
   std::vector<uint64_t> run_checks_;  // BlockCheck of each block of run_
   uint64_t run_first_ = 0;

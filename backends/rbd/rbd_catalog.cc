@@ -1,9 +1,9 @@
 #include "backends/rbd/rbd_catalog.h"
 
 #include <algorithm>
-#include <sstream>
-
+#include <deque>
 #include <nlohmann/json.hpp>
+#include <sstream>
 
 #include "fs/base/log.h"
 #include "fs/base/prometheus.h"
@@ -26,17 +26,18 @@ class CountingSource final : public ByteSource {
                        const SliceDone& done) override {
     uint64_t placed = 0;
     bool ended = false;
-    size_t current = 0;  // slices are placed in order: done(i) follows slice_for(i)
+    std::deque<size_t> handed;  // sizes of slices handed out and not done yet, in order
     Status s = inner_->ReadScattered(
         off, n,
         [&](size_t i) {
           IoSlice slice = slice_for(i);
           if (!slice.data) ended = true;
-          current = slice.size;
+          handed.push_back(slice.size);
           return slice;
         },
         [&](size_t i) {
-          placed += current;
+          placed += handed.front();  // done in the order handed out
+          handed.pop_front();
           if (done) done(i);
         });
     stats_->reads.fetch_add(1, std::memory_order_relaxed);
@@ -223,7 +224,7 @@ void RbdCatalog::ProbeLoop() {
 }
 
 Result<std::shared_ptr<RbdByteSource>> RbdCatalog::OpenFromCeph(const ImageRecord& record,
-                                                                 std::string* label) {
+                                                                std::string* label) {
   for (const auto& [location, store] : RbdCandidates(record, options_.store)) {
     const std::string url = FormatRbdUrl(location);
     {

@@ -7,6 +7,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <deque>
 #include <filesystem>
 #include <fstream>
 #include <functional>
@@ -17,23 +18,16 @@
 #include "cache/rocks_block_store.h"
 #include "fs/base/hash.h"
 #include "tests/fakes/fakes.h"
+#include "tests/unit/cache_test_util.h"
 
 namespace glancefs::cache {
 namespace {
 
+using test_util::Pattern;
+using test_util::WaitFor;
 using testing::FakeCatalog;
 
 constexpr uint32_t kBlock = 64 << 10;
-
-std::string Pattern(size_t n, uint32_t seed) {
-  std::string s(n, '\0');
-  std::mt19937 rng(seed);
-  for (size_t i = 0; i < n; i += 4) {
-    uint32_t v = rng();
-    std::memcpy(&s[i], &v, std::min<size_t>(4, n - i));
-  }
-  return s;
-}
 
 std::string Sha256Hex(const std::string& data) {
   unsigned char md[EVP_MAX_MD_SIZE];
@@ -120,6 +114,46 @@ class WholeOnlySource : public ByteSource {
   std::string data_;
 };
 
+// An upstream that, like rbd's, hands out up to `ahead` slices before it fills the first, fills
+// them on another thread, and reports them in order.
+class AheadSource : public ByteSource {
+ public:
+  AheadSource(std::string data, size_t ahead) : data_(std::move(data)), ahead_(ahead) {}
+  uint64_t size() const override { return data_.size(); }
+  Status ReadAt(uint64_t off, size_t n, char* dst) override {
+    std::memcpy(dst, data_.data() + off, n);
+    return Status::Ok();
+  }
+  Status ReadScattered(uint64_t off, uint64_t n, const SliceFor& slice_for,
+                       const SliceDone& done) override {
+    std::deque<std::pair<IoSlice, uint64_t>> handed;  // slice, its offset
+    size_t next = 0, reported = 0;
+    uint64_t at = off;
+    auto finish_oldest = [&] {
+      auto [slice, from] = handed.front();
+      handed.pop_front();
+      std::thread([&, slice = slice, from = from] {
+        std::memcpy(slice.data, data_.data() + from, slice.size);
+      }).join();
+      if (done) done(reported);
+      ++reported;
+    };
+    while (at < off + n) {
+      if (handed.size() >= ahead_) finish_oldest();
+      IoSlice slice = slice_for(next++);
+      if (!slice.data || slice.size > off + n - at) return Status::IOError("no buffer");
+      handed.emplace_back(slice, at);
+      at += slice.size;
+    }
+    while (!handed.empty()) finish_oldest();
+    return Status::Ok();
+  }
+
+ private:
+  std::string data_;
+  const size_t ahead_;
+};
+
 ImageRecord Record(const std::string& id, const std::string& data, const std::string& version,
                    bool with_hash = true) {
   ImageRecord r;
@@ -157,16 +191,6 @@ std::string ReadAll(ByteSource& s, size_t chunk, int pause_us = 0) {
   return out;
 }
 
-template <typename F>
-bool WaitFor(F done, int seconds = 20) {
-  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(seconds);
-  while (!done()) {
-    if (std::chrono::steady_clock::now() > deadline) return false;
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));
-  }
-  return true;
-}
-
 TEST(BlockCacheTest, ReadsMatchUpstreamAndRepeatReadsNeverFetch) {
   std::string data = Pattern(3 * kBlock * 10 + 123, 1);  // not a block multiple
   auto cache = BlockCache::Open(NewMemBlockStore(), SmallOptions()).value();
@@ -186,6 +210,15 @@ TEST(BlockCacheTest, ReadsMatchUpstreamAndRepeatReadsNeverFetch) {
     ASSERT_EQ(got, data.substr(off, n)) << off << "+" << n;
   }
   EXPECT_EQ(upstream->requests, before);
+  ASSERT_TRUE(WaitFor([&] { return cache->Find("a")->state == CacheState::kVerified; }));
+}
+
+TEST(BlockCacheTest, ASourceThatHandsOutSlicesAheadIsReadExactly) {
+  // rbd keeps several reads in flight: slices are handed out before earlier ones are done.
+  std::string data = Pattern(40 * kBlock + 999, 11);
+  auto cache = BlockCache::Open(NewMemBlockStore(), SmallOptions()).value();
+  auto source = cache->Wrap(Record("a", data, "v1"), std::make_shared<AheadSource>(data, 4));
+  EXPECT_EQ(ReadAll(*source, 100000), data);
   ASSERT_TRUE(WaitFor([&] { return cache->Find("a")->state == CacheState::kVerified; }));
 }
 
@@ -304,7 +337,8 @@ TEST(BlockCacheTest, HashMismatchDropsTheDataAndRefusesReads) {
   auto upstream = std::make_shared<CountingSource>(data);
   upstream->lie = true;  // Glance serves bytes that do not match the record's hash
   ImageRecord r = Record("a", data, "v1");
-  Status s = cache->FetchAll(r, upstream, [] { return false; }, 0);
+  Status s = cache->FetchAll(
+      r, upstream, [] { return false; }, 0);
   EXPECT_TRUE(s.IsCorruption()) << s.ToString();
   auto info = cache->Find("a");
   EXPECT_EQ(info->state, CacheState::kCorrupt);
@@ -313,11 +347,15 @@ TEST(BlockCacheTest, HashMismatchDropsTheDataAndRefusesReads) {
   auto source = cache->Wrap(r, upstream);
   std::string got(10, '\0');
   Status rs = source->ReadAt(0, 10, got.data());
-  EXPECT_TRUE(rs.IsCorruption()) << rs.ToString() << " state " << CacheStateName(cache->Find("a")->state);
+  EXPECT_TRUE(rs.IsCorruption()) << rs.ToString() << " state "
+                                 << CacheStateName(cache->Find("a")->state);
   // rm cache/<id> clears the mark; honest bytes then verify.
   ASSERT_TRUE(cache->Evict("a").ok());
   upstream->lie = false;
-  EXPECT_TRUE(cache->FetchAll(r, upstream, [] { return false; }, 0).ok());
+  EXPECT_TRUE(cache
+                  ->FetchAll(
+                      r, upstream, [] { return false; }, 0)
+                  .ok());
   EXPECT_EQ(cache->Find("a")->state, CacheState::kVerified);
 }
 
@@ -340,19 +378,26 @@ TEST(BlockCacheTest, PrefetchRateIsCappedFromTheFirstRequest) {
   auto cache = BlockCache::Open(NewMemBlockStore(), SmallOptions()).value();
   auto upstream = std::make_shared<CountingSource>(data);
   auto t0 = std::chrono::steady_clock::now();
-  ASSERT_TRUE(cache->FetchAll(Record("a", data, "v1"), upstream, [] { return false; }, 2 << 20).ok());
+  ASSERT_TRUE(cache
+                  ->FetchAll(
+                      Record("a", data, "v1"), upstream, [] { return false; }, 2 << 20)
+                  .ok());
   EXPECT_GE(std::chrono::steady_clock::now() - t0, std::chrono::milliseconds(350));
   EXPECT_EQ(upstream->requests, 1);
   EXPECT_EQ(cache->Find("a")->state, CacheState::kVerified);
 
   auto partly = std::make_shared<CountingSource>(data);
   std::atomic<int> blocks{0};
-  Status stopped = cache->FetchAll(Record("b", data, "v1"), partly, [&] { return ++blocks > 2; }, 0);
+  Status stopped = cache->FetchAll(
+      Record("b", data, "v1"), partly, [&] { return ++blocks > 2; }, 0);
   EXPECT_EQ(stopped.code(), Status::Code::kUnavailable) << stopped.ToString();
   ASSERT_GT(cache->Find("b")->cached_bytes, 0u);
   ASSERT_LT(cache->Find("b")->cached_bytes, data.size());
   t0 = std::chrono::steady_clock::now();
-  ASSERT_TRUE(cache->FetchAll(Record("b", data, "v1"), partly, [] { return false; }, 2 << 20).ok());
+  ASSERT_TRUE(cache
+                  ->FetchAll(
+                      Record("b", data, "v1"), partly, [] { return false; }, 2 << 20)
+                  .ok());
   EXPECT_GE(std::chrono::steady_clock::now() - t0, std::chrono::milliseconds(250));
   EXPECT_EQ(partly->requests, 1 + 4);
   EXPECT_EQ(cache->Find("b")->state, CacheState::kVerified);
@@ -367,7 +412,10 @@ TEST(BlockCacheTest, PrefetchHashesAsItFetchesInOneRequest) {
   std::string data = Pattern(20 * kBlock + 9, 14);
   auto cache = BlockCache::Open(NewMemBlockStore(&faults), SmallOptions()).value();
   auto upstream = std::make_shared<CountingSource>(data);
-  ASSERT_TRUE(cache->FetchAll(Record("a", data, "v1"), upstream, [] { return false; }, 0).ok());
+  ASSERT_TRUE(cache
+                  ->FetchAll(
+                      Record("a", data, "v1"), upstream, [] { return false; }, 0)
+                  .ok());
   EXPECT_EQ(upstream->requests, 1);
   EXPECT_EQ(cache->Find("a")->state, CacheState::kVerified);
   EXPECT_EQ(cache->Find("a")->cached_bytes, data.size());
@@ -428,7 +476,10 @@ TEST(BlockCacheTest, PrefetchOfAWholeOnlySourceStreamsItAndStopsWhenTold) {
   {
     auto cache = BlockCache::Open(NewMemBlockStore(), SmallOptions()).value();
     auto upstream = std::make_shared<WholeOnlySource>(data);
-    ASSERT_TRUE(cache->FetchAll(Record("p", data, "v1"), upstream, [] { return false; }, 0).ok());
+    ASSERT_TRUE(cache
+                    ->FetchAll(
+                        Record("p", data, "v1"), upstream, [] { return false; }, 0)
+                    .ok());
     EXPECT_EQ(cache->Find("p")->state, CacheState::kVerified);
     EXPECT_EQ(upstream->streams, 1);
   }
@@ -449,7 +500,10 @@ TEST(BlockCacheTest, PrefetchOfAWholeOnlySourceStreamsItAndStopsWhenTold) {
   upstream->slice_delay_us = 20000;
   std::atomic<bool> stop{false};
   Status fetched;
-  std::thread f([&] { fetched = cache->FetchAll(r, upstream, [&] { return stop.load(); }, 0); });
+  std::thread f([&] {
+    fetched = cache->FetchAll(
+        r, upstream, [&] { return stop.load(); }, 0);
+  });
   std::this_thread::sleep_for(std::chrono::milliseconds(200));
   auto t0 = std::chrono::steady_clock::now();
   stop = true;
@@ -543,7 +597,10 @@ TEST_F(RocksCacheTest, CachedAndVerifiedImagesSurviveARestart) {
   {
     auto cache = OpenCache();
     auto upstream = std::make_shared<CountingSource>(data);
-    ASSERT_TRUE(cache->FetchAll(r, upstream, [] { return false; }, 0).ok());
+    ASSERT_TRUE(cache
+                    ->FetchAll(
+                        r, upstream, [] { return false; }, 0)
+                    .ok());
     EXPECT_EQ(cache->Find("a")->state, CacheState::kVerified);
   }
   service_.reset();  // closed, as by an unmount
@@ -563,7 +620,8 @@ TEST_F(RocksCacheTest, FlippedBytesInTheStoreNeverYieldWrongData) {
   std::string data = Pattern(40 * kBlock, 11);
   ImageRecord r = Record("a", data, "v1");
   ASSERT_TRUE(OpenCache()
-                  ->FetchAll(r, std::make_shared<CountingSource>(data), [] { return false; }, 0)
+                  ->FetchAll(
+                      r, std::make_shared<CountingSource>(data), [] { return false; }, 0)
                   .ok());
   service_.reset();
   std::mt19937 rng(12);
@@ -662,7 +720,8 @@ TEST(CacheServiceTest, QueueRetriesWhileTheBackendIsDown) {
 // A reload's pre-fetch settings: one worker at first (images one at a time), then three.
 TEST(CacheServiceTest, PrefetchWorkersChangeWhileRunning) {
   FakeCatalog catalog;
-  for (int i = 0; i < 6; ++i) catalog.Add("img" + std::to_string(i), "x", "raw", Pattern(64 * kBlock, i));
+  for (int i = 0; i < 6; ++i)
+    catalog.Add("img" + std::to_string(i), "x", "raw", Pattern(64 * kBlock, i));
   ServiceOptions o;
   o.cache = SmallOptions();
   o.prefetch.workers = 1;
@@ -670,7 +729,8 @@ TEST(CacheServiceTest, PrefetchWorkersChangeWhileRunning) {
   auto service = CacheService::OpenWithStore(&catalog, NewMemBlockStore(), o).value();
   auto wrapped = service->WrapCatalog();
   auto snap = wrapped->Refresh().value();
-  for (int i = 0; i < 6; ++i) ASSERT_TRUE(service->Queue(*snap->Find("img" + std::to_string(i))).ok());
+  for (int i = 0; i < 6; ++i)
+    ASSERT_TRUE(service->Queue(*snap->Find("img" + std::to_string(i))).ok());
   auto fetching = [&] {
     int n = 0;
     for (const auto& q : service->Queued()) {
@@ -685,7 +745,7 @@ TEST(CacheServiceTest, PrefetchWorkersChangeWhileRunning) {
   more.bytes_per_s = 0;
   service->SetPrefetch(more);
   // The first image still has ~3 s to go at its old rate; the new workers take the others.
-  EXPECT_TRUE(WaitFor([&] { return service->Queued().size() <= 3; }, 2));
+  EXPECT_TRUE(WaitFor([&] { return service->Queued().size() <= 3; }, std::chrono::seconds(2)));
   EXPECT_TRUE(WaitFor([&] { return service->Queued().empty(); }));
 }
 

@@ -12,21 +12,15 @@
 #include <thread>
 
 #include "cache/block_cache.h"
+#include "tests/unit/cache_test_util.h"
 
 namespace glancefs::cache {
 namespace {
 
-constexpr uint32_t kBlock = 64 << 10;
+using test_util::Pattern;
+using test_util::WaitFor;
 
-std::string Pattern(size_t n, uint32_t seed) {
-  std::string s(n, '\0');
-  std::mt19937 rng(seed);
-  for (size_t i = 0; i < n; i += 4) {
-    uint32_t v = rng();
-    std::memcpy(&s[i], &v, std::min<size_t>(4, n - i));
-  }
-  return s;
-}
+constexpr uint32_t kBlock = 64 << 10;
 
 // An HTTP-like source: one request places its bytes slice by slice, as they "arrive". A request
 // to the image's end longer than the largest ranged one (Options: 16 blocks) is a stream.
@@ -101,16 +95,6 @@ Status ReadRange(ByteSource& s, const std::string& data, uint64_t off, uint64_t 
   return Status::Ok();
 }
 
-template <typename F>
-bool WaitFor(F done, int ms = 20000) {
-  auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(ms);
-  while (!done()) {
-    if (std::chrono::steady_clock::now() > deadline) return false;
-    std::this_thread::sleep_for(std::chrono::milliseconds(5));
-  }
-  return true;
-}
-
 TEST(SequentialStreamTest, ASequentialReaderIsServedByOneStreamItPaces) {
   std::string data = Pattern(256 * kBlock + 777, 1);  // 16 MiB and a piece
   auto cache = BlockCache::Open(NewMemBlockStore(), Options()).value();
@@ -158,7 +142,7 @@ TEST(SequentialStreamTest, AReaderThatMovesOnTakesTheStreamAlong) {
   // Far away (more than the 8 MiB a read may arrive out of order), then on from there: ranged
   // reads at first, then the stream ends and a new one serves the new place.
   ASSERT_TRUE(ReadRange(*source, data, 12 << 20, 20 << 20, 128 << 10).ok());
-  EXPECT_TRUE(WaitFor([&] { return upstream->ended_early == 1; }, 1000));
+  EXPECT_TRUE(WaitFor([&] { return upstream->ended_early == 1; }, std::chrono::milliseconds(1000)));
   EXPECT_EQ(upstream->streams, 2);
 }
 
@@ -190,7 +174,8 @@ TEST(SequentialStreamTest, AnIdleReaderEndsItsStream) {
   ASSERT_EQ(upstream->streams, 1);
   // The source stays open, the reader reads no more: the stream lets go after kIdle.
   const int idle_ms = static_cast<int>(SequentialStream::kIdle.count());
-  EXPECT_TRUE(WaitFor([&] { return upstream->ended_early == 1; }, idle_ms + 2000));
+  EXPECT_TRUE(WaitFor([&] { return upstream->ended_early == 1; },
+                      std::chrono::milliseconds(idle_ms + 2000)));
 }
 
 TEST(SequentialStreamTest, ClosingTheSourceOrTheCacheEndsAWaitingStreamAtOnce) {
@@ -201,7 +186,7 @@ TEST(SequentialStreamTest, ClosingTheSourceOrTheCacheEndsAWaitingStreamAtOnce) {
     auto source = cache->Wrap(Record("a", data), upstream);
     ASSERT_TRUE(ReadRange(*source, data, 0, 1 << 20, 128 << 10).ok());
   }
-  EXPECT_TRUE(WaitFor([&] { return upstream->ended_early == 1; }, 1000));
+  EXPECT_TRUE(WaitFor([&] { return upstream->ended_early == 1; }, std::chrono::milliseconds(1000)));
   // A stream waiting for its reader when the cache closes.
   auto source = cache->Wrap(Record("a", data), upstream);
   ASSERT_TRUE(ReadRange(*source, data, 2 << 20, 1 << 20, 128 << 10).ok());
