@@ -834,11 +834,17 @@ Result<struct stat> FileSystem::Create(uint64_t parent, std::string_view name) {
   NodeKey key = EntryKey(NodeKind::kQueueEntry, image->id);
   auto st = AcquireStable([&](const Namespace&) -> Result<NodeKey> { return key; });
   if (st.ok() || !st.status().IsNotFound()) return st;
-  // Already done: a pre-fetch of what was nearly cached can leave the queue before this reply.
-  // The file did exist; the kernel forgets it at its next lookup (queue/ is never cached).
-  GLANCEFS_ASSIGN_OR_RETURN(struct stat done,
-                            StatOf(EntryKey(NodeKind::kCacheEntry, image->id), *ns()));
-  done.st_ino = inodes_.Acquire(key);
+  // Already done: a pre-fetch of what was nearly cached can leave the queue before this reply,
+  // and an image that failed its check leaves cache/ too. The file did exist; the kernel forgets
+  // it at its next lookup (queue/ is never cached).
+  auto done = StatOf(EntryKey(NodeKind::kCacheEntry, image->id), *ns());
+  if (!done.ok()) {
+    done = StatOf(DirKey(NodeKind::kQueueDir), *ns());  // owner and times of queue/
+    if (!done.ok()) return done.status();
+    done->st_mode = S_IFREG | 0644;
+    done->st_nlink = 1;
+  }
+  done->st_ino = inodes_.Acquire(key);
   return done;
 }
 

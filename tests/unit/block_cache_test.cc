@@ -504,7 +504,9 @@ TEST(BlockCacheTest, PrefetchOfAWholeOnlySourceStreamsItAndStopsWhenTold) {
     fetched = cache->FetchAll(
         r, upstream, [&] { return stop.load(); }, 0);
   });
-  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  // Stopped while its stream runs (slowly: 20 ms a block).
+  ASSERT_TRUE(WaitFor([&] { return upstream->streams >= 2; }));
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));
   auto t0 = std::chrono::steady_clock::now();
   stop = true;
   f.join();
