@@ -93,9 +93,6 @@ struct CacheOptions {
   uint64_t readahead_max = 64 << 20;     // the window doubles up to this
   int readahead_requests = 4;            // per image in flight
   int fetch_threads = 8;
-  // A sequential reader of a source that PrefersOneStream is served by one streaming request
-  // (sequential_stream.h) instead of ranged read-ahead; at most fetch_threads / 2 at once.
-  bool stream_reads = true;
   // Where signing certificates come from (cache/signature.h); null: signed images are
   // "unverifiable: no certificate source".
   std::shared_ptr<CertificateStore> certificates;

@@ -174,7 +174,7 @@ std::shared_ptr<SequentialStream> BlockReader::StartStream(const ImagePtr& image
                                                            const SourcePtr& upstream,
                                                            uint64_t first, uint64_t next,
                                                            uint64_t window) {
-  if (!d_.options->stream_reads || !upstream->PrefersOneStream()) return nullptr;
+  if (!upstream->PrefersOneStream()) return nullptr;
   uint64_t no;
   {
     MutexLock lock(&image->mu);

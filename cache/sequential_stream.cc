@@ -33,8 +33,7 @@ void SequentialStream::Follow(uint64_t next, uint64_t window) {
   const uint64_t bs = image_->block_size;
   const uint64_t to = std::min<uint64_t>(image_->nblocks, (next + window + bs - 1) / bs);
   if (to <= from) return;
-  std::vector<bool> got;  // Follow's callers are serialized: nobody else extends the window
-  got.reserve(to - from);
+  std::deque<bool> got;  // Follow's callers are serialized: nobody else extends the window
   {
     MutexLock lock(&image_->mu);
     if (image_->no != no_) return;  // renumbered: the stream ends at its next block
@@ -50,11 +49,7 @@ void SequentialStream::Follow(uint64_t next, uint64_t window) {
       return;
     }
   }
-  // It ended meanwhile (and may have abandoned what it had): these would never come.
-  MutexLock lock(&image_->mu);
-  for (uint64_t i = 0; i < got.size(); ++i) {
-    if (got[i]) fetcher_->deps().flights->Abandon({no_, from + i});
-  }
+  AbandonClaimed(from, got);  // it ended meanwhile: these would never come
 }
 
 void SequentialStream::Stop() {
@@ -65,12 +60,8 @@ void SequentialStream::Stop() {
 
 void SequentialStream::Run() {
   Status s = fetcher_->Stream(image_, no_, first_, upstream_, this);
-  if (!s.ok()) {
-    // Nothing is lost: what it claimed and did not receive is abandoned below, and ranged
-    // reads take over.
-    LOG_DEBUG("cache: stream of image %s from block %llu: %s", image_->id.c_str(),
-              static_cast<unsigned long long>(first_), s.ToString().c_str());
-  }
+  // Nothing is lost if it failed: what it claimed and did not receive is abandoned below, and
+  // ranged reads take over.
   LOG_DEBUG("cache: stream of image %s from block %llu ended: %s", image_->id.c_str(),
             static_cast<unsigned long long>(first_), s.ToString().c_str());
   Abandon();
@@ -87,9 +78,13 @@ void SequentialStream::Abandon() {
     base = base_;
   }
   // Every block it received has landed (the request drained its store runs): these never came.
+  AbandonClaimed(base, left);
+}
+
+void SequentialStream::AbandonClaimed(uint64_t base, const std::deque<bool>& claimed) {
   MutexLock lock(&image_->mu);
-  for (uint64_t i = 0; i < left.size(); ++i) {
-    if (left[i]) fetcher_->deps().flights->Abandon({no_, base + i});
+  for (uint64_t i = 0; i < claimed.size(); ++i) {
+    if (claimed[i]) fetcher_->deps().flights->Abandon({no_, base + i});
   }
 }
 

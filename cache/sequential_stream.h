@@ -61,6 +61,8 @@ class SequentialStream final : public BlockPacer {
   Next Before(uint64_t index) override EXCLUDES(mu_, image_->mu);
 
  private:
+  // Abandons the flights of the blocks from `base` that `claimed` marks.
+  void AbandonClaimed(uint64_t base, const std::deque<bool>& claimed) EXCLUDES(image_->mu);
   // Waits until block `index` is claimed or known skipped; false if the stream is to end first.
   bool AwaitReader(uint64_t index) REQUIRES(mu_);
 
