@@ -8,6 +8,7 @@
 #include <cerrno>
 #include <cstring>
 
+#include "backends/rbd/ceph_api.h"
 #include "fs/base/log.h"
 
 namespace glancefs::backends::rbd {
@@ -32,7 +33,7 @@ Status CephError(int negative_errno, const std::string& context) {
 class CephCluster {
  public:
   explicit CephCluster(rados_t handle) : handle_(handle) {}
-  ~CephCluster() { rados_shutdown(handle_); }
+  ~CephCluster() { Ceph().rados_shutdown(handle_); }
   CephCluster(const CephCluster&) = delete;
   CephCluster& operator=(const CephCluster&) = delete;
   rados_t handle() const { return handle_; }
@@ -41,7 +42,7 @@ class CephCluster {
   const rados_t handle_;
 };
 
-CephPool::~CephPool() { rados_ioctx_destroy(ioctx_); }
+CephPool::~CephPool() { Ceph().rados_ioctx_destroy(ioctx_); }
 
 struct CephClusters::Entry {
   std::string name;       // the cluster name: the conf file's base name
@@ -67,11 +68,11 @@ Result<rados_t> NewHandle(const std::string& cluster, const std::string& user,
                           const std::string& conf_path) {
   rados_t handle;
   std::string name = "client." + user;
-  int r = rados_create2(&handle, cluster.c_str(), name.c_str(), 0);
+  int r = Ceph().rados_create2(&handle, cluster.c_str(), name.c_str(), 0);
   if (r < 0) return CephError(r, "rados_create2 for " + conf_path);
-  r = rados_conf_read_file(handle, conf_path.c_str());
+  r = Ceph().rados_conf_read_file(handle, conf_path.c_str());
   if (r < 0) {
-    rados_shutdown(handle);
+    Ceph().rados_shutdown(handle);
     return CephError(r, "cannot read " + conf_path);
   }
   return handle;
@@ -79,7 +80,7 @@ Result<rados_t> NewHandle(const std::string& cluster, const std::string& user,
 
 Result<std::string> ConfGet(rados_t handle, const char* option) {
   char buf[4096];
-  int r = rados_conf_get(handle, option, buf, sizeof(buf));
+  int r = Ceph().rados_conf_get(handle, option, buf, sizeof(buf));
   if (r < 0) return CephError(r, std::string("conf ") + option);
   return std::string(buf);
 }
@@ -111,7 +112,7 @@ Status CephClusters::Scan() {
       continue;
     }
     auto fsid = ConfGet(*handle, "fsid");
-    rados_shutdown(*handle);
+    Ceph().rados_shutdown(*handle);
     if (!fsid.ok() || fsid->empty() || *fsid == "00000000-0000-0000-0000-000000000000") {
       LOG_WARNING("ceph: %s names no fsid: not used", path.c_str());
       continue;
@@ -134,9 +135,10 @@ Status CephClusters::Scan() {
 
 Result<std::string> CephClusters::KeyringOf(const std::string& cluster,
                                             const std::string& conf_path) const {
+  GLANCEFS_RETURN_IF_ERROR(LoadCeph());
   GLANCEFS_ASSIGN_OR_RETURN(rados_t handle, NewHandle(cluster, options_.user, conf_path));
   auto keyring = ConfGet(handle, "keyring");
-  rados_shutdown(handle);
+  Ceph().rados_shutdown(handle);
   if (!keyring.ok()) return keyring.status();
   // Ceph's default is a search list; a conf that sets `keyring` names one file.
   if (keyring->empty() || keyring->find(',') != std::string::npos) {
@@ -165,11 +167,11 @@ Result<std::shared_ptr<CephCluster>> CephClusters::Connect(Entry& entry) {
       {"rbd_cache", "false"},
   };
   for (const auto& [option, value] : settings) {
-    if (int r = rados_conf_set(handle, option, value.c_str()); r < 0) {
+    if (int r = Ceph().rados_conf_set(handle, option, value.c_str()); r < 0) {
       return CephError(r, std::string("conf set ") + option);
     }
   }
-  if (int r = rados_connect(handle); r < 0) {
+  if (int r = Ceph().rados_connect(handle); r < 0) {
     return CephError(r, "cannot connect to ceph cluster " + entry.name + " as client." +
                             options_.user);
   }
@@ -178,6 +180,7 @@ Result<std::shared_ptr<CephCluster>> CephClusters::Connect(Entry& entry) {
 
 Result<std::shared_ptr<CephPool>> CephClusters::Pool(const std::string& fsid,
                                                      const std::string& pool) {
+  GLANCEFS_RETURN_IF_ERROR(LoadCeph());
   std::shared_ptr<Entry> entry;
   for (int pass = 0; pass < 2 && !entry; ++pass) {
     {
@@ -209,7 +212,7 @@ Result<std::shared_ptr<CephPool>> CephClusters::Pool(const std::string& fsid,
       return entry->failure;
     }
     char got[64] = {};
-    int n = rados_cluster_fsid((*connected)->handle(), got, sizeof(got) - 1);
+    int n = Ceph().rados_cluster_fsid((*connected)->handle(), got, sizeof(got) - 1);
     if (n < 0 || Lower(got) != fsid) {
       entry->failure = Status::PermissionDenied("cluster " + entry->name + " reports fsid " +
                                                 got + ", its conf says " + fsid);
@@ -224,7 +227,8 @@ Result<std::shared_ptr<CephPool>> CephClusters::Pool(const std::string& fsid,
   auto& slot = entry->pools[pool];
   if (!slot) {
     rados_ioctx_t ioctx;
-    if (int r = rados_ioctx_create(entry->cluster->handle(), pool.c_str(), &ioctx); r < 0) {
+    int r = Ceph().rados_ioctx_create(entry->cluster->handle(), pool.c_str(), &ioctx);
+    if (r < 0) {
       entry->pools.erase(pool);
       return CephError(r, "pool " + pool + " of cluster " + entry->name);
     }

@@ -6,6 +6,7 @@
 #include <cstring>
 #include <deque>
 
+#include "backends/rbd/ceph_api.h"
 #include "fs/base/log.h"
 
 namespace glancefs::backends::rbd {
@@ -42,22 +43,22 @@ Result<std::shared_ptr<RbdByteSource>> RbdByteSource::Open(std::shared_ptr<CephP
                                                            std::shared_ptr<SourceStats> stats) {
   const std::string what = pool->label() + "/" + location.image + "@" + location.snapshot;
   rbd_image_t image;
-  int r = rbd_open_read_only(pool->ioctx(), location.image.c_str(), &image,
-                             location.snapshot.c_str());
+  int r = Ceph().rbd_open_read_only(pool->ioctx(), location.image.c_str(), &image,
+                                    location.snapshot.c_str());
   if (r < 0) return CephError(r, "cannot open rbd image " + what);
   auto fail = [&](Status s) {
-    rbd_close(image);
+    Ceph().rbd_close(image);
     return s;
   };
   uint64_t size = 0;
-  if (r = rbd_get_size(image, &size); r < 0) return fail(CephError(r, "size of " + what));
+  if (r = Ceph().rbd_get_size(image, &size); r < 0) return fail(CephError(r, "size of " + what));
   if (size != expected_size) {
     return fail(Status::Corruption("rbd image " + what + " holds " + std::to_string(size) +
                                    " bytes, its record says " + std::to_string(expected_size)));
   }
   std::vector<Extent> data;
-  r = rbd_diff_iterate2(image, nullptr, 0, size, /*include_parent=*/1, /*whole_object=*/1,
-                        CollectData, &data);
+  r = Ceph().rbd_diff_iterate2(image, nullptr, 0, size, /*include_parent=*/1,
+                               /*whole_object=*/1, CollectData, &data);
   if (r < 0) return fail(CephError(r, "allocation of " + what));
   return std::shared_ptr<RbdByteSource>(new RbdByteSource(
       std::move(pool), location, image, size, std::move(data), std::move(stats)));
@@ -78,7 +79,7 @@ RbdByteSource::RbdByteSource(std::shared_ptr<CephPool> pool, RbdLocation locatio
       }()),
       stats_(std::move(stats)) {}
 
-RbdByteSource::~RbdByteSource() { rbd_close(image_); }
+RbdByteSource::~RbdByteSource() { Ceph().rbd_close(image_); }
 
 std::string RbdByteSource::Describe() const {
   return pool_->label() + "/" + location_.image + "@" + location_.snapshot;
@@ -107,11 +108,13 @@ Status RbdByteSource::CheckStillThere(uint64_t completed_seq) {
   if (completed_seq < checked_upto_) return Status::Ok();
   const uint64_t covers = completed_.load() + 1;  // every run completed before this check
   char id[128] = {};
-  if (int r = rbd_get_id(image_, id, sizeof(id)); r < 0) return CephError(r, "id of " + Describe());
+  if (int r = Ceph().rbd_get_id(image_, id, sizeof(id)); r < 0) {
+    return CephError(r, "id of " + Describe());
+  }
   uint64_t psize;
   time_t mtime;
   std::string header = std::string("rbd_header.") + id;
-  int r = rados_stat(pool_->ioctx(), header.c_str(), &psize, &mtime);
+  int r = Ceph().rados_stat(pool_->ioctx(), header.c_str(), &psize, &mtime);
   if (r == -ENOENT) {
     return Status::IOError("rbd image " + Describe() + " was deleted from the store");
   }
@@ -145,9 +148,9 @@ Status RbdByteSource::ReadScattered(uint64_t off, uint64_t n, const SliceFor& sl
   auto finish_oldest = [&] {
     Run run = std::move(in_flight.front());
     in_flight.pop_front();
-    rbd_aio_wait_for_complete(run.completion);
-    ssize_t r = rbd_aio_get_return_value(run.completion);
-    rbd_aio_release(run.completion);
+    Ceph().rbd_aio_wait_for_complete(run.completion);
+    ssize_t r = Ceph().rbd_aio_get_return_value(run.completion);
+    Ceph().rbd_aio_release(run.completion);
     const uint64_t seq = completed_.fetch_add(1) + 1;
     ++runs_done;
     if (!failure.ok()) return;
@@ -174,11 +177,11 @@ Status RbdByteSource::ReadScattered(uint64_t off, uint64_t n, const SliceFor& sl
     if (run.len == 0 || !failure.ok()) return;
     while (static_cast<int>(in_flight.size()) >= kMaxInFlight) finish_oldest();
     if (!failure.ok()) return;
-    int r = rbd_aio_create_completion(nullptr, nullptr, &run.completion);
+    int r = Ceph().rbd_aio_create_completion(nullptr, nullptr, &run.completion);
     if (r >= 0) {
-      r = rbd_aio_readv(image_, run.iov.data(), static_cast<int>(run.iov.size()), run.off,
-                        run.completion);
-      if (r < 0) rbd_aio_release(run.completion);
+      r = Ceph().rbd_aio_readv(image_, run.iov.data(), static_cast<int>(run.iov.size()),
+                               run.off, run.completion);
+      if (r < 0) Ceph().rbd_aio_release(run.completion);
     }
     if (r < 0) {
       failure = CephError(r, "read of " + Describe());

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "backends/common/image_record_json.h"
+#include "backends/rbd/ceph_api.h"
 #include "backends/rbd/ceph_clusters.h"
 #include "backends/rbd/rbd_catalog.h"
 #include "backends/rbd/rbd_url.h"
@@ -155,6 +156,29 @@ TEST_F(CephConfDir, UnknownFsidMissingOrOpenKeyringAreClearErrors) {
   ASSERT_FALSE(open.ok());
   EXPECT_EQ(open.status().code(), Status::Code::kPermissionDenied) << open.status().ToString();
   EXPECT_NE(open.status().message().find("readable by others"), std::string::npos);
+}
+
+// Whether librbd is mapped into this process.
+bool LibrbdMapped() {
+  std::ifstream maps("/proc/self/maps");
+  std::string line;
+  while (std::getline(maps, line)) {
+    if (line.find("/librbd.so") != std::string::npos) return true;
+  }
+  return false;
+}
+
+// glancefs does not link librbd: it is mapped when Ceph is first needed. CTest runs each test
+// alone in a process of its own; run with others, an earlier test may have loaded it.
+TEST(CephApi, LibrbdIsLoadedOnFirstUseOnly) {
+  if (::testing::GTEST_FLAG(filter) == "CephApi.LibrbdIsLoadedOnFirstUseOnly") {
+    EXPECT_FALSE(LibrbdMapped());
+  }
+  ASSERT_TRUE(LoadCeph().ok()) << LoadCeph().ToString();
+  EXPECT_TRUE(LibrbdMapped());
+  EXPECT_NE(Ceph().rbd_aio_readv, nullptr);
+  EXPECT_NE(Ceph().rados_connect, nullptr);
+  EXPECT_TRUE(LoadCeph().ok());  // once, and the same verdict after
 }
 
 TEST(CephError, MapsErrnos) {
