@@ -29,6 +29,7 @@
 #include "fs/core/file_system.h"
 #include "fs/fuse/session.h"
 #include "tools/glancefs/config_file.h"
+#include "tools/glancefs/first_refresh.h"
 #include "tools/glancefs/metrics_server.h"
 #include "tools/glancefs/options.h"
 #include "tools/glancefs/reloader.h"
@@ -304,6 +305,8 @@ int main(int argc, char** argv) {
   SourceParts parts;
   auto catalog = OpenCatalog(*cl, &parts);
   if (!catalog.ok()) return Fail(catalog.status());
+  // The catalog is listed while the cache opens.
+  *catalog = std::make_unique<glancefs::tools::FirstRefreshAhead>(std::move(*catalog));
 
   // The block cache sits between the backend and the file system (docs/ARCHITECTURE.md).
   std::unique_ptr<glancefs::cache::CacheService> cache;
