@@ -238,6 +238,14 @@ Status CachedSource::ReadPinned(uint64_t off, size_t n, std::vector<PinnedSlice>
   return s;
 }
 
+void CachedSource::WillNeed(uint64_t off, uint64_t n) {
+  if (image_->retired || n == 0 || off >= image_->size) return;
+  const uint64_t bs = image_->block_size;
+  const uint64_t first = off / bs;
+  const uint64_t last = (off + std::min(n, image_->size - off) - 1) / bs;
+  reader_->ScheduleReadahead(image_, upstream_, first, last, last - first + 1);
+}
+
 Status CachedSource::ForEachBlock(uint64_t off, size_t n, const Piece& piece) {
   if (off > image_->size || n > image_->size - off) {
     return Status::OutOfRange("image " + image_->id + ": read past the end");

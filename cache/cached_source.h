@@ -104,6 +104,8 @@ class CachedSource final : public ByteSource {
   Result<Extent> MapExtent(uint64_t off) override { return upstream_->MapExtent(off); }
   Status ReadAt(uint64_t off, size_t n, char* dst) override;
   Status ReadPinned(uint64_t off, size_t n, std::vector<PinnedSlice>* out) override;
+  // Fetches the missing blocks of [off, off + n) on the fetch threads (read-ahead).
+  void WillNeed(uint64_t off, uint64_t n) override;
 
  private:
   using Piece = std::function<void(const BlockData&, const char*, size_t)>;

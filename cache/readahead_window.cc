@@ -1,6 +1,7 @@
 #include "cache/readahead_window.h"
 
 #include <algorithm>
+#include <bit>
 
 namespace glancefs::cache {
 
@@ -8,7 +9,7 @@ ReadaheadWindow::Plan ReadaheadWindow::OnRead(uint64_t off, uint64_t n) {
   Plan plan;
   plan.sequential = Continues(off);
   if (!plan.sequential) {
-    window_ = c_.initial;
+    window_ = 0;  // the next read that continues this one opens the window anew
     ahead_ = 0;
     next_ = off + n;
     return plan;
@@ -17,7 +18,7 @@ ReadaheadWindow::Plan ReadaheadWindow::OnRead(uint64_t off, uint64_t n) {
     next_ = std::max<uint64_t>(next_, off + n);
     return plan;
   }
-  window_ = next_ == 0 ? c_.initial : std::min(window_ * 2, c_.max);
+  window_ = window_ == 0 ? FirstWindow(n) : std::min(window_ * 2, c_.max);
   next_ = std::max<uint64_t>(next_, off + n);
   // Top up only when less than half the window is still ahead, and in whole requests.
   if (ahead_ > next_ && ahead_ - next_ >= window_ / 2) return plan;
@@ -32,6 +33,10 @@ ReadaheadWindow::Plan ReadaheadWindow::OnRead(uint64_t off, uint64_t n) {
   plan.last_block = (target - 1) / bs;
   plan.blocks_per_request = request / bs;
   return plan;
+}
+
+uint64_t ReadaheadWindow::FirstWindow(uint64_t n) const {
+  return std::min<uint64_t>(c_.initial, 4 * std::bit_ceil(std::max<uint64_t>(n, 1)));
 }
 
 void ReadaheadWindow::Scheduled(uint64_t end_block) {

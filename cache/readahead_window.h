@@ -4,8 +4,11 @@
 //
 // The algorithm is mountpoint-s3's prefetcher's (prefetch.rs, seek_window.rs): a read that
 // continues the stream (within reorder_bytes either side of where the last one ended) is
-// sequential and doubles the window, from `initial` up to `max`; any other read resets it and
-// asks for nothing. The window is topped up only when less than half of it is still ahead,
+// sequential and doubles the window up to `max`; any other read resets it and asks for nothing.
+// The first window of a stream is four times its first read (as Linux's initial read-ahead),
+// at most `initial`: a format probe reading a header at offset 0 asks for nothing past its own
+// block (a stream there would only take bandwidth from the reads that follow: the tables, the
+// block wanted), while a copy's 1 MiB reads get the whole initial window at once. The window is topped up only when less than half of it is still ahead,
 // and in whole requests that grow with it (small while a reader may stop soon, a header read;
 // up to request_bytes once it streams, where the per-request cost of Glance vanishes).
 //
@@ -22,7 +25,7 @@
 namespace glancefs::cache {
 
 struct ReadaheadConfig {
-  uint64_t initial = 4 << 20;         // the first window of a sequential reader
+  uint64_t initial = 4 << 20;         // the largest first window of a sequential reader
   uint64_t max = 64 << 20;            // the window doubles up to this; 0: no read-ahead
   uint64_t request_bytes = 64 << 20;  // the largest request
   uint64_t block_size = 64 << 10;
@@ -58,6 +61,8 @@ class ReadaheadWindow {
   uint64_t ahead() const { return ahead_; }  // read-ahead is scheduled up to here
 
  private:
+  uint64_t FirstWindow(uint64_t n) const;
+
   ReadaheadConfig c_;
   uint64_t next_ = 0;
   uint64_t window_ = 0;

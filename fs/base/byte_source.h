@@ -80,6 +80,12 @@ class ByteSource {
     return Status::Ok();
   }
 
+  // Advice, as posix_fadvise's WILLNEED: the n bytes at off will be read soon. A source that
+  // reads over a network may start fetching them, so that reads a caller must make one after
+  // the other (a format probe's first and last bytes) wait for one round trip, not two.
+  // Changes no result. Default: nothing.
+  virtual void WillNeed(uint64_t off, uint64_t n) { (void)off, (void)n; }
+
   // Whether one long request from some point on costs this source much less than several
   // ranged ones (HTTP: the server spends CPU per request). The block cache then serves a
   // sequential reader from one stream (cache/sequential_stream.h). Default: no.

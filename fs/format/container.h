@@ -36,6 +36,7 @@ class SliceByteSource final : public ByteSource {
     return base_->ReadAt(offset_ + off, n, dst);
   }
   Result<Extent> MapExtent(uint64_t off) override;
+  void WillNeed(uint64_t off, uint64_t n) override { base_->WillNeed(offset_ + off, n); }
   uint64_t allocated_bytes() const override { return length_; }
 
  private:

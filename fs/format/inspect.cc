@@ -15,6 +15,7 @@ class Borrowed final : public ByteSource {
   uint64_t size() const override { return src_.size(); }
   Status ReadAt(uint64_t off, size_t n, char* dst) override { return src_.ReadAt(off, n, dst); }
   Result<Extent> MapExtent(uint64_t off) override { return src_.MapExtent(off); }
+  void WillNeed(uint64_t off, uint64_t n) override { src_.WillNeed(off, n); }
 
  private:
   ByteSource& src_;

@@ -4,7 +4,12 @@
 
 namespace glancefs::format {
 
+// The probes read the first bytes and the last ones (a VHD footer).
+constexpr uint64_t kTailBytes = 512;
+
 Result<std::vector<std::string>> DetectFormats(ByteSource& src) {
+  // Asked for ahead, the tail arrives while the first probes read the head.
+  if (src.size() > kTailBytes) src.WillNeed(src.size() - kTailBytes, kTailBytes);
   std::vector<std::string> matches;
   for (const FormatSpec& f : Formats()) {
     GLANCEFS_ASSIGN_OR_RETURN(bool match, f.probe(src));

@@ -94,11 +94,18 @@ TEST(ReadaheadWindowTest, TableOfReaders) {
         {128 * K, K, false, false},
         {K, K, false, false},
         {129 * K, K, false, false}}},
-      // Near the end: requests stop at the image's last block.
+      // Near the end: requests stop at the image's last block. The window opens anew (4
+      // blocks: four times the read) at the first read that continues a random one.
       {"tail",
        {{250 * K, K, false, false},
-        {251 * K, K, true, true, 252, 255, 8},
+        {251 * K, K, true, true, 252, 255, 4},
         {252 * K, K, true, false}}},
+      // A format probe: a header read at 0 asks for nothing past its own block (four times
+      // 512 bytes), and the window grows from there; a copy's first read of a whole window
+      // gets the initial window at once.
+      {"header probe",
+       {{0, 512, true, true, 0, 0, 1}, {512, 512, true, false}, {K, K, true, true, 2, 3, 2}}},
+      {"large first read", {{0, 4 * K, true, true, 4, 7, 4}}},
       // max 0: reads are classified, nothing is fetched ahead.
       {"off", {{0, K, true, false}, {K, K, true, false}, {9 * K, K, false, false}}, 0},
   };
@@ -131,11 +138,11 @@ TEST(ReadaheadWindowTest, RandomReadResetsTheWindow) {
   }
   EXPECT_EQ(w.window(), 16 * K);
   EXPECT_FALSE(w.OnRead(100 * K, K).sequential);
-  EXPECT_EQ(w.window(), 4 * K);
+  EXPECT_EQ(w.window(), 0u);
   EXPECT_EQ(w.ahead(), 0u);
   auto p = w.OnRead(101 * K, K);
   EXPECT_TRUE(p.sequential);
-  EXPECT_EQ(w.window(), 8 * K);
+  EXPECT_EQ(w.window(), 4 * K);
   EXPECT_TRUE(p.fetch);
   EXPECT_EQ(p.first_block, 102u);
 }
