@@ -59,7 +59,11 @@ class CountingSource : public ByteSource {
   uint64_t size() const override { return data_.size(); }
   Status ReadAt(uint64_t off, size_t n, char* dst) override {
     ++requests;
+    int now = ++in_flight;
+    for (int max = max_in_flight; now > max && !max_in_flight.compare_exchange_weak(max, now);) {
+    }
     if (delay_ms) std::this_thread::sleep_for(std::chrono::milliseconds(delay_ms));
+    --in_flight;
     if (fail) return Status::Unavailable("injected: Glance is down");
     if (off > data_.size() || n > data_.size() - off) return Status::OutOfRange("past end");
     std::memcpy(dst, data_.data() + off, n);
@@ -74,6 +78,7 @@ class CountingSource : public ByteSource {
     return Deliver(buf, slice_for, done);
   }
   std::atomic<int> requests{0};
+  std::atomic<int> in_flight{0}, max_in_flight{0};
   std::atomic<int> delay_ms{0};
   std::atomic<bool> fail{false};
   std::atomic<bool> lie{false};
@@ -260,6 +265,24 @@ TEST(BlockCacheTest, SequentialReaderIsServedByLargeReadaheadRequests) {
     if (k == "readahead_blocks") readahead = v;
   }
   EXPECT_GT(readahead, 32u);
+}
+
+TEST(BlockCacheTest, WillNeedFetchesAheadAndTheReadThenWaitsForThatFetch) {
+  std::string data = Pattern(20 * kBlock + 77, 12);
+  auto cache = BlockCache::Open(NewMemBlockStore(), SmallOptions()).value();
+  auto upstream = std::make_shared<CountingSource>(data);
+  upstream->delay_ms = 200;
+  auto source = cache->Wrap(Record("a", data, "v1"), upstream);
+  const uint64_t tail = data.size() - 512;
+  source->WillNeed(tail, 512);  // returns at once: the fetch runs on the fetch threads
+  std::string head(512, '\0');
+  ASSERT_TRUE(source->ReadAt(0, 512, head.data()).ok());  // fetched beside the tail
+  std::string got(512, '\0');
+  ASSERT_TRUE(source->ReadAt(tail, 512, got.data()).ok());
+  EXPECT_EQ(head, data.substr(0, 512));
+  EXPECT_EQ(got, data.substr(tail));
+  EXPECT_EQ(upstream->requests, 2);  // the tail's one fetch (claimed), and the head's
+  EXPECT_EQ(upstream->max_in_flight, 2);  // at once, not one after the other
 }
 
 TEST(BlockCacheTest, ReadsArrivingOutOfOrderKeepTheReadaheadWindow) {
