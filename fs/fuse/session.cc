@@ -1,6 +1,8 @@
 #include "fs/fuse/session.h"
 
 #include <fcntl.h>
+#include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -32,6 +34,65 @@ void OnSighup(int) {
     (void)!::write(fd, &c, 1);  // a full pipe already holds a pending reload
   }
   errno = saved;
+}
+
+// Termination. libfuse 3.14's handlers for SIGINT and SIGTERM only set the session's exit flag,
+// which its loop sees when the loop's own thread is interrupted or the next request arrives
+// (libfuse issue 997, fixed in 3.18). A signal taken by any other thread (the refresher, a fetch
+// thread: the kernel picks any that does not block it) left glancefs mounted, waiting for a
+// request. So each of them also wakes the Session's stopper thread (gfs-stop), which interrupts
+// the loop's thread until the loop has returned (a signal landing between the loop's check of
+// the flag and its wait is lost: hence again every 50 ms).
+constexpr int kTerminationSignals[] = {SIGINT, SIGTERM, SIGHUP};
+struct sigaction g_libfuse_handler[std::size(kTerminationSignals)];  // chained to, then restored
+bool g_chained[std::size(kTerminationSignals)] = {};
+std::atomic<int> g_stop_fd{-1};  // the write end of the stopper's pipe; -1 when none
+std::atomic<bool> g_terminating{false};  // the stopper was woken (once: it then keeps at it)
+
+void OnTermination(int sig) {
+  int saved = errno;
+  for (size_t i = 0; i < std::size(kTerminationSignals); ++i) {
+    if (kTerminationSignals[i] == sig && g_chained[i]) g_libfuse_handler[i].sa_handler(sig);
+  }
+  int fd = g_stop_fd.load();
+  if (fd >= 0 && !g_terminating.exchange(true)) {
+    char c = 'T';
+    (void)!::write(fd, &c, 1);
+  }
+  errno = saved;
+}
+
+// Chains OnTermination in front of libfuse's handler of each termination signal it handles
+// (SIGHUP only when the Session does not take it for reloads).
+Status ChainTerminationHandlers(bool sighup_reloads) {
+  for (size_t i = 0; i < std::size(kTerminationSignals); ++i) {
+    const int sig = kTerminationSignals[i];
+    if (sig == SIGHUP && sighup_reloads) continue;
+    struct sigaction current;
+    if (::sigaction(sig, nullptr, &current) != 0) return Status::FromErrno(errno, "sigaction");
+    if ((current.sa_flags & SA_SIGINFO) || current.sa_handler == SIG_DFL ||
+        current.sa_handler == SIG_IGN) {
+      continue;  // not libfuse's: left alone
+    }
+    struct sigaction sa;
+    std::memset(&sa, 0, sizeof sa);
+    sa.sa_handler = OnTermination;
+    sigemptyset(&sa.sa_mask);
+    sa.sa_flags = 0;  // no SA_RESTART: the loop's read or wait returns EINTR and sees the flag
+    g_libfuse_handler[i] = current;
+    g_chained[i] = true;
+    if (::sigaction(sig, &sa, nullptr) != 0) return Status::FromErrno(errno, "sigaction");
+  }
+  return Status::Ok();
+}
+
+// Puts libfuse's handlers back, so that fuse_remove_signal_handlers finds and removes them.
+void UnchainTerminationHandlers() {
+  for (size_t i = 0; i < std::size(kTerminationSignals); ++i) {
+    if (!g_chained[i]) continue;
+    (void)::sigaction(kTerminationSignals[i], &g_libfuse_handler[i], nullptr);
+    g_chained[i] = false;
+  }
 }
 
 // Undoes the octal escapes of /proc/self/mountinfo ("\040" for a space).
@@ -132,6 +193,13 @@ Result<std::unique_ptr<Session>> Session::Create(core::FileSystem* fs, SessionOp
     return Status::IOError("cannot install signal handlers");
   }
   session->signals_ = true;
+  if (::pipe2(session->stop_pipe_, O_CLOEXEC) != 0 ||
+      ::fcntl(session->stop_pipe_[1], F_SETFL, O_NONBLOCK) != 0) {
+    return Status::FromErrno(errno, "stop pipe");
+  }
+  g_terminating = false;
+  g_stop_fd = session->stop_pipe_[1];
+  GLANCEFS_RETURN_IF_ERROR(ChainTerminationHandlers(bool(session->options_.on_reload)));
   if (session->options_.on_reload) {
     if (::pipe2(session->reload_pipe_, O_CLOEXEC) != 0 ||
         ::fcntl(session->reload_pipe_[1], F_SETFL, O_NONBLOCK) != 0) {
@@ -164,6 +232,8 @@ Result<std::unique_ptr<Session>> Session::Create(core::FileSystem* fs, SessionOp
 Session::~Session() {
   StopThreads();
   if (se_ != nullptr) {
+    UnchainTerminationHandlers();
+    g_stop_fd = -1;
     if (signals_) fuse_remove_signal_handlers(se_);
     if (mounted_) fuse_session_unmount(se_);
   }
@@ -172,6 +242,9 @@ Session::~Session() {
   if (se_ != nullptr) fuse_session_destroy(se_);
   g_reload_fd = -1;
   for (int fd : reload_pipe_) {
+    if (fd >= 0) ::close(fd);
+  }
+  for (int fd : stop_pipe_) {
     if (fd >= 0) ::close(fd);
   }
 }
@@ -183,6 +256,12 @@ void Session::StopThreads() {
   }
   cv_.SignalAll();
   if (refresher_.joinable()) refresher_.join();
+  if (stopper_.joinable()) {
+    loop_running_ = false;
+    char c = 'Q';  // a full pipe wakes the stopper too: it then sees the loop has returned
+    (void)!::write(stop_pipe_[1], &c, 1);
+    stopper_.join();
+  }
   if (reloader_.joinable()) {
     char c = 'Q';
     while (::write(reload_pipe_[1], &c, 1) < 0 && errno == EINTR) {
@@ -195,6 +274,9 @@ Status Session::Run() {
   refresher_ = NamedThread("gfs-refresh", [this] { RefreshLoop(); });
   if (options_.on_reload) reloader_ = NamedThread("gfs-reload", [this] { ReloadLoop(); });
   if (options_.on_ready) ready_checker_ = NamedThread("gfs-ready", [this] { ReadyCheck(); });
+  loop_thread_ = ::pthread_self();
+  loop_running_ = true;
+  stopper_ = NamedThread("gfs-stop", [this] { StopLoop(); });
   int rc;
   if (options_.single_thread) {
     rc = fuse_session_loop(se_);
@@ -205,6 +287,7 @@ Status Session::Run() {
     rc = fuse_session_loop_mt(se_, cfg);
     fuse_loop_cfg_destroy(cfg);
   }
+  loop_running_ = false;
   StopThreads();
   // rc is the signal number when a signal ended the loop: a clean stop.
   if (rc < 0) return Status::IOError(std::string("FUSE session ended: ") + std::strerror(-rc));
@@ -254,6 +337,21 @@ void Session::ReloadLoop() {
       if (stopping_) return;
     }
     options_.on_reload();
+  }
+}
+
+void Session::StopLoop() {
+  for (;;) {
+    char c;
+    ssize_t n = ::read(stop_pipe_[0], &c, 1);
+    if (n < 0 && errno == EINTR) continue;
+    if (n != 1 || c == 'Q' || !loop_running_) return;
+    // A termination signal: interrupt the loop's thread until its loop has returned.
+    while (loop_running_) {
+      ::pthread_kill(loop_thread_, SIGTERM);
+      struct pollfd quit = {stop_pipe_[0], POLLIN, 0};
+      ::poll(&quit, 1, 50);  // StopThreads's 'Q' ends the wait early
+    }
   }
 }
 

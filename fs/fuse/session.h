@@ -1,6 +1,7 @@
 // Session: one mounted glancefs, from fuse_session_new to unmount.
 //
-// Owns the FUSE session, the signal handlers (SIGINT and SIGTERM unmount cleanly; SIGHUP calls
+// Owns the FUSE session, the signal handlers (SIGINT and SIGTERM unmount cleanly, in bounded time
+// whichever thread takes them; SIGHUP calls
 // on_reload on a thread of its own and the mount stays), the refresher thread that re-reads the
 // catalog every refresh interval and tells the kernel what to forget, and the thread that calls
 // on_ready once the mount has answered a request. Construction order: Create (checks, mount) →
@@ -8,6 +9,9 @@
 // (SIGHUP's handler is process-wide).
 #pragma once
 
+#include <pthread.h>
+
+#include <atomic>
 #include <functional>
 #include <memory>
 #include <string>
@@ -58,6 +62,7 @@ class Session {
   Session(core::FileSystem* fs, SessionOptions options);
   void RefreshLoop();
   void ReloadLoop();
+  void StopLoop();
   void ReadyCheck();
   void StopThreads();
   void Notify(const std::vector<core::Invalidation>& invalidations);
@@ -77,6 +82,12 @@ class Session {
   std::thread reloader_;
   std::thread ready_checker_;
   int reload_pipe_[2] = {-1, -1};  // SIGHUP's handler writes, reloader_ reads
+  // A termination signal's handler writes, stopper_ reads and interrupts loop_thread_ until
+  // the session loop has returned (session.cc, "Termination").
+  int stop_pipe_[2] = {-1, -1};
+  std::thread stopper_;
+  pthread_t loop_thread_{};
+  std::atomic<bool> loop_running_{false};
 };
 
 }  // namespace glancefs::fuse

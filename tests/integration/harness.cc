@@ -6,6 +6,7 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -195,6 +196,19 @@ int Mount::Signal(int sig) {
   ::kill(pid_, sig);
   mounted_ = false;
   return Wait(20);
+}
+
+int Mount::SignalThread(const std::string& comm, int sig) {
+  const std::string tasks = "/proc/" + std::to_string(pid_) + "/task";
+  for (const auto& task : std::filesystem::directory_iterator(tasks)) {
+    std::ifstream in(task.path() / "comm");
+    std::string name;
+    if (!std::getline(in, name) || name != comm) continue;
+    ::syscall(SYS_tgkill, pid_, std::stoi(task.path().filename().string()), sig);
+    mounted_ = false;
+    return Wait(20);
+  }
+  return -2;
 }
 
 }  // namespace glancefs::itest

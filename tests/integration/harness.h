@@ -52,6 +52,9 @@ class Mount {
   int Unmount();
   // Sends a signal and waits; returns the exit status.
   int Signal(int sig);
+  // Sends a signal to glancefs's first thread named `comm` (tgkill), not to the process, and
+  // waits; returns the exit status, or -2 when no thread has that name.
+  int SignalThread(const std::string& comm, int sig);
   pid_t pid() const { return pid_; }
 
  private:
