@@ -65,8 +65,11 @@ Status ImagePrefetch::FetchWholeHashed(const ImagePtr& image, const SourcePtr& u
   uint64_t no;
   {
     MutexLock lock(&image->mu);
-    if (!check->any() || image->nblocks == 0 || image->present_blocks > 0 || image->verifying ||
-        image->streaming || image->retired || image->state() != CacheState::kPartial) {
+    // A block another fetch holds (a format probe's, stored soon) makes it a ranged fetch of
+    // the rest: one whole request would receive that block a second time.
+    if (!check->any() || image->nblocks == 0 || image->present_blocks > 0 ||
+        d_.flights->HasAny(image->no) || image->verifying || image->streaming || image->retired ||
+        image->state() != CacheState::kPartial) {
       return Status::NotSupported("not a whole, hashed fetch");
     }
     no = image->no;
