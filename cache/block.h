@@ -1,6 +1,7 @@
 // Block: the bytes of one cache block, shared read-only once filled (BlockData).
 //
-// Buffers come from a BlockPool and return to it when the last reference drops. A streaming
+// Buffers come from a BlockPool and return to it when the last reference drops; or a block views
+// a page-aligned piece of a file mapping (Block::Mapped) that the store made. A streaming
 // reader passes thousands of blocks per GiB through the memory tier; without the pool each
 // would be fresh memory, faulted and zeroed page by page, then given back -- measured (with
 // 256 KiB blocks) as more CPU than the copies themselves. The pool keeps at most `max_idle`
@@ -23,6 +24,15 @@ class Block {
   const char* data() const { return data_; }
   char* mutable_data() { return data_; }
   size_t size() const { return size_; }
+
+  // A block viewing the n bytes at `data`, a piece of a mapping that `mapping` keeps (the
+  // store's, rocks_block_store.cc); the mapping goes with the last of its blocks.
+  static std::shared_ptr<const Block> Mapped(const char* data, size_t n,
+                                             std::shared_ptr<const void> mapping) {
+    return std::shared_ptr<const Block>(
+        new Block(const_cast<char*>(data), n),
+        [mapping = std::move(mapping)](Block* b) { delete b; });
+  }
 
  private:
   friend class BlockPool;

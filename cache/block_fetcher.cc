@@ -216,12 +216,7 @@ std::vector<BlockFetcher::Run> BlockFetcher::ClaimLocked(Image& image, uint64_t 
   const uint64_t no = image.no;
   for (uint64_t i = first; i <= last && i < image.nblocks; ++i) {
     if (image.present[i] || !d_.flights->Claim({no, i})) continue;
-    if (!runs.empty() && runs.back().first + runs.back().second == i &&
-        runs.back().second < per_request) {
-      ++runs.back().second;
-    } else {
-      runs.emplace_back(i, 1);
-    }
+    AddToRuns(&runs, i, per_request);
   }
   return runs;
 }

@@ -82,6 +82,16 @@ class BlockFetcher {
   BlockFetcher& operator=(const BlockFetcher&) = delete;
 
   using Run = std::pair<uint64_t, uint64_t>;  // first block, count
+  // Adds block `index` to the last of `runs` if it follows it and that run has fewer than
+  // `per_run` blocks, else as a run of its own.
+  static void AddToRuns(std::vector<Run>* runs, uint64_t index, uint64_t per_run) {
+    if (!runs->empty() && runs->back().first + runs->back().second == index &&
+        runs->back().second < per_run) {
+      ++runs->back().second;
+    } else {
+      runs->emplace_back(index, 1);
+    }
+  }
   // Claims the blocks in [first, last] that are neither stored nor in flight, as runs of at
   // most one request. None for a corrupt image (never fetched again until evicted).
   std::vector<Run> ClaimLocked(Image& image, uint64_t first, uint64_t last) REQUIRES(image.mu);

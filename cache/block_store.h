@@ -22,6 +22,7 @@
 #include <string_view>
 #include <vector>
 
+#include "cache/block.h"
 #include "fs/base/byte_source.h"
 #include "fs/base/status.h"
 
@@ -63,6 +64,18 @@ class BlockStore {
                                         dsts[i].size, &(*checks)[i]));
     }
     return Status::Ok();
+  }
+  // The same run without a copy: (*blocks)[i] views block first.index + i where the store keeps
+  // it (a mapping of its file, locked in memory, so reading it cannot fault on I/O), and
+  // (*checks)[i] is its check. NotSupported, nothing returned, where the store cannot (the
+  // in-memory store; a mapping or lock refused: the file is short, a page unreadable, address
+  // space or RLIMIT_MEMLOCK exhausted): the caller reads the run with GetBlocks, which says
+  // why. Otherwise as GetBlocks. The blocks outlive the store and the image's deletion.
+  virtual Status MapBlocks(BlockKey first, const std::vector<size_t>& lens,
+                           std::vector<std::shared_ptr<const Block>>* blocks,
+                           std::vector<uint64_t>* checks) {
+    (void)first, (void)lens, (void)blocks, (void)checks;
+    return Status::NotSupported("no mapped blocks");
   }
   // Stores a run of consecutive blocks: blocks[i] is block first.index + i. On an error none
   // of them counts as stored (some may be, unindexed: misses).

@@ -165,6 +165,7 @@ Result<std::unique_ptr<CacheService>> CacheService::Open(Catalog* upstream,
   }
   RocksOptions rocks;
   rocks.write_buffer_bytes = options.write_buffer_bytes;
+  rocks.max_locked_bytes = options.cache.memory_bytes;
   for (int attempt = 0;; ++attempt) {
     auto store = OpenRocksBlockStore(options.dir, rocks);
     if (!store.ok()) {

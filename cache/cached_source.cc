@@ -10,6 +10,15 @@ namespace {
 
 // A sequential reader's stored blocks are read in runs of up to this many bytes.
 constexpr uint64_t kStoreLoadRunBytes = 256 << 10;
+// Read-ahead loads a sequential reader's stored blocks into memory in runs of up to this many
+// bytes (one store request each), so the reader's FUSE threads only reply.
+constexpr uint64_t kStoreLoadAheadBytes = 1 << 20;
+// A read-ahead task starting at a stored block covers at most this many bytes, so that
+// several tasks load a cached image's window at once.
+constexpr uint64_t kStoreTaskBytes = 4 << 20;
+uint64_t StoreTaskBlocks(const Image& image) {
+  return std::max<uint64_t>(1, kStoreTaskBytes / image.block_size);
+}
 // A stream's reader has left it after this many reads in a row elsewhere.
 constexpr int kLeftAfterReads = 8;
 
@@ -142,6 +151,34 @@ void BlockReader::AwaitFlight(const Image& image, uint64_t index) {
   d_.flights->Await(key);
 }
 
+std::vector<BlockFetcher::Run> BlockReader::ClaimStoredLocked(Image& image, uint64_t first,
+                                                              uint64_t last) {
+  std::vector<BlockFetcher::Run> runs;
+  const uint64_t per_run = std::max<uint64_t>(1, kStoreLoadAheadBytes / image.block_size);
+  const uint64_t no = image.no;
+  for (uint64_t i = first; i <= last && i < image.nblocks; ++i) {
+    if (!image.present[i] || d_.memory->Lookup({no, i}) || !d_.flights->Claim({no, i})) continue;
+    BlockFetcher::AddToRuns(&runs, i, per_run);
+  }
+  return runs;
+}
+
+void BlockReader::LoadAhead(const Image& image, uint64_t no, uint64_t first, uint64_t count) {
+  std::vector<size_t> lens;
+  for (uint64_t i = first; i < first + count; ++i) lens.push_back(image.BlockLen(i));
+  std::vector<BlockData> run = d_.stored->LoadAll({no, first}, lens);
+  for (uint64_t i = 0; i < count; ++i) {
+    const BlockKey key{no, first + i};
+    if (!run[i]) {
+      // Absent or damaged: its readers load it themselves, and judge it (Damaged).
+      d_.flights->Abandon(key);
+      continue;
+    }
+    d_.memory->Insert(key, run[i]);
+    d_.flights->Land(key, run[i]);
+  }
+}
+
 uint64_t BlockReader::ScheduleReadahead(const ImagePtr& image, const SourcePtr& upstream,
                                         uint64_t first, uint64_t last, uint64_t per_request) {
   MutexLock lock(&image->mu);
@@ -149,14 +186,21 @@ uint64_t BlockReader::ScheduleReadahead(const ImagePtr& image, const SourcePtr& 
   uint64_t next = first;
   while (next <= last && next < image->nblocks) {
     if (image->readahead_tasks >= d_.options->readahead_requests) break;
-    const uint64_t end = std::min(last, next + per_request - 1);
+    uint64_t end = std::min(last, next + per_request - 1);
+    // Stored blocks load faster than a reader replies only when several tasks load them.
+    if (image->present[next]) end = std::min(end, next + StoreTaskBlocks(*image) - 1);
     // Claimed here, not in the task: a reader arriving before the task runs waits for these
-    // flights instead of fetching the same blocks in small demand requests.
+    // flights instead of fetching the same blocks in small demand requests (or loading the
+    // same stored ones).
+    auto loads = ClaimStoredLocked(*image, next, end);
     auto runs = d_.fetcher->ClaimLocked(*image, next, end);
     next = end + 1;
-    if (runs.empty()) continue;
+    if (runs.empty() && loads.empty()) continue;
     ++image->readahead_tasks;
-    d_.pool->Submit([this, image, upstream, no = image->no.load(), runs = std::move(runs)] {
+    d_.pool->Submit([this, image, upstream, no = image->no.load(), loads = std::move(loads),
+                     runs = std::move(runs)] {
+      // In the order the reader will want them: stored runs, then the network's.
+      for (const auto& [a, count] : loads) LoadAhead(*image, no, a, count);
       for (const auto& [a, count] : runs) {
         // A failed read-ahead fails its blocks' flights: their waiting readers get the error,
         // and a later reader fetches them again.

@@ -15,7 +15,10 @@
 // stream (sequential_stream.h) that the reader then paces, and a jump stops it. Otherwise
 // (or when enough streams run) what the window asks is claimed at once (so a reader arriving
 // first waits for it rather than fetching it again) and fetched on the fetch threads in
-// ranged requests, at most readahead_requests per image in flight.
+// ranged requests, at most readahead_requests per image in flight. The window's stored blocks
+// are claimed the same way and loaded into the memory tier on those threads, 1 MiB per store
+// request: a reader of a cached image (after a remount) finds them there, and its FUSE threads
+// only reply.
 //
 // Thread-safe. Locks: CachedSource::mu_ (the window) is ACQUIRED_BEFORE Image::mu (read-ahead is
 // scheduled under both); BlockReader holds Image::mu only between store and network calls,
@@ -65,8 +68,9 @@ class BlockReader {
                         uint64_t disk_last, const SourcePtr& upstream) EXCLUDES(image->mu);
   // Waits until block `index` is no longer being fetched (if it is), whatever the outcome.
   void AwaitFlight(const Image& image, uint64_t index);
-  // Claims blocks [first, last] and fetches them on the pool in requests of per_request
-  // blocks. Returns one past the last block scheduled.
+  // Claims blocks [first, last] and, on the pool, loads the stored ones into memory and fetches
+  // the missing ones in requests of per_request blocks. Returns one past the last block
+  // scheduled.
   uint64_t ScheduleReadahead(const ImagePtr& image, const SourcePtr& upstream, uint64_t first,
                              uint64_t last, uint64_t per_request) EXCLUDES(image->mu);
   // Starts a stream of `image` from the first block at or after `first` that is neither stored
@@ -86,6 +90,13 @@ class BlockReader {
   // A stored block failed to load: dropped (to be fetched again), and counted if damaged.
   void Damaged(Image& image, BlockKey key, const Status& status) EXCLUDES(image.mu);
   Result<BlockData> ReadAround(const Image& image, uint64_t index, ByteSource& upstream);
+  // Claims the blocks of [first, last] that are stored but neither in memory nor in flight,
+  // in runs for LoadAhead.
+  std::vector<BlockFetcher::Run> ClaimStoredLocked(Image& image, uint64_t first, uint64_t last)
+      REQUIRES(image.mu);
+  // Loads a claimed run of stored blocks into the memory tier and lands their flights; a block
+  // absent or damaged is abandoned to its readers.
+  void LoadAhead(const Image& image, uint64_t no, uint64_t first, uint64_t count);
   Result<BlockData> FetchRuns(const ImagePtr& image, uint64_t no, uint64_t index,
                               const std::vector<BlockFetcher::Run>& runs,
                               const SourcePtr& upstream);

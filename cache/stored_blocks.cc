@@ -26,34 +26,44 @@ Result<BlockData> StoredBlocks::Load(BlockKey key, size_t len) {
 }
 
 bool StoredBlocks::ReadRun(BlockKey first, const std::vector<size_t>& lens,
-                           std::vector<std::shared_ptr<Block>>* blocks,
-                           std::vector<uint64_t>* checks) {
-  blocks->resize(lens.size());
+                           std::vector<BlockData>* blocks, std::vector<uint64_t>* checks) {
+  // Where the store keeps the bytes, without a copy; else copied into pooled buffers.
+  Status mapped = store_->MapBlocks(first, lens, blocks, checks);
+  if (!mapped.IsNotSupported()) return mapped.ok();
+  std::vector<std::shared_ptr<Block>> buffers(lens.size());
   std::vector<IoSlice> dsts(lens.size());
   for (size_t i = 0; i < lens.size(); ++i) {
-    if (!(*blocks)[i] || (*blocks)[i]->size() != lens[i])
-      (*blocks)[i] = buffers_->Allocate(lens[i]);
-    if (!(*blocks)[i]) return false;
-    dsts[i] = {(*blocks)[i]->mutable_data(), lens[i]};
+    buffers[i] = buffers_->Allocate(lens[i]);
+    if (!buffers[i]) return false;
+    dsts[i] = {buffers[i]->mutable_data(), lens[i]};
   }
-  return store_->GetBlocks(first, dsts, checks).ok();
+  if (!store_->GetBlocks(first, dsts, checks).ok()) return false;
+  blocks->assign(buffers.begin(), buffers.end());
+  return true;
+}
+
+std::vector<BlockData> StoredBlocks::LoadAll(BlockKey key, const std::vector<size_t>& lens) {
+  std::vector<BlockData> blocks;
+  std::vector<uint64_t> checks;
+  if (!ReadRun(key, lens, &blocks, &checks)) return std::vector<BlockData>(lens.size());
+  for (size_t i = 0; i < lens.size(); ++i) {
+    if (checks[i] != BlockCheck({key.image_no, key.index + i}, blocks[i]->data(), lens[i])) {
+      blocks[i].reset();
+    }
+  }
+  return blocks;
 }
 
 Result<BlockData> StoredBlocks::LoadRun(BlockKey key, const std::vector<size_t>& lens) {
-  std::vector<std::shared_ptr<Block>> blocks;
-  std::vector<uint64_t> checks;
-  if (!ReadRun(key, lens, &blocks, &checks)) return Load(key, lens[0]);  // one by one
-  for (size_t i = 0; i < lens.size(); ++i) {
-    BlockKey k{key.image_no, key.index + i};
-    if (checks[i] != BlockCheck(k, blocks[i]->data(), blocks[i]->size())) {
-      // Damaged: the block is judged (dropped, counted, fetched again) when it is read alone.
-      if (i == 0) return Load(key, lens[0]);
-      break;
-    }
-    // The ones after the first go to the memory tier (and count there as memory hits).
-    if (i > 0) memory_->Insert(k, BlockData(std::move(blocks[i])));
+  std::vector<BlockData> run = LoadAll(key, lens);
+  // Damaged: the block is judged (dropped, counted, fetched again) when it is read alone.
+  if (!run[0]) return Load(key, lens[0]);
+  // The ones after the first go to the memory tier (and count there as memory hits), up to
+  // the first damaged one.
+  for (size_t i = 1; i < run.size() && run[i]; ++i) {
+    memory_->Insert({key.image_no, key.index + i}, std::move(run[i]));
   }
-  return BlockData(std::move(blocks[0]));
+  return std::move(run[0]);
 }
 
 Status StoredBlocks::ForEachStored(uint64_t no, const std::vector<size_t>& lens,
@@ -62,7 +72,7 @@ Status StoredBlocks::ForEachStored(uint64_t no, const std::vector<size_t>& lens,
                                    uint64_t* bad) {
   // Read in runs (one store request each); a run that fails is read again block by block to
   // find the block at fault.
-  std::vector<std::shared_ptr<Block>> run;
+  std::vector<BlockData> run;
   std::vector<uint64_t> checks;
   for (uint64_t i = 0; i < lens.size(); i += run_blocks) {
     const uint64_t count = std::min<uint64_t>(run_blocks, lens.size() - i);

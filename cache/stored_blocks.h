@@ -4,8 +4,9 @@
 //
 // Load reads one block; LoadRun reads a sequential reader's run of blocks in one store request
 // and puts the ones after the first into the memory tier, where the reader's next lookups find
-// them; ForEachStored feeds a whole image to a consumer in runs (verification). Holds no lock
-// of its own and takes none of the cache's: callers call it with no image lock held.
+// them; LoadAll reads a run for read-ahead; ForEachStored feeds a whole image to a consumer in
+// runs (verification). Holds no lock of its own and takes none of the cache's: callers call it
+// with no image lock held.
 // Thread-safe as the store and the memory tier are.
 #pragma once
 
@@ -33,6 +34,10 @@ class StoredBlocks {
   // request: the first is returned, those after it that pass their check go to the memory
   // tier. A run the store cannot read whole falls back to Load(key).
   Result<BlockData> LoadRun(BlockKey key, const std::vector<size_t>& lens);
+  // The same run, every block returned: entry i is null when block i failed its check, all of
+  // them when the store cannot read the run whole (the caller reads those one by one, with
+  // Load, to learn why). Read-ahead from the store (cached_source.h).
+  std::vector<BlockData> LoadAll(BlockKey key, const std::vector<size_t>& lens);
   // Calls fn(index, data, len) for blocks 0 .. lens.size() - 1 of image number `no`, in
   // order, read in runs of run_blocks. The index of a block absent or damaged ends it: Corruption
   // with *bad set to its index.
@@ -40,9 +45,10 @@ class StoredBlocks {
                        const std::function<void(const char*, size_t)>& fn, uint64_t* bad);
 
  private:
-  // Reads a run of blocks into pooled buffers; false if any is absent or damaged.
-  bool ReadRun(BlockKey first, const std::vector<size_t>& lens,
-               std::vector<std::shared_ptr<Block>>* blocks, std::vector<uint64_t>* checks);
+  // Reads a run of blocks, mapped where the store can (BlockStore::MapBlocks), else into pooled
+  // buffers, with their stored checks (not yet compared); false if any is absent or unreadable.
+  bool ReadRun(BlockKey first, const std::vector<size_t>& lens, std::vector<BlockData>* blocks,
+               std::vector<uint64_t>* checks);
 
   BlockStore* const store_;
   BlockPool* const buffers_;

@@ -611,6 +611,16 @@ class RocksCacheTest : public ::testing::Test {
     service_ = std::move(service).value();
     return &service_->block_cache();
   }
+  // Fetches all of `data` as image `r` into a fresh cache, then closes it (as an unmount).
+  bool CacheWholeAndClose(const ImageRecord& r, const std::string& data) {
+    BlockCache* cache = OpenCache();
+    bool ok = cache && cache
+                           ->FetchAll(
+                               r, std::make_shared<CountingSource>(data), [] { return false; }, 0)
+                           .ok();
+    service_.reset();
+    return ok;
+  }
   std::filesystem::path dir_;
   FakeCatalog catalog_;
   std::unique_ptr<CacheService> service_;
@@ -641,14 +651,32 @@ TEST_F(RocksCacheTest, CachedAndVerifiedImagesSurviveARestart) {
   EXPECT_EQ(upstream->requests, 0);
 }
 
+// After a restart, a sequential reader's next blocks are loaded from the store into memory
+// on the fetch threads, ahead of it (mapped, not copied): its own reads only reply.
+TEST_F(RocksCacheTest, AfterARestartASequentialReadersNextBlocksAreLoadedAhead) {
+  std::string data = Pattern(40 * kBlock, 15);
+  ImageRecord r = Record("a", data, "v1");
+  ASSERT_TRUE(CacheWholeAndClose(r, data));
+  auto cache = OpenCache();
+  auto upstream = std::make_shared<CountingSource>(data);
+  upstream->fail = true;  // everything comes from the store
+  auto source = cache->Wrap(r, upstream);
+  std::string got(4 * kBlock, '\0');
+  ASSERT_TRUE(source->ReadAt(0, 2 * kBlock, got.data()).ok());
+  ASSERT_TRUE(source->ReadAt(2 * kBlock, 2 * kBlock, got.data() + 2 * kBlock).ok());
+  EXPECT_EQ(got, data.substr(0, 4 * kBlock));
+  // A demand read brings at most its own run (4 blocks past its last) into memory; the window
+  // (up to 16 blocks) asks for more.
+  EXPECT_TRUE(WaitFor([&] { return cache->Totals().memory_bytes >= 14 * kBlock; }))
+      << cache->Totals().memory_bytes / kBlock << " blocks in memory";
+  EXPECT_EQ(ReadAll(*source, 2 * kBlock), data);
+  EXPECT_EQ(upstream->requests, 0);
+}
+
 TEST_F(RocksCacheTest, FlippedBytesInTheStoreNeverYieldWrongData) {
   std::string data = Pattern(40 * kBlock, 11);
   ImageRecord r = Record("a", data, "v1");
-  ASSERT_TRUE(OpenCache()
-                  ->FetchAll(
-                      r, std::make_shared<CountingSource>(data), [] { return false; }, 0)
-                  .ok());
-  service_.reset();
+  ASSERT_TRUE(CacheWholeAndClose(r, data));
   std::mt19937 rng(12);
   for (int round = 0; round < 6; ++round) {
     service_.reset();  // closed, as after a crash or an unmount
