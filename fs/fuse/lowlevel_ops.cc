@@ -234,6 +234,8 @@ void Open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info* fi) {
   fi->fh = reinterpret_cast<uint64_t>(file->get());
   if ((*file)->synthetic) {
     fi->direct_io = 1;  // made at open: its size is what read returns, not st_size
+  } else if (ctx->direct_io) {
+    fi->direct_io = 1;  // -o direct_io: replies go straight into the reader's buffer
   } else {
     fi->keep_cache = 1;  // an image's bytes never change under its inode
   }

@@ -24,6 +24,9 @@ struct OpsContext {
   // How long the kernel caches a miss. At most the refresh interval: a lookup that races a
   // refresh could otherwise keep a new image invisible for cache_timeout_s.
   double negative_timeout_s = 30;
+  // Image views bypass the kernel's page cache (FOPEN_DIRECT_IO): each read is a request here,
+  // and a cached image's bytes are kept once (the cache's own files), not twice.
+  bool direct_io = false;
 
   // The kernel reads ahead at most 128 KiB on a FUSE mount unless told otherwise, which caps a
   // sequential reader at a few 128 KiB requests in flight. The window is the mount's bdi

@@ -169,6 +169,7 @@ Session::Session(core::FileSystem* fs, SessionOptions options)
     : fs_(fs), options_(std::move(options)), refresh_interval_s_(options_.refresh_interval_s) {
   ctx_.fs = fs_;
   ctx_.cache_timeout_s = options_.cache_timeout_s;
+  ctx_.direct_io = options_.direct_io;
   ctx_.negative_timeout_s =
       options_.refresh_interval_s > 0
           ? std::min<double>(options_.cache_timeout_s, options_.refresh_interval_s)

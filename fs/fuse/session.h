@@ -34,6 +34,7 @@ struct SessionOptions {
   double cache_timeout_s = 3600;
   unsigned refresh_interval_s = 30;  // 0: never refresh
   unsigned read_ahead_kb = 4096;     // 0: leave the kernel's default (128 KiB)
+  bool direct_io = false;            // image views bypass the page cache (OpsContext)
   // Called once the mount has answered its first request (a stat of its root), from a thread of
   // the Session's: a service manager's readiness.
   std::function<void()> on_ready;

@@ -2,6 +2,7 @@
 #include <gtest/gtest.h>
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -100,6 +101,40 @@ TEST_F(MountTest, LayoutToolsAndData) {
   EXPECT_EQ(std::stoi(found), 1 + 4 + 1 + 5 + 5 + 2);
 
   EXPECT_EQ(m.Unmount(), 0) << m.Log();
+}
+
+// -o direct_io: the views bypass the kernel's page cache. The same bytes, cold and after a
+// remount (the stored blocks loaded ahead, mapped from the cache's files); mmap as the kernel
+// allows for such files: MAP_PRIVATE works, MAP_SHARED fails with ENODEV (glancefs(8)).
+TEST_F(MountTest, DirectIoServesTheSameBytesAndRefusesSharedMappings) {
+  std::string raw_file = MakeRaw("a.raw");
+  std::string id = AddImage(catalog_, raw_file, "--name direct");
+  const std::string head = ReadFile(raw_file).substr(0, 1 << 20);
+  for (int round = 0; round < 2; ++round) {  // cold, then from the store after a remount
+    Mount m("dir:" + catalog_, "-o refresh=1,direct_io,cache_dir=" + Quote(work_ + "/dcache"));
+    ASSERT_TRUE(m.mounted()) << m.Log();
+    const std::string view = m.path() + "/images/" + id + "/disk.raw";
+    MustSh("dd if=" + view + " bs=1M status=none | cmp - " + raw_file);
+    MustSh("cmp " + view + " " + raw_file);
+    int fd = ::open(view.c_str(), O_RDONLY | O_CLOEXEC);
+    ASSERT_GE(fd, 0) << std::strerror(errno);
+    errno = 0;
+    EXPECT_EQ(::mmap(nullptr, 4096, PROT_READ, MAP_SHARED, fd, 0), MAP_FAILED);
+    EXPECT_EQ(errno, ENODEV) << std::strerror(errno);
+    void* copy = ::mmap(nullptr, head.size(), PROT_READ, MAP_PRIVATE, fd, 0);
+    ASSERT_NE(copy, MAP_FAILED) << std::strerror(errno);
+    EXPECT_TRUE(std::string(static_cast<const char*>(copy), head.size()) == head);
+    ::munmap(copy, head.size());
+    ::close(fd);
+    if (round == 0) {
+      const std::string entry = m.path() + "/cache/" + id;
+      EXPECT_EQ(Sh("for i in $(seq 100); do [ \"$(getfattr --absolute-names --only-values -n "
+                   "user.glancefs.state " + Quote(entry) + ")\" = verified ] && exit 0; "
+                   "sleep 0.1; done; exit 1").status, 0)
+          << m.Log();
+    }
+    EXPECT_EQ(m.Unmount(), 0) << m.Log();
+  }
 }
 
 TEST_F(MountTest, EverythingIsReadOnly) {

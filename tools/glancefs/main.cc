@@ -351,6 +351,7 @@ int main(int argc, char** argv) {
   session_options.cache_timeout_s = cl->cache_timeout_s;
   session_options.refresh_interval_s = cl->refresh_s;
   session_options.read_ahead_kb = cl->read_ahead_kb;
+  session_options.direct_io = cl->direct_io;
   // Ready once the mount answers: the waiting parent (background mode) and systemd (Type=notify).
   session_options.on_ready = [&] {
     LOG_INFO("mounted %s on %s", fs_catalog->Describe().c_str(), cl->mountpoint.c_str());

@@ -98,6 +98,10 @@ std::vector<OptionSpec> MakeTable() {
        SetLogLevelOption},
       {"read_ahead_kb", "KIB", "kernel readahead window (default 4096, 0 = kernel's)",
        G::kGlancefs, kRemount, Number(&Options::read_ahead_kb, 0, 1 << 20)},
+      {"direct_io", "",
+       "image views bypass the kernel's page cache: bytes kept\nonce, not twice; mmap(MAP_SHARED) "
+       "of a view is refused",
+       G::kGlancefs, kRemount, Flag(&Options::direct_io, true)},
       {"token_file", "PATH", "Glance token, first line (refused if world-readable);\nre-read on reload",
        G::kGlancefs, kLive, Text(&Options::token_file)},
       {"cacert", "PATH", "CA bundle for https", G::kGlancefs, kRemount, Text(&Options::cacert)},

@@ -30,6 +30,8 @@ struct Options : fuse::SplitCommandLine {
   // Measured (bench/foundation.sh) at about twice the sequential throughput of the kernel's
   // 128 KiB.
   unsigned read_ahead_kb = 4096;
+  // Image views bypass the kernel's page cache (docs/CACHE.md, "Speed").
+  bool direct_io = false;
   LogLevel log_level = LogLevel::kInfo;
   std::string token_file;
   std::string cacert;
