@@ -5,6 +5,7 @@
 #include <string>
 
 #include "fs/format/format.h"
+#include "fs/format/runs.h"
 
 namespace glancefs::format {
 namespace {
@@ -324,7 +325,8 @@ void Qcow2Synth::ReadL2(uint64_t rel, size_t n, char* dst) const {
   }
 }
 
-Status Qcow2Synth::ReadData(uint64_t rel, size_t n, char* dst) const {
+template <typename Piece>
+Status Qcow2Synth::ForEachDataPiece(uint64_t rel, size_t n, Piece&& piece) const {
   const Qcow2SynthLayout& l = layout_;
   const uint32_t bits = l.cluster_bits;
   // The run holding data cluster rel / C; runs are consecutive in the data region.
@@ -340,13 +342,39 @@ Status Qcow2Synth::ReadData(uint64_t rel, size_t n, char* dst) const {
     const uint64_t guest = (r.first << bits) + (rel - (r.rank << bits));
     // Only the last guest cluster may pass the raw size: its tail is zeros.
     const uint64_t avail = guest < l.raw_size ? std::min<uint64_t>(chunk, l.raw_size - guest) : 0;
-    if (avail > 0) GLANCEFS_RETURN_IF_ERROR(raw_->ReadAt(guest, avail, dst));
-    std::memset(dst + avail, 0, chunk - avail);
+    GLANCEFS_RETURN_IF_ERROR(piece(guest, static_cast<size_t>(avail), chunk - avail));
     rel += chunk;
-    dst += chunk;
     n -= chunk;
   }
   return Status::Ok();
+}
+
+Status Qcow2Synth::ReadData(uint64_t rel, size_t n, char* dst) const {
+  return ForEachDataPiece(rel, n, [&](uint64_t guest, size_t len, size_t zeros) -> Status {
+    if (len > 0) GLANCEFS_RETURN_IF_ERROR(raw_->ReadAt(guest, len, dst));
+    std::memset(dst + len, 0, zeros);
+    dst += len + zeros;
+    return Status::Ok();
+  });
+}
+
+Status Qcow2Synth::ReadPinned(uint64_t off, size_t n, std::vector<PinnedSlice>* out) {
+  const Qcow2SynthLayout& l = layout_;
+  if (off < l.data_offset || off > l.file_size || n > l.file_size - off) {
+    return Status::NotSupported("qcow2 synth: metadata is made into a buffer");
+  }
+  const size_t had = out->size();
+  Status s = ForEachDataPiece(off - l.data_offset, n,
+                              [&](uint64_t guest, size_t len, size_t zeros) -> Status {
+                                if (len > 0) GLANCEFS_RETURN_IF_ERROR(raw_->ReadPinned(guest, len, out));
+                                PinZeros(zeros, out);
+                                if (out->size() - had > kMaxPinnedPieces) {
+                                  return Status::NotSupported("qcow2 synth: too many pieces");
+                                }
+                                return Status::Ok();
+                              });
+  if (!s.ok()) out->resize(had);
+  return s;
 }
 
 Result<Extent> Qcow2Synth::MapExtent(uint64_t off) {

@@ -5,7 +5,7 @@
 // allocated guest clusters as a sorted list of runs. Every byte of the file is then computed
 // on demand: the header, refcount table, refcount blocks, L1 and L2 tables from the runs (binary
 // search, prefix counts), data clusters by reading the raw source at the guest offset (one
-// ReadAt per contiguous run). Nothing is cached and nothing changes after Open, so reads are
+// ReadAt per contiguous run, or ReadPinned: pieces of the source's own buffers). Nothing is cached and nothing changes after Open, so reads are
 // thread-safe without a lock and the size is known at stat time.
 //
 // Layout, in host clusters (docs/FORMATS-qcow2-synth.md has the proof of validity):
@@ -86,6 +86,9 @@ class Qcow2Synth final : public ByteSource {
 
   uint64_t size() const override { return layout_.file_size; }
   Status ReadAt(uint64_t off, size_t n, char* dst) override;
+  // Data clusters as pieces of the raw source's own buffers (where it has them: the block
+  // cache) and zeros; NotSupported for a read that touches the metadata, which ReadAt makes.
+  Status ReadPinned(uint64_t off, size_t n, std::vector<PinnedSlice>* out) override;
   // The whole file is data: every cluster is metadata or a data cluster, none is a hole.
   Result<Extent> MapExtent(uint64_t off) override;
   uint64_t allocated_bytes() const override { return layout_.file_size; }
@@ -117,6 +120,10 @@ class Qcow2Synth final : public ByteSource {
   void ReadL1(uint64_t rel, size_t n, char* dst) const;
   void ReadL2(uint64_t rel, size_t n, char* dst) const;
   Status ReadData(uint64_t rel, size_t n, char* dst) const;
+  // Calls piece(guest, len, zeros) for the data region's bytes [rel, rel + n) in order: `len`
+  // bytes of the raw source at `guest`, then `zeros` zeros (a last cluster past the raw size).
+  template <typename Piece>
+  Status ForEachDataPiece(uint64_t rel, size_t n, Piece&& piece) const;
 
   // The first run that ends after guest cluster g (runs_.size() if none).
   size_t RunEndingAfter(uint64_t g) const;

@@ -438,6 +438,48 @@ TEST_F(Qcow2SynthTest, DeterministicAndRandomReadsMatchSerialization) {
   }
 }
 
+// A raw source that hands out pieces of buffers it keeps, as the block cache does.
+class PinnedRawSource : public FakeRawSource {
+ public:
+  using FakeRawSource::FakeRawSource;
+  Status ReadPinned(uint64_t off, size_t n, std::vector<PinnedSlice>* out) override {
+    auto buf = std::make_shared<std::string>(n, '\0');
+    GLANCEFS_RETURN_IF_ERROR(ReadAt(off, n, buf->data()));
+    out->push_back({buf->data(), n, buf});
+    return Status::Ok();
+  }
+};
+
+// Data clusters go out as pieces of the raw source's buffers, byte for byte what ReadAt makes;
+// a read that touches the metadata, or over a source with no buffers, is NotSupported and
+// leaves *out as it was.
+TEST_F(Qcow2SynthTest, PinnedReadsOfDataClustersMatchReadAt) {
+  const uint64_t size = 64 * kMiB + 3;
+  auto pinned = std::make_shared<PinnedRawSource>(size, Scattered(size));
+  auto synth = Qcow2Synth::Open(pinned, Qcow2SynthOptions{64 * kKiB});
+  ASSERT_TRUE(synth.ok());
+  const std::string whole = DecodeAll(**synth, 4 * kMiB);
+  const uint64_t data = (*synth)->layout().data_offset;
+  std::mt19937_64 rng(7);
+  for (int i = 0; i < 500; ++i) {
+    uint64_t off = data + rng() % (whole.size() - data);
+    uint64_t n = std::min<uint64_t>(whole.size() - off, rng() % (3 * kMiB));
+    std::vector<PinnedSlice> out{{"x", 1, nullptr}};
+    ASSERT_TRUE((*synth)->ReadPinned(off, n, &out).ok()) << "at " << off << " +" << n;
+    std::string got;
+    for (size_t k = 1; k < out.size(); ++k) got.append(out[k].data, out[k].size);
+    ASSERT_EQ(got, whole.substr(off, n)) << "at " << off << " +" << n;
+  }
+  std::vector<PinnedSlice> out{{"x", 1, nullptr}};
+  EXPECT_TRUE((*synth)->ReadPinned(data - 512, 4096, &out).IsNotSupported());
+  EXPECT_TRUE((*synth)->ReadPinned(whole.size() - 10, 11, &out).IsNotSupported());
+  auto plain = Qcow2Synth::Open(std::make_shared<FakeRawSource>(size, Scattered(size)),
+                                Qcow2SynthOptions{64 * kKiB});
+  ASSERT_TRUE(plain.ok());
+  EXPECT_TRUE((*plain)->ReadPinned(data, 4096, &out).IsNotSupported());
+  EXPECT_EQ(out.size(), 1u);
+}
+
 TEST_F(Qcow2SynthTest, ConcurrentReadsMatchSingleThreaded) {
   const uint64_t size = 100 * kMiB;
   auto synth = Qcow2Synth::Open(std::make_shared<FakeRawSource>(size, Scattered(size)),
