@@ -7,6 +7,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstring>
 #include <filesystem>
 
@@ -31,6 +32,14 @@ bool LockUnlimited() {
          (::getrlimit(RLIMIT_MEMLOCK, &r) == 0 && r.rlim_cur == RLIM_INFINITY);
 }
 
+// What this process may lock: `wanted`, or half its RLIMIT_MEMLOCK (8 MiB for a desktop user
+// by default; the other half left to the rest of the process) if that is less.
+uint64_t LockCap(uint64_t wanted, bool unlimited) {
+  struct rlimit r;
+  if (unlimited || ::getrlimit(RLIMIT_MEMLOCK, &r) != 0) return wanted;
+  return std::min<uint64_t>(wanted, r.rlim_cur / 2);
+}
+
 }  // namespace
 
 // An open data file; closed when the last user lets go (a read may outlive an eviction).
@@ -47,9 +56,9 @@ struct DataFiles::File {
 
 DataFiles::DataFiles(std::string dir, uint64_t max_locked_bytes)
     : dir_(std::move(dir)),
-      max_locked_(max_locked_bytes),
-      locked_(std::make_shared<std::atomic<uint64_t>>(0)),
-      lock_unlimited_(LockUnlimited()) {}
+      lock_unlimited_(LockUnlimited()),
+      max_locked_(LockCap(max_locked_bytes, lock_unlimited_)),
+      locked_(std::make_shared<std::atomic<uint64_t>>(0)) {}
 
 std::string DataFiles::PathOf(uint64_t no) const { return dir_ + "/" + FileName(no); }
 
@@ -87,13 +96,19 @@ Status DataFiles::Map(uint64_t no, uint64_t first, const std::vector<size_t>& le
   for (size_t len : lens) total += len;
   GLANCEFS_ASSIGN_OR_RETURN(auto file, Open(no, false));
   if (!file) return Status::Corruption("cache data file is missing");
+  // A mapping past the file's end faults (SIGBUS) when read. The lock below would fail there
+  // too, but AddressSanitizer makes mlock a no-op, so the size is checked first, in every build.
+  const uint64_t off = first * block_size_;
+  struct stat st;
+  if (::fstat(file->fd, &st) != 0 || static_cast<uint64_t>(st.st_size) < off + total) {
+    return Status::NotSupported("cache data file is shorter than its index");
+  }
   std::shared_ptr<std::atomic<uint64_t>> locked = locked_;
   if (locked->fetch_add(total) + total > max_locked_) {
     locked->fetch_sub(total);
     return Status::NotSupported("as many cache blocks locked as allowed");
   }
-  void* p = ::mmap(nullptr, total, PROT_READ, MAP_SHARED, file->fd,
-                   static_cast<off_t>(first * block_size_));
+  void* p = ::mmap(nullptr, total, PROT_READ, MAP_SHARED, file->fd, static_cast<off_t>(off));
   if (p == MAP_FAILED) {
     locked->fetch_sub(total);
     return MapRefused(errno, "map");

@@ -38,6 +38,7 @@ namespace glancefs::cache {
 class DataFiles {
  public:
   // `max_locked_bytes`: the bytes of mapped runs locked at once (Map); past it, Map refuses.
+  // Without CAP_IPC_LOCK, at most half the process's RLIMIT_MEMLOCK.
   DataFiles(std::string dir, uint64_t max_locked_bytes);
   DataFiles(const DataFiles&) = delete;
   DataFiles& operator=(const DataFiles&) = delete;
@@ -54,8 +55,8 @@ class DataFiles {
   Status Read(uint64_t no, uint64_t first, const iovec* iov, int n, size_t total)
       EXCLUDES(mu_);
   // Maps blocks first.. of image `no` (lens[i]: each one's length) read-only and locks them in
-  // memory: the lock reads every page in, so a page that cannot be read (an I/O error, a file
-  // shorter than its index says) fails it here, and reading a locked page later never faults
+  // memory: the lock reads every page in, so a page that cannot be read (an I/O error; a file
+  // shorter than its index says is refused before it is mapped) fails it here, and reading a locked page later never faults
   // (no SIGBUS) and never reads the disk again after the blocks were checked. (*blocks)[i] views
   // block first + i. A run stays mapped, and locked, until the last of its blocks goes: one
   // unmap per run, since each is a TLB shootdown across the process's CPUs (per block, or per
@@ -92,12 +93,12 @@ class DataFiles {
   const std::string dir_;
   uint32_t block_size_ = 256 << 10;
   std::atomic<bool> direct_ok_{true};
-  const uint64_t max_locked_;
+  const bool lock_unlimited_;  // ENOMEM from mlock means an unreadable page, not the limit
+  const uint64_t max_locked_;  // within RLIMIT_MEMLOCK when lock_unlimited_ is false
   // Bytes of the runs mapped now; shared with their mappings, which may outlive this.
   const std::shared_ptr<std::atomic<uint64_t>> locked_;
   std::atomic<bool> map_ok_{true};
   std::atomic<int> map_refusals_{0};
-  const bool lock_unlimited_;  // ENOMEM from mlock means an unreadable page, not the limit
 
   Mutex mu_;
   std::unordered_map<uint64_t, std::shared_ptr<File>> files_ GUARDED_BY(mu_);
