@@ -26,7 +26,7 @@ class Block {
   size_t size() const { return size_; }
 
   // A block viewing the n bytes at `data`, a piece of a mapping that `mapping` keeps (the
-  // store's, rocks_block_store.cc); the mapping goes with the last of its blocks.
+  // store's, data_files.cc); the mapping goes with the last of its blocks.
   static std::shared_ptr<const Block> Mapped(const char* data, size_t n,
                                              std::shared_ptr<const void> mapping) {
     return std::shared_ptr<const Block>(

@@ -111,13 +111,13 @@ Status DataFiles::Map(uint64_t no, uint64_t first, const std::vector<size_t>& le
   void* p = ::mmap(nullptr, total, PROT_READ, MAP_SHARED, file->fd, static_cast<off_t>(off));
   if (p == MAP_FAILED) {
     locked->fetch_sub(total);
-    return MapRefused(errno, "map");
+    return MapRefused(errno, "map", /*enomem_is_limit=*/true);
   }
   if (::mlock(p, total) != 0) {
     const int err = errno;
     ::munmap(p, total);
     locked->fetch_sub(total);
-    return MapRefused(err, "lock");
+    return MapRefused(err, "lock", /*enomem_is_limit=*/!lock_unlimited_);
   }
   map_refusals_.store(0, std::memory_order_relaxed);
   std::shared_ptr<const void> mapping(p, [total, locked](void* q) {
@@ -133,10 +133,9 @@ Status DataFiles::Map(uint64_t no, uint64_t first, const std::vector<size_t>& le
   return Status::Ok();
 }
 
-Status DataFiles::MapRefused(int err, const char* what) {
-  // A page that cannot be read is the file's fault, not a limit.
+Status DataFiles::MapRefused(int err, const char* what, bool enomem_is_limit) {
   const bool limit = err == EPERM || err == EAGAIN || err == ENFILE ||
-                     (err == ENOMEM && (std::strcmp(what, "map") == 0 || !lock_unlimited_));
+                     (err == ENOMEM && enomem_is_limit);
   if (limit && map_refusals_.fetch_add(1, std::memory_order_relaxed) + 1 == kMapRefusalsToStop &&
       map_ok_.exchange(false)) {
     LOG_INFO("cache %s: cannot %s blocks in memory (%s); reading them with copies from now on",

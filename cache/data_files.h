@@ -85,8 +85,9 @@ class DataFiles {
   Result<std::shared_ptr<File>> Open(uint64_t no, bool create) EXCLUDES(mu_);
   std::string PathOf(uint64_t no) const;
   // A map or lock was refused (errno `err`): NotSupported. A store that keeps meeting a limit
-  // (RLIMIT_MEMLOCK without CAP_IPC_LOCK, the process's mappings) stops trying, once said.
-  Status MapRefused(int err, const char* what);
+  // (RLIMIT_MEMLOCK without CAP_IPC_LOCK, the process's mappings) stops trying, once said;
+  // ENOMEM is a limit when `enomem_is_limit`, else a page that cannot be read (mlock as root).
+  Status MapRefused(int err, const char* what, bool enomem_is_limit);
 
   static constexpr size_t kMaxOpenFiles = 256;
   static constexpr int kMapRefusalsToStop = 64;  // in a row

@@ -106,12 +106,16 @@ class RocksBlockStore final : public BlockStore {
     return files_.Read(first.image_no, first.index, iov.data(), static_cast<int>(n), total);
   }
 
-  // Mapped and locked (DataFiles::Map); checked by the caller against the index's checks.
+  // Mapped and locked (DataFiles::Map); checked by the caller against the index's checks. The
+  // map comes first: when it is refused (NotSupported), the caller's GetBlocks is the one index
+  // lookup of the run.
   Status MapBlocks(BlockKey first, const std::vector<size_t>& lens,
                    std::vector<BlockData>* blocks, std::vector<uint64_t>* checks) override {
+    GLANCEFS_RETURN_IF_ERROR(files_.Map(first.image_no, first.index, lens, blocks));
     size_t total = 0;
-    GLANCEFS_RETURN_IF_ERROR(IndexRun(first, lens, checks, &total));
-    return files_.Map(first.image_no, first.index, lens, blocks);
+    Status index = IndexRun(first, lens, checks, &total);
+    if (!index.ok()) blocks->clear();
+    return index;
   }
 
   Status PutBlocks(BlockKey first, const std::vector<BlockPut>& blocks) override {

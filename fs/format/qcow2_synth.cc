@@ -325,37 +325,31 @@ void Qcow2Synth::ReadL2(uint64_t rel, size_t n, char* dst) const {
   }
 }
 
-template <typename Piece>
-Status Qcow2Synth::ForEachDataPiece(uint64_t rel, size_t n, Piece&& piece) const {
+Qcow2Synth::DataPiece Qcow2Synth::DataPieceAt(uint64_t rel, uint64_t max) const {
   const Qcow2SynthLayout& l = layout_;
   const uint32_t bits = l.cluster_bits;
   // The run holding data cluster rel / C; runs are consecutive in the data region.
   const uint64_t d = rel >> bits;
-  size_t k = static_cast<size_t>(
-      std::partition_point(runs_.begin(), runs_.end(),
-                           [d](const Run& r) { return r.rank + r.count <= d; }) -
-      runs_.begin());
-  for (; n > 0; ++k) {
-    const Run& r = runs_[k];
-    const uint64_t run_end = (r.rank + r.count) << bits;  // relative to data_offset
-    const size_t chunk = static_cast<size_t>(std::min<uint64_t>(n, run_end - rel));
-    const uint64_t guest = (r.first << bits) + (rel - (r.rank << bits));
-    // Only the last guest cluster may pass the raw size: its tail is zeros.
-    const uint64_t avail = guest < l.raw_size ? std::min<uint64_t>(chunk, l.raw_size - guest) : 0;
-    GLANCEFS_RETURN_IF_ERROR(piece(guest, static_cast<size_t>(avail), chunk - avail));
-    rel += chunk;
-    n -= chunk;
-  }
-  return Status::Ok();
+  const Run& r = *std::partition_point(runs_.begin(), runs_.end(),
+                                       [d](const Run& run) { return run.rank + run.count <= d; });
+  const uint64_t run_end = (r.rank + r.count) << bits;  // relative to data_offset
+  const uint64_t chunk = std::min(max, run_end - rel);
+  const uint64_t guest = (r.first << bits) + (rel - (r.rank << bits));
+  // Only the last guest cluster may pass the raw size: its tail is zeros.
+  const uint64_t len = guest < l.raw_size ? std::min(chunk, l.raw_size - guest) : 0;
+  return {guest, static_cast<size_t>(len), static_cast<size_t>(chunk - len)};
 }
 
 Status Qcow2Synth::ReadData(uint64_t rel, size_t n, char* dst) const {
-  return ForEachDataPiece(rel, n, [&](uint64_t guest, size_t len, size_t zeros) -> Status {
-    if (len > 0) GLANCEFS_RETURN_IF_ERROR(raw_->ReadAt(guest, len, dst));
-    std::memset(dst + len, 0, zeros);
-    dst += len + zeros;
-    return Status::Ok();
-  });
+  while (n > 0) {
+    const DataPiece p = DataPieceAt(rel, n);
+    if (p.len > 0) GLANCEFS_RETURN_IF_ERROR(raw_->ReadAt(p.guest, p.len, dst));
+    std::memset(dst + p.len, 0, p.zeros);
+    rel += p.len + p.zeros;
+    dst += p.len + p.zeros;
+    n -= p.len + p.zeros;
+  }
+  return Status::Ok();
 }
 
 Status Qcow2Synth::ReadPinned(uint64_t off, size_t n, std::vector<PinnedSlice>* out) {
@@ -363,18 +357,12 @@ Status Qcow2Synth::ReadPinned(uint64_t off, size_t n, std::vector<PinnedSlice>* 
   if (off < l.data_offset || off > l.file_size || n > l.file_size - off) {
     return Status::NotSupported("qcow2 synth: metadata is made into a buffer");
   }
-  const size_t had = out->size();
-  Status s = ForEachDataPiece(off - l.data_offset, n,
-                              [&](uint64_t guest, size_t len, size_t zeros) -> Status {
-                                if (len > 0) GLANCEFS_RETURN_IF_ERROR(raw_->ReadPinned(guest, len, out));
-                                PinZeros(zeros, out);
-                                if (out->size() - had > kMaxPinnedPieces) {
-                                  return Status::NotSupported("qcow2 synth: too many pieces");
-                                }
-                                return Status::Ok();
-                              });
-  if (!s.ok()) out->resize(had);
-  return s;
+  return PinRuns("qcow2 synth", off, n, out, [&](uint64_t at, uint64_t max) -> Result<uint64_t> {
+    const DataPiece p = DataPieceAt(at - l.data_offset, max);
+    if (p.len > 0) GLANCEFS_RETURN_IF_ERROR(raw_->ReadPinned(p.guest, p.len, out));
+    PinZeros(p.zeros, out);
+    return p.len + p.zeros;
+  });
 }
 
 Result<Extent> Qcow2Synth::MapExtent(uint64_t off) {

@@ -120,10 +120,15 @@ class Qcow2Synth final : public ByteSource {
   void ReadL1(uint64_t rel, size_t n, char* dst) const;
   void ReadL2(uint64_t rel, size_t n, char* dst) const;
   Status ReadData(uint64_t rel, size_t n, char* dst) const;
-  // Calls piece(guest, len, zeros) for the data region's bytes [rel, rel + n) in order: `len`
-  // bytes of the raw source at `guest`, then `zeros` zeros (a last cluster past the raw size).
-  template <typename Piece>
-  Status ForEachDataPiece(uint64_t rel, size_t n, Piece&& piece) const;
+  // The data region's bytes from `rel` (at most `max`, > 0) to the end of their run of
+  // clusters: `len` bytes of the raw source at `guest`, then `zeros` zeros (a last cluster past
+  // the raw size).
+  struct DataPiece {
+    uint64_t guest;
+    size_t len;
+    size_t zeros;
+  };
+  DataPiece DataPieceAt(uint64_t rel, uint64_t max) const;
 
   // The first run that ends after guest cluster g (runs_.size() if none).
   size_t RunEndingAfter(uint64_t g) const;
