@@ -215,10 +215,10 @@ TEST_F(SignatureRealTest, ImagesSignedInGlanceAreVerifiedWithBarbicanCertificate
   auto t0 = std::chrono::steady_clock::now();
   CmdResult l = Sh("cat " + images + late.id + "/disk.raw > /dev/null", 120);
   double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  EXPECT_NE(l.out.find("Permission denied"), std::string::npos) << l.out;
+  EXPECT_NE(l.out.find("Permission denied"), std::string::npos) << l.out << m.Log();
   EXPECT_LT(secs, 30.0);
   EXPECT_EQ(Xattr(images + late.id, "user.glancefs.signature").rfind("unverifiable: ", 0), 0u)
-      << Xattr(images + late.id, "user.glancefs.signature");
+      << Xattr(images + late.id, "user.glancefs.signature") << m.Log();
   std::string metrics = MustSh("cat " + m.path() + "/metrics.prom");
   EXPECT_NE(metrics.find("glancefs_signature_checks_total{verdict=\"verified\"} 8\n"),
             std::string::npos) << metrics;
