@@ -12,8 +12,16 @@
 #                         without (-o nocache: the view reads the raw file)
 #   qemu-img convert      -O qcow2 of the raw file to a file on the same disk
 #   cp of the raw file    cp --sparse=always of the raw file itself, no FUSE: what cp allows
+#   cp through fceil      cp --sparse=always of qemu-img's own qcow2 output, passed through by
+#                         ../shared/bench/fceil.c (a minimal FUSE file system, page cache kept,
+#                         glancefs's read_ahead_kb): what any FUSE file system allows
 # Usage: bench/formats.sh [BUILD_DIR]   (root). Prints a Markdown report.
 source "$(dirname "$0")/lib.sh"
+shopt -s inherit_errexit  # a failed step inside $(...) stops the run
+FCEIL_SRC=$(dirname "$PWD")/shared/bench/fceil.c
+[[ -f $FCEIL_SRC ]] || { echo "formats.sh: $FCEIL_SRC is missing" >&2; exit 1; }
+# shellcheck disable=SC2046  # pkg-config prints several flags
+cc -O2 -Wall "$FCEIL_SRC" $(pkg-config --cflags --libs fuse3) -o "$W/fceil"
 
 SIZE=$((1 << 30))
 head -c $SIZE /dev/urandom > "$W/random.raw"
@@ -71,6 +79,18 @@ c_view_nc=$(best_of "$W/sparse.raw" copy_view_nocache)
 c_conv=$(best_of "$W/sparse.raw" convert_qcow2)
 conv_mib=$(du -m "$W/out.qcow2" | cut -f1)
 c_raw=$(best_of "$W/sparse.raw" copy_raw)
+# The same copy through the thinnest FUSE file system there is: qemu-img's qcow2, passed through.
+qemu-img convert -f raw -O qcow2 "$W/sparse.raw" "$W/ref.qcow2"
+mkdir -p "$W/fc"
+"$W/fceil" "$W/fc" --backend=file:"$W/ref.qcow2" --cache=keep &
+FCEIL_PID=$!
+CLEANUP_PIDS+=("$FCEIL_PID")
+wait_mounted "$W/fc" || { echo "fceil did not mount" >&2; exit 1; }
+cat "/sys/class/bdi/$(mountpoint -d "$W/mnt")/read_ahead_kb" > "/sys/class/bdi/$(mountpoint -d "$W/fc")/read_ahead_kb"
+copy_fceil() { cp --sparse=always "$W/fc/raw" "$W/out.qcow2"; sync "$W/out.qcow2"; }
+c_fceil=$(best_of "$W/ref.qcow2" copy_fceil)
+cmp "$W/out.qcow2" "$W/ref.qcow2"
+fusermount3 -u "$W/fc"
 unset BEST_PRE
 
 cat <<REPORT
@@ -92,7 +112,10 @@ $(row dynamic.vdi vdi)
 | qemu-img convert -O qcow2, sync | $(printf %.3f "$c_conv") | $conv_mib MiB |
 | cp --sparse=always of the raw file itself (no FUSE, no qcow2), sync | $(printf %.3f "$c_raw") | |
 | glancefs vs qemu-img (cache; nocache) | $(ratio "$c_conv" "$c_view"); $(ratio "$c_conv" "$c_view_nc") | |
+| cp --sparse=always of qemu-img's qcow2 through fceil (a minimal FUSE pass-through), sync | $(printf %.3f "$c_fceil") | |
 | cp of the local raw file vs qemu-img: the most a cp can give | $(ratio "$c_conv" "$c_raw") | |
+| cp through fceil vs qemu-img: the most a cp through FUSE can give | $(ratio "$c_conv" "$c_fceil") | |
+| glancefs vs cp through fceil (cache; nocache) | $(ratio "$c_fceil" "$c_view"); $(ratio "$c_fceil" "$c_view_nc") | |
 
 Both qcow2 outputs are written to the same disk (/var/tmp); the copied view is checked with
 qemu-img compare against the raw file.
