@@ -66,7 +66,8 @@ struct BlockCache::Parts {
                  }}),
         streamer(&fetcher, &flights, &pool, &cache->closing_),
         judge(
-            {store, &stored, &images, &metrics, &pool, &policy, [cache] { return cache->Now(); }}),
+            {&cache->closing_, store, &stored, &images, &metrics, &pool, &policy,
+             [cache] { return cache->Now(); }}),
         prefetch({store, &flights, &fetcher, &streamer, &judge, &pool, block_size, o.request_bytes,
                   o.readahead_requests}),
         reader({&flights, &memory, &buffers, &stored, &images, &fetcher, &streamer, &metrics, &pool,

@@ -102,6 +102,7 @@ class BlockStore {
 struct MemStoreFaults {
   std::atomic<bool> fail_puts{false};     // PutBlocks answers IOError (a full disk)
   std::atomic<bool> corrupt_gets{false};  // GetBlock flips a byte of the data it returns
+  std::atomic<int> get_delay_ms{0};       // GetBlock waits this long first (a slow disk)
 };
 
 // An in-memory BlockStore. `faults`, if given, is read on every call and may be changed by the

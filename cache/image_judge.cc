@@ -80,9 +80,22 @@ Status ImageJudge::DigestStored(Image& image, uint64_t no, ImageCheck& check) {
   for (uint64_t i = 0; i < image.nblocks; ++i) lens[i] = image.BlockLen(i);
   const uint64_t per_run = std::max<uint64_t>(1, kDigestRunBytes / image.block_size);
   uint64_t bad = 0;
+  bool closing = false;
   Status s = d_.stored->ForEachStored(
-      no, lens, per_run, [&](const char* data, size_t n) { check.Update(data, n); }, &bad);
+      no, lens, per_run,
+      [&](const char* data, size_t n) {
+        // An unmount does not wait for a whole image's hash: the image stays partial, as after a
+        // crash, and is checked by the next pass that asks (a pre-fetch, a signature check).
+        if (d_.closing->load(std::memory_order_relaxed)) {
+          closing = true;
+          return false;
+        }
+        check.Update(data, n);
+        return true;
+      },
+      &bad);
   if (s.ok()) return s;
+  if (closing) return Status::Unavailable("image " + image.id + ": the cache is closing");
   // Lost or damaged since it was stored: fetch it again; verify once it is back.
   PendingRecord record;
   {

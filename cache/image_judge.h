@@ -11,6 +11,7 @@
 // set its state, and reads the store and writes records with no lock held.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -28,6 +29,7 @@ namespace glancefs::cache {
 class CacheMetrics;
 
 struct JudgeDeps {
+  const std::atomic<bool>* closing;  // a check of the stored bytes stops when it is set
   BlockStore* store;
   StoredBlocks* stored;
   ImageTable* images;

@@ -1,7 +1,9 @@
 // The in-memory twin of RocksBlockStore (tests only; never persistent).
+#include <chrono>
 #include <cstring>
 #include <map>
 #include <set>
+#include <thread>
 #include <utility>
 
 #include "cache/block_store.h"
@@ -18,6 +20,9 @@ class MemBlockStore final : public BlockStore {
 
   void SetBlockSize(uint32_t) override {}
   Status GetBlock(BlockKey key, char* dst, size_t len, uint64_t* check) override {
+    if (faults_ && faults_->get_delay_ms > 0) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(faults_->get_delay_ms.load()));
+    }
     MutexLock lock(&mu_);
     auto it = blocks_.find({key.image_no, key.index});
     if (it == blocks_.end()) return Status::NotFound("no block");

@@ -6,6 +6,11 @@
 #endif
 
 namespace glancefs::cache {
+namespace {
+
+Status Stopped() { return Status::Unavailable("stopped by its consumer"); }
+
+}  // namespace
 
 uint64_t BlockCheck(BlockKey key, const char* data, size_t n) {
   const uint64_t seed = key.image_no * 0x9E3779B97F4A7C15ULL + key.index;
@@ -68,7 +73,7 @@ Result<BlockData> StoredBlocks::LoadRun(BlockKey key, const std::vector<size_t>&
 
 Status StoredBlocks::ForEachStored(uint64_t no, const std::vector<size_t>& lens,
                                    uint64_t run_blocks,
-                                   const std::function<void(const char*, size_t)>& fn,
+                                   const std::function<bool(const char*, size_t)>& fn,
                                    uint64_t* bad) {
   // Read in runs (one store request each); a run that fails is read again block by block to
   // find the block at fault.
@@ -83,7 +88,7 @@ Status StoredBlocks::ForEachStored(uint64_t no, const std::vector<size_t>& lens,
     }
     for (uint64_t k = 0; k < count; ++k) {
       if (whole) {
-        fn(run[k]->data(), run[k]->size());
+        if (!fn(run[k]->data(), run[k]->size())) return Stopped();
         continue;
       }
       auto block = Load({no, i + k}, run_lens[k]);
@@ -92,7 +97,7 @@ Status StoredBlocks::ForEachStored(uint64_t no, const std::vector<size_t>& lens,
         return Status::Corruption("block " + std::to_string(i + k) + ": " +
                                   block.status().message());
       }
-      fn((*block)->data(), (*block)->size());
+      if (!fn((*block)->data(), (*block)->size())) return Stopped();
     }
   }
   return Status::Ok();

@@ -38,11 +38,11 @@ class StoredBlocks {
   // them when the store cannot read the run whole (the caller reads those one by one, with
   // Load, to learn why). Read-ahead from the store (cached_source.h).
   std::vector<BlockData> LoadAll(BlockKey key, const std::vector<size_t>& lens);
-  // Calls fn(index, data, len) for blocks 0 .. lens.size() - 1 of image number `no`, in
-  // order, read in runs of run_blocks. The index of a block absent or damaged ends it: Corruption
-  // with *bad set to its index.
+  // Calls fn(data, len) for blocks 0 .. lens.size() - 1 of image number `no`, in order, read
+  // in runs of run_blocks. A block absent or damaged ends it: Corruption with *bad set to its
+  // index. fn returning false ends it too: Unavailable.
   Status ForEachStored(uint64_t no, const std::vector<size_t>& lens, uint64_t run_blocks,
-                       const std::function<void(const char*, size_t)>& fn, uint64_t* bad);
+                       const std::function<bool(const char*, size_t)>& fn, uint64_t* bad);
 
  private:
   // Reads a run of blocks, mapped where the store can (BlockStore::MapBlocks), else into pooled

@@ -218,6 +218,24 @@ TEST(BlockCacheTest, ReadsMatchUpstreamAndRepeatReadsNeverFetch) {
   ASSERT_TRUE(WaitFor([&] { return cache->Find("a")->state == CacheState::kVerified; }));
 }
 
+TEST(BlockCacheTest, ClosingDoesNotWaitForAWholeImagesVerification) {
+  // On a slow disk, reading a complete image back for its hash takes 128 x 50 ms. Closing the
+  // cache (an unmount) stops that pass at its next block instead of waiting for it.
+  MemStoreFaults faults;
+  faults.get_delay_ms = 50;
+  std::string data = Pattern(128 * kBlock, 17);
+  auto cache = BlockCache::Open(NewMemBlockStore(&faults), SmallOptions()).value();
+  auto source = cache->Wrap(Record("a", data, "v1"), std::make_shared<CountingSource>(data));
+  EXPECT_EQ(ReadAll(*source, 1 << 20), data);
+  ASSERT_TRUE(WaitFor([&] { return cache->Find("a")->cached_bytes == data.size(); }));
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));  // the pass has begun
+  EXPECT_NE(cache->Find("a")->state, CacheState::kVerified);
+  source.reset();
+  const auto t0 = std::chrono::steady_clock::now();
+  cache.reset();
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(3));
+}
+
 TEST(BlockCacheTest, ASourceThatHandsOutSlicesAheadIsReadExactly) {
   // rbd keeps several reads in flight: slices are handed out before earlier ones are done.
   std::string data = Pattern(40 * kBlock + 999, 11);
