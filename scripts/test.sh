@@ -18,7 +18,7 @@ BUILD_DIR=build ./scripts/build.sh
 echo "== tests (RelWithDebInfo)"
 ctest --test-dir build --output-on-failure -j 2 --timeout 600
 
-echo "== clang -Wthread-safety -Werror: every lock in cache/ and fs/ checked by the compiler"
+echo "== clang -Wthread-safety -Werror: every lock in cache/, fs/, backends/ and tools/ checked by the compiler"
 ./scripts/thread_safety.sh
 
 echo "== fuzz every decoder (libFuzzer, ASan + UBSan, ${GLANCEFS_FUZZ_SECONDS:-20} s each)"

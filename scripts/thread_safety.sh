@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# Clang's thread-safety analysis over the cache and the file system libraries.
+# Clang's thread-safety analysis over every lock glancefs takes.
 #
 #  1. Configures build-tsa with clang++-14 and -Wthread-safety -Wthread-safety-beta -Werror
-#     and builds glancefs_cache and the fs/ libraries: any access to a GUARDED_BY member
+#     and builds the cache, the fs/ libraries, the backends and the tools: any access to a GUARDED_BY member
 #     without its mutex, a REQUIRES function called without it, or a lock taken against a
 #     declared ACQUIRED_BEFORE order fails the build (fs/base/thread_annotations.h).
 #  2. Compiles tests/tsa/missing_lock.cc, which breaks those rules on purpose, and expects the
@@ -21,8 +21,9 @@ command -v "$CXX" >/dev/null || { echo "thread_safety: $CXX is missing" >&2; exi
 cmake -S . -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=Debug -DCMAKE_CXX_COMPILER="$CXX" \
   -DCMAKE_CXX_FLAGS="$FLAGS" -DBUILD_TESTING=OFF >/dev/null
 flock "$LOCK" cmake --build "$BUILD_DIR" -j2 --target glancefs_cache glancefs_base \
-  glancefs_format glancefs_namespace glancefs_core glancefs_fuse
-echo "thread_safety: cache and fs libraries build clean with $FLAGS"
+  glancefs_format glancefs_namespace glancefs_core glancefs_fuse glancefs_backends \
+  glancefs_backend_rbd glancefs glancefs-catalog glancefs-cache
+echo "thread_safety: cache, fs, backends and tools build clean with $FLAGS"
 
 # The counter-example must fail, and fail for each marked reason.
 OUT=$(mktemp)

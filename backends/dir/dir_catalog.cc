@@ -99,8 +99,49 @@ DirCatalog::Entry DirCatalog::Load(int dirfd, const std::string& id, const Stamp
   return entry;
 }
 
+void DirCatalog::ScanEntry(int dirfd, const char* d_name,
+                           std::unordered_map<std::string, Entry>* next, bool* changed) {
+  std::string_view name(d_name);
+  if (name.empty() || name[0] == '.' || name.size() <= kRecordSuffix.size() ||
+      name.substr(name.size() - kRecordSuffix.size()) != kRecordSuffix) {
+    return;
+  }
+  std::string id(name.substr(0, name.size() - kRecordSuffix.size()));
+  if (!IsSafeImageId(id)) {
+    LOG_DEBUG("catalog %s: ignoring %s: not an image id", path_.c_str(), d_name);
+    return;
+  }
+  struct stat st;
+  if (!StatAt(dirfd, std::string(name), &st)) return;
+  if (!S_ISREG(st.st_mode)) {
+    if (not_regular_.insert(id).second) {
+      LOG_WARNING("catalog %s: ignoring %s: not a regular file", path_.c_str(), d_name);
+    }
+    return;
+  }
+  not_regular_.erase(id);
+  Stamp record_stamp = StampOf(st);
+  Stamp data_stamp;
+  if (StatAt(dirfd, id, &st)) {
+    data_stamp = StampOf(st);
+  }
+  auto old = entries_.find(id);
+  if (old != entries_.end() && old->second.record_stamp == record_stamp &&
+      old->second.data_stamp == data_stamp) {
+    next->emplace(id, old->second);  // a copy: entries_ stays intact if the scan fails
+    return;
+  }
+  Entry loaded = Load(dirfd, id, record_stamp, data_stamp);
+  if (!loaded.record && loaded.record_stamp == Stamp() && old != entries_.end()) {
+    // A transient failure: keep serving what we had, and retry next time.
+    loaded.record = old->second.record;
+  }
+  *changed = *changed || loaded.record != (old != entries_.end() ? old->second.record : nullptr);
+  next->emplace(id, std::move(loaded));
+}
+
 Result<std::shared_ptr<const CatalogSnapshot>> DirCatalog::Refresh() {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   int dirfd = ::open(path_.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (dirfd < 0) {
     Status s = Status::FromErrno(errno, "catalog " + path_);
@@ -124,43 +165,7 @@ Result<std::shared_ptr<const CatalogSnapshot>> DirCatalog::Refresh() {
       readdir_errno = errno;
       break;
     }
-    std::string_view name(de->d_name);
-    if (name.empty() || name[0] == '.' || name.size() <= kRecordSuffix.size() ||
-        name.substr(name.size() - kRecordSuffix.size()) != kRecordSuffix) {
-      continue;
-    }
-    std::string id(name.substr(0, name.size() - kRecordSuffix.size()));
-    if (!IsSafeImageId(id)) {
-      LOG_DEBUG("catalog %s: ignoring %s: not an image id", path_.c_str(), de->d_name);
-      continue;
-    }
-    struct stat st;
-    if (!StatAt(dirfd, std::string(name), &st)) continue;
-    if (!S_ISREG(st.st_mode)) {
-      if (not_regular_.insert(id).second) {
-        LOG_WARNING("catalog %s: ignoring %s: not a regular file", path_.c_str(), de->d_name);
-      }
-      continue;
-    }
-    not_regular_.erase(id);
-    Stamp record_stamp = StampOf(st);
-    Stamp data_stamp;
-    if (StatAt(dirfd, id, &st)) {
-      data_stamp = StampOf(st);
-    }
-    auto old = entries_.find(id);
-    if (old != entries_.end() && old->second.record_stamp == record_stamp &&
-        old->second.data_stamp == data_stamp) {
-      next.emplace(id, old->second);  // a copy: entries_ stays intact if the scan fails
-      continue;
-    }
-    Entry loaded = Load(dirfd, id, record_stamp, data_stamp);
-    if (!loaded.record && loaded.record_stamp == Stamp() && old != entries_.end()) {
-      // A transient failure: keep serving what we had, and retry next time.
-      loaded.record = old->second.record;
-    }
-    changed = changed || loaded.record != (old != entries_.end() ? old->second.record : nullptr);
-    next.emplace(id, std::move(loaded));
+    ScanEntry(dirfd, de->d_name, &next, &changed);
   }
   ::closedir(dir);
   if (readdir_errno != 0) {
@@ -174,8 +179,11 @@ Result<std::shared_ptr<const CatalogSnapshot>> DirCatalog::Refresh() {
     if (entry.record && !next.count(id)) changed = true;  // removed
   }
   entries_ = std::move(next);
-  if (!changed && snapshot_) return snapshot_;
+  if (changed || !snapshot_) snapshot_ = SnapshotOfEntries();
+  return snapshot_;
+}
 
+std::shared_ptr<const CatalogSnapshot> DirCatalog::SnapshotOfEntries() const {
   auto snap = std::make_shared<CatalogSnapshot>();
   snap->images.reserve(entries_.size());
   for (const auto& [id, entry] : entries_) {
@@ -183,8 +191,7 @@ Result<std::shared_ptr<const CatalogSnapshot>> DirCatalog::Refresh() {
   }
   std::sort(snap->images.begin(), snap->images.end(),
             [](const auto& a, const auto& b) { return a->id < b->id; });
-  snapshot_ = std::move(snap);
-  return snapshot_;
+  return snap;
 }
 
 Result<std::shared_ptr<ByteSource>> DirCatalog::OpenData(const ImageRecord& record) {

@@ -15,12 +15,12 @@
 #include <sys/types.h>
 
 #include <memory>
-#include <mutex>
 #include <string>
 #include <unordered_map>
 #include <unordered_set>
 
 #include "fs/base/catalog.h"
+#include "fs/base/mutex.h"
 
 namespace glancefs::backends {
 
@@ -55,14 +55,20 @@ class DirCatalog final : public Catalog {
   explicit DirCatalog(std::string path) : path_(std::move(path)) {}
   // Builds the entry for `<id>.json` from scratch, logging what is wrong with it.
   Entry Load(int dirfd, const std::string& id, const Stamp& record_stamp, const Stamp& data_stamp);
+  // Refresh's look at one directory entry: a record file's entry, as it was or loaded anew,
+  // goes to `next`; `changed` is set if its record differs from the one served.
+  void ScanEntry(int dirfd, const char* d_name, std::unordered_map<std::string, Entry>* next,
+                 bool* changed) REQUIRES(mu_);
+  // The snapshot of entries_, sorted by id.
+  std::shared_ptr<const CatalogSnapshot> SnapshotOfEntries() const REQUIRES(mu_);
 
   const std::string path_;
-  std::mutex mu_;  // Serializes Refresh; guards entries_ and snapshot_.
-  std::unordered_map<std::string, Entry> entries_;
-  std::shared_ptr<const CatalogSnapshot> snapshot_;
-  bool last_refresh_failed_ = false;
+  Mutex mu_;  // serializes Refresh; guards the four below
+  std::unordered_map<std::string, Entry> entries_ GUARDED_BY(mu_);
+  std::shared_ptr<const CatalogSnapshot> snapshot_ GUARDED_BY(mu_);
+  bool last_refresh_failed_ GUARDED_BY(mu_) = false;
   // Record names that are not regular files (a FIFO, a device): logged once, until they are.
-  std::unordered_set<std::string> not_regular_;
+  std::unordered_set<std::string> not_regular_ GUARDED_BY(mu_);
 };
 
 }  // namespace glancefs::backends

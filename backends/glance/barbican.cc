@@ -20,12 +20,12 @@ Result<std::string> BarbicanCertificateStore::Get(const std::string& uuid) {
     return Status::InvalidArgument("certificate uuid '" + uuid + "' is not 1-64 of [A-Za-z0-9-]");
   }
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     auto it = certificates_.find(uuid);
     if (it != certificates_.end()) return it->second;
   }
   GLANCEFS_ASSIGN_OR_RETURN(std::string certificate, Fetch(uuid));
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   certificates_.emplace(uuid, certificate);
   return certificate;
 }

@@ -13,12 +13,12 @@
 #include <functional>
 #include <map>
 #include <memory>
-#include <mutex>
 #include <string>
 
 #include "backends/glance/glance_catalog.h"
 #include "backends/glance/http_client.h"
 #include "fs/base/certificates.h"
+#include "fs/base/mutex.h"
 
 namespace glancefs::backends {
 
@@ -36,8 +36,8 @@ class BarbicanCertificateStore final : public CertificateStore {
   const std::shared_ptr<HttpClient> http_;
   const std::shared_ptr<TokenSource> token_;
   const std::function<Result<std::string>()> endpoint_;
-  std::mutex mu_;
-  std::map<std::string, std::string> certificates_;  // GUARDED_BY(mu_), by uuid
+  Mutex mu_;
+  std::map<std::string, std::string> certificates_ GUARDED_BY(mu_);  // by uuid
 };
 
 }  // namespace glancefs::backends

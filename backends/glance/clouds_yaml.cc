@@ -91,73 +91,67 @@ CloudsYamlPaths DefaultCloudsYamlPaths() {
 
 namespace {
 
-// ReadCloud, which may throw YAML::Exception on a document of an unexpected shape.
-Result<std::map<std::string, std::string>> ReadCloudOrThrow(const std::string& name,
-                                                            const CloudsYamlPaths& paths) {
-  GLANCEFS_ASSIGN_OR_RETURN(auto clouds, LoadFirst(paths.clouds));
-  if (!clouds) return Status::NotFound("no clouds.yaml (looked for " + Joined(paths.clouds) + ")");
-  const std::string& path = clouds->first;
-  GLANCEFS_ASSIGN_OR_RETURN(YAML::Node entry, CloudEntry(path, clouds->second, name));
-  if (!entry) return Status::NotFound(path + ": no cloud '" + name + "'");
-  GLANCEFS_RETURN_IF_ERROR(CheckPrivate(path, entry));
-  entry = YAML::Clone(entry);
-
-  // secure.yaml: its values win, the auth mapping merged key by key.
+// secure.yaml's entry for cloud `name`, if any, merged into `entry`: its values win, the auth
+// mapping merged key by key.
+Status MergeSecure(const std::string& name, const CloudsYamlPaths& paths, YAML::Node& entry) {
   GLANCEFS_ASSIGN_OR_RETURN(auto secure, LoadFirst(paths.secure));
-  if (secure) {
-    GLANCEFS_ASSIGN_OR_RETURN(YAML::Node extra, CloudEntry(secure->first, secure->second, name));
-    if (extra) {
-      GLANCEFS_RETURN_IF_ERROR(CheckPrivate(secure->first, extra));
-      for (const auto& kv : extra) {
-        std::string key = kv.first.as<std::string>();
-        if (key == "auth" && kv.second.IsMap() && entry["auth"] && entry["auth"].IsMap()) {
-          for (const auto& a : kv.second) entry["auth"][a.first.as<std::string>()] = a.second;
-        } else {
-          entry[key] = kv.second;
-        }
-      }
+  if (!secure) return Status::Ok();
+  GLANCEFS_ASSIGN_OR_RETURN(YAML::Node extra, CloudEntry(secure->first, secure->second, name));
+  if (!extra) return Status::Ok();
+  GLANCEFS_RETURN_IF_ERROR(CheckPrivate(secure->first, extra));
+  for (const auto& kv : extra) {
+    std::string key = kv.first.as<std::string>();
+    if (key == "auth" && kv.second.IsMap() && entry["auth"] && entry["auth"].IsMap()) {
+      for (const auto& a : kv.second) entry["auth"][a.first.as<std::string>()] = a.second;
+    } else {
+      entry[key] = kv.second;
     }
   }
-  if (entry["profile"]) {
-    return Status::NotSupported(path + ": cloud '" + name +
-                                "' uses a vendor profile, which glancefs does not read: write "
-                                "its auth_url and settings out");
-  }
+  return Status::Ok();
+}
 
+// The OS_* variables a cloud's auth mapping stands for.
+void AuthVariables(const YAML::Node& auth, std::map<std::string, std::string>& os) {
+  static const std::pair<const char*, const char*> kAuth[] = {
+      {"auth_url", "OS_AUTH_URL"},
+      {"username", "OS_USERNAME"},
+      {"user_id", "OS_USER_ID"},
+      {"password", "OS_PASSWORD"},
+      {"project_name", "OS_PROJECT_NAME"},
+      {"project_id", "OS_PROJECT_ID"},
+      {"user_domain_name", "OS_USER_DOMAIN_NAME"},
+      {"user_domain_id", "OS_USER_DOMAIN_ID"},
+      {"project_domain_name", "OS_PROJECT_DOMAIN_NAME"},
+      {"project_domain_id", "OS_PROJECT_DOMAIN_ID"},
+      {"application_credential_id", "OS_APPLICATION_CREDENTIAL_ID"},
+      {"application_credential_name", "OS_APPLICATION_CREDENTIAL_NAME"},
+      {"application_credential_secret", "OS_APPLICATION_CREDENTIAL_SECRET"},
+      {"token", "OS_TOKEN"},
+  };
+  for (const auto& [key, var] : kAuth) {
+    std::string v = Scalar(auth[key]);
+    if (!v.empty()) os[var] = v;
+  }
+  // keystoneauth's defaults for both domains
+  for (const char* kind : {"name", "id"}) {
+    std::string v = Scalar(auth[std::string("default_domain_") + kind]);
+    if (v.empty()) continue;
+    for (const char* who : {"USER", "PROJECT"}) {
+      std::string var = std::string("OS_") + who + "_DOMAIN_" + (kind[0] == 'n' ? "NAME" : "ID");
+      os.emplace(var, v);
+    }
+  }
+}
+
+// The OS_* variables a (merged) cloud entry stands for.
+std::map<std::string, std::string> CloudVariables(const YAML::Node& entry) {
   std::map<std::string, std::string> os;
   auto set = [&](const char* var, const YAML::Node& node) {
     std::string v = Scalar(node);
     if (!v.empty()) os[var] = v;
   };
   set("OS_AUTH_TYPE", entry["auth_type"]);
-  if (const YAML::Node auth = entry["auth"]; auth && auth.IsMap()) {
-    static const std::pair<const char*, const char*> kAuth[] = {
-        {"auth_url", "OS_AUTH_URL"},
-        {"username", "OS_USERNAME"},
-        {"user_id", "OS_USER_ID"},
-        {"password", "OS_PASSWORD"},
-        {"project_name", "OS_PROJECT_NAME"},
-        {"project_id", "OS_PROJECT_ID"},
-        {"user_domain_name", "OS_USER_DOMAIN_NAME"},
-        {"user_domain_id", "OS_USER_DOMAIN_ID"},
-        {"project_domain_name", "OS_PROJECT_DOMAIN_NAME"},
-        {"project_domain_id", "OS_PROJECT_DOMAIN_ID"},
-        {"application_credential_id", "OS_APPLICATION_CREDENTIAL_ID"},
-        {"application_credential_name", "OS_APPLICATION_CREDENTIAL_NAME"},
-        {"application_credential_secret", "OS_APPLICATION_CREDENTIAL_SECRET"},
-        {"token", "OS_TOKEN"},
-    };
-    for (const auto& [key, var] : kAuth) set(var, auth[key]);
-    // keystoneauth's defaults for both domains
-    for (const char* kind : {"name", "id"}) {
-      std::string v = Scalar(auth[std::string("default_domain_") + kind]);
-      if (v.empty()) continue;
-      for (const char* who : {"USER", "PROJECT"}) {
-        std::string var = std::string("OS_") + who + "_DOMAIN_" + (kind[0] == 'n' ? "NAME" : "ID");
-        os.emplace(var, v);
-      }
-    }
-  }
+  if (const YAML::Node auth = entry["auth"]; auth && auth.IsMap()) AuthVariables(auth, os);
   set("OS_REGION_NAME", entry["region_name"]);
   if (!os.count("OS_REGION_NAME") && entry["regions"] && entry["regions"].IsSequence() &&
       entry["regions"].size() > 0) {
@@ -170,6 +164,25 @@ Result<std::map<std::string, std::string>> ReadCloudOrThrow(const std::string& n
     os["OS_INSECURE"] = "1";
   }
   return os;
+}
+
+// ReadCloud, which may throw YAML::Exception on a document of an unexpected shape.
+Result<std::map<std::string, std::string>> ReadCloudOrThrow(const std::string& name,
+                                                            const CloudsYamlPaths& paths) {
+  GLANCEFS_ASSIGN_OR_RETURN(auto clouds, LoadFirst(paths.clouds));
+  if (!clouds) return Status::NotFound("no clouds.yaml (looked for " + Joined(paths.clouds) + ")");
+  const std::string& path = clouds->first;
+  GLANCEFS_ASSIGN_OR_RETURN(YAML::Node entry, CloudEntry(path, clouds->second, name));
+  if (!entry) return Status::NotFound(path + ": no cloud '" + name + "'");
+  GLANCEFS_RETURN_IF_ERROR(CheckPrivate(path, entry));
+  entry = YAML::Clone(entry);
+  GLANCEFS_RETURN_IF_ERROR(MergeSecure(name, paths, entry));
+  if (entry["profile"]) {
+    return Status::NotSupported(path + ": cloud '" + name +
+                                "' uses a vendor profile, which glancefs does not read: write "
+                                "its auth_url and settings out");
+  }
+  return CloudVariables(entry);
 }
 
 }  // namespace

@@ -1,10 +1,10 @@
 #include <curl/curl.h>
 
 #include <cstring>
-#include <mutex>
 #include <vector>
 
 #include "backends/glance/http_client.h"
+#include "fs/base/mutex.h"
 
 namespace glancefs::backends {
 namespace {
@@ -149,7 +149,7 @@ class CurlHttpClient final : public HttpClient {
 
   CURL* Take() {
     {
-      std::lock_guard<std::mutex> lock(mu_);
+      MutexLock lock(&mu_);
       if (!idle_.empty()) {
         CURL* h = idle_.back();
         idle_.pop_back();
@@ -161,7 +161,7 @@ class CurlHttpClient final : public HttpClient {
   // Returns a handle to the pool (its connection stays alive), or drops it after a failure.
   void Give(CURL* h, bool healthy) {
     if (healthy) {
-      std::lock_guard<std::mutex> lock(mu_);
+      MutexLock lock(&mu_);
       if (idle_.size() < kMaxIdle) {
         idle_.push_back(h);
         return;
@@ -172,8 +172,8 @@ class CurlHttpClient final : public HttpClient {
 
   static constexpr size_t kMaxIdle = 32;
   const HttpOptions options_;
-  std::mutex mu_;
-  std::vector<CURL*> idle_;  // GUARDED_BY(mu_)
+  Mutex mu_;
+  std::vector<CURL*> idle_ GUARDED_BY(mu_);
 };
 
 }  // namespace

@@ -50,6 +50,66 @@ bool ParseContentRange(const std::string& v, uint64_t* a, uint64_t* b, uint64_t*
   return false;
 }
 
+// An answer with exactly bytes [off, off + n) of an image of `size` bytes: a 206 of that
+// range, or a 200 when the whole image was asked for.
+bool ExactAnswer(long status, const std::string& content_range, uint64_t off, uint64_t n,
+                 uint64_t size) {
+  if (status == 200) return off == 0 && n == size;
+  uint64_t a, b, total;
+  return status == 206 && ParseContentRange(content_range, &a, &b, &total) && a == off &&
+         b == off + n - 1 && (total == 0 || total == size);
+}
+
+// The body of one read placed into the caller's slices, each reported as its last byte
+// arrives. A retry starts the body over (Restart): the bytes an earlier attempt placed are
+// skipped, so a slice already reported is never written again.
+class SliceFiller {
+ public:
+  SliceFiller(uint64_t n, const ByteSource::SliceFor& slice_for,
+              const ByteSource::SliceDone& done)
+      : n_(n), slice_for_(slice_for), done_(done) {}
+
+  uint64_t got() const { return got_; }  // bytes of this attempt's body
+  void Restart() { got_ = 0; }
+  // The next `len` bytes of this attempt's body. False if the caller gave no buffer for them.
+  bool Place(const char* data, size_t len) {
+    got_ += len;
+    if (got_ <= delivered_) return true;
+    const size_t fresh = static_cast<size_t>(got_ - delivered_);
+    data += len - fresh;
+    len = fresh;
+    delivered_ += len;
+    while (len > 0) {
+      if (!to_.data) {
+        to_ = slice_for_(slice_);
+        if (!to_.data || to_.size == 0 || to_.size > n_ - (delivered_ - len)) return false;
+      }
+      const size_t take = std::min(len, to_.size - filled_);
+      std::memcpy(to_.data + filled_, data, take);
+      data += take;
+      len -= take;
+      filled_ += take;
+      if (filled_ == to_.size) {
+        if (done_) done_(slice_);
+        ++slice_;
+        to_ = {nullptr, 0};
+        filled_ = 0;
+      }
+    }
+    return true;
+  }
+
+ private:
+  const uint64_t n_;
+  const ByteSource::SliceFor& slice_for_;
+  const ByteSource::SliceDone& done_;
+  uint64_t got_ = 0;        // bytes of this attempt's body
+  uint64_t delivered_ = 0;  // bytes placed into the slices, by any attempt
+  size_t slice_ = 0;        // the slice being filled, and how much of it is
+  IoSlice to_{nullptr, 0};
+  size_t filled_ = 0;
+};
+
 std::string DataVersion(const ImageRecord& r) {
   auto it = r.properties.find("os_hash_value");
   if (it != r.properties.end() && !it->second.empty()) return it->second;
@@ -129,7 +189,7 @@ Status GlanceCatalog::ListAll(const std::string& first_url,
 }
 
 Result<std::shared_ptr<const CatalogSnapshot>> GlanceCatalog::Refresh() {
-  std::lock_guard<std::mutex> refresh_lock(refresh_mu_);
+  MutexLock refresh_lock(&refresh_mu_);
   std::string base = options_.endpoint + "/v2/images?limit=" + std::to_string(options_.page_limit);
   std::map<std::string, ImageRecord> images;
   bool full = !have_full_ || options_.relist <= 1 || since_full_ + 1 >= options_.relist;
@@ -150,7 +210,7 @@ Result<std::shared_ptr<const CatalogSnapshot>> GlanceCatalog::Refresh() {
     since_full_ = 0;
   }
   listed_ = images;
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   auto snap = std::make_shared<CatalogSnapshot>();
   bool same = snapshot_ && snapshot_->images.size() == images.size();
   size_t i = 0;
@@ -172,7 +232,7 @@ Result<std::shared_ptr<const CatalogSnapshot>> GlanceCatalog::Refresh() {
 Result<std::shared_ptr<ByteSource>> GlanceCatalog::OpenData(const ImageRecord& record) {
   if (!record.size) return Status::NotFound("image " + record.id + " has no data");
   std::string key = record.id + "@" + record.data_version;
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   if (auto existing = sources_[key].lock()) return existing;
   auto source =
       std::make_shared<GlanceByteSource>(http_, tokens_, options_, record.id, *record.size);
@@ -195,10 +255,10 @@ GlanceByteSource::GlanceByteSource(std::shared_ptr<HttpClient> http,
 
 GlanceByteSource::~GlanceByteSource() {
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     stopping_ = true;
   }
-  cv_.notify_all();
+  cv_.SignalAll();
   if (stream_thread_.joinable()) stream_thread_.join();
   if (spool_fd_ >= 0) ::close(spool_fd_);
 }
@@ -227,77 +287,46 @@ Status GlanceByteSource::ReadScattered(uint64_t off, uint64_t n, const SliceFor&
 
 Status GlanceByteSource::ReadRange(uint64_t off, uint64_t n, const SliceFor& slice_for,
                                    const SliceDone& done) {
-  // The whole image is asked for without a Range: every store serves that, seekable or not.
-  const bool whole = off == 0 && n == size_;
-  uint64_t got = 0;        // bytes of this attempt's body
-  uint64_t delivered = 0;  // bytes placed into the slices, by any attempt
-  size_t slice = 0;        // the slice being filled, and how much of it is
-  IoSlice to{nullptr, 0};
-  size_t filled = 0;
+  SliceFiller filler(n, slice_for, done);
   bool no_buffer = false;
-  // An answer with exactly the bytes asked for: a 206 of that range, or a 200 of the whole.
-  auto exact = [&](long status, const std::string& content_range) {
-    if (status == 200) return whole;
-    uint64_t a, b, total;
-    return status == 206 && ParseContentRange(content_range, &a, &b, &total) && a == off &&
-           b == off + n - 1 && (total == 0 || total == size_);
-  };
   BodySink sink = [&](const HttpResponse& head, const char* data, size_t len) {
     // Only the exact bytes are data: a 200 to a Range (the image from its start) or another
     // range is refused before a byte of it is placed, and judged below.
-    if (got == 0 && !exact(head.status, head.content_range)) return false;
-    if (len > n - got) return false;  // more than asked for: never returned as data
-    got += len;
-    // A retry starts the request over: bytes an earlier attempt placed are skipped, so a slice
-    // already reported is never written again.
-    if (got <= delivered) return true;
-    size_t fresh = static_cast<size_t>(got - delivered);
-    data += len - fresh;
-    len = fresh;
-    delivered += len;
-    while (len > 0) {
-      if (!to.data) {
-        to = slice_for(slice);
-        if (!to.data || to.size == 0 || to.size > n - (delivered - len)) {
-          no_buffer = true;
-          return false;
-        }
-      }
-      size_t take = std::min(len, to.size - filled);
-      std::memcpy(to.data + filled, data, take);
-      data += take;
-      len -= take;
-      filled += take;
-      if (filled == to.size) {
-        if (done) done(slice);
-        ++slice;
-        to = {nullptr, 0};
-        filled = 0;
-      }
+    if (filler.got() == 0 && !ExactAnswer(head.status, head.content_range, off, n, size_)) {
+      return false;
     }
-    return true;
+    if (len > n - filler.got()) return false;  // more than asked for: never returned as data
+    no_buffer = !filler.Place(data, len);
+    return !no_buffer;
   };
+  // The whole image is asked for without a Range: every store serves that, seekable or not.
   std::vector<std::string> headers;
-  if (!whole) {
+  if (off != 0 || n != size_) {
     char range[80];
     std::snprintf(range, sizeof range, "Range: bytes=%llu-%llu",
                   static_cast<unsigned long long>(off), static_cast<unsigned long long>(off + n - 1));
     headers.emplace_back(range);
   }
   GLANCEFS_ASSIGN_OR_RETURN(HttpResponse r, GlanceGet(*http_, *tokens_, options_, url_, headers,
-                                                      &sink, 0, [&] { got = 0; }));
+                                                      &sink, 0, [&] { filler.Restart(); }));
   if (no_buffer) return Status::IOError("image " + id_ + ": no buffer for the data read");
+  return JudgeRangeAnswer(r, off, n, filler.got());
+}
+
+Status GlanceByteSource::JudgeRangeAnswer(const HttpResponse& r, uint64_t off, uint64_t n,
+                                          uint64_t got) {
   // Only failures need the description: no string is built on the read path.
   auto what = [&] {
     return "image " + id_ + ": GET bytes " + std::to_string(off) + "+" + std::to_string(n);
   };
-  if (exact(r.status, r.content_range)) {
+  if (ExactAnswer(r.status, r.content_range, off, n, size_)) {
     if (r.aborted) return Status::Corruption(what() + ": body longer than asked for");
     if (got != n) {
       return Status::Corruption(what() + ": body ended after " + std::to_string(got) + " bytes");
     }
     return Status::Ok();
   }
+  const bool whole = off == 0 && n == size_;
   uint64_t a = 0, b = 0, total = 0;
   bool ranged = ParseContentRange(r.content_range, &a, &b, &total);
   // A 206 without a Content-Range, or with the whole image when a part was asked for: the
@@ -324,7 +353,7 @@ Status GlanceByteSource::ReadRange(uint64_t off, uint64_t n, const SliceFor& sli
 }
 
 Status GlanceByteSource::ReadStreamed(uint64_t off, size_t n, char* dst) {
-  std::unique_lock<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   if (!streaming_ && streamed_ < off + n) {
     if (stream_thread_.joinable()) stream_thread_.join();  // a finished, failed attempt
     if (spool_fd_ < 0) {
@@ -336,13 +365,13 @@ Status GlanceByteSource::ReadStreamed(uint64_t off, size_t n, char* dst) {
     streaming_ = true;
     stream_thread_ = NamedThread("gfs-stream", [this] { Stream(); });
   }
-  cv_.wait(lock, [&] { return streamed_ >= off + n || !streaming_ || stopping_; });
+  while (streamed_ < off + n && streaming_ && !stopping_) cv_.Wait(&mu_);
   if (streamed_ < off + n) {
     return stream_error_.ok() ? Status::Unavailable("image " + id_ + ": stream stopped")
                               : stream_error_;
   }
   int fd = spool_fd_;
-  lock.unlock();
+  lock.Unlock();
   ssize_t got = ReadFullyAt(fd, dst, n, off);
   if (got < 0 || static_cast<size_t>(got) < n) {
     return Status::FromErrno(got < 0 ? static_cast<int>(-got) : EIO, "spool of image " + id_);
@@ -358,7 +387,7 @@ void GlanceByteSource::Stream() {
   Status error = ReadRange(
       0, size_,
       [&](size_t i) -> IoSlice {
-        std::lock_guard<std::mutex> lock(mu_);
+        MutexLock lock(&mu_);
         if (stopping_ || !spool_error.ok()) return {nullptr, 0};  // ends the request
         return {buffer.data(), static_cast<size_t>(std::min(kChunk, size_ - i * kChunk))};
       },
@@ -368,19 +397,19 @@ void GlanceByteSource::Stream() {
           spool_error = Status::FromErrno(err, "spool of image " + id_);
           return;
         }
-        std::lock_guard<std::mutex> lock(mu_);
+        MutexLock lock(&mu_);
         streamed_ = at + len;
-        cv_.notify_all();
+        cv_.SignalAll();
       });
   if (!spool_error.ok()) error = spool_error;
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   if (!error.ok() && !stopping_) {  // a stream cut short by closing the source is no error
     LOG_ERROR("image %s: reading it whole: %s", id_.c_str(), error.ToString().c_str());
     streamed_ = 0;  // nothing unverified is served; the next read starts a new stream
   }
   stream_error_ = error;
   streaming_ = false;
-  cv_.notify_all();
+  cv_.SignalAll();
 }
 
 }  // namespace glancefs::backends

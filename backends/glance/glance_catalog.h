@@ -23,15 +23,14 @@
 #pragma once
 
 #include <atomic>
-#include <condition_variable>
 #include <map>
 #include <memory>
-#include <mutex>
 #include <string>
 #include <thread>
 
 #include "backends/glance/http_client.h"
 #include "fs/base/catalog.h"
+#include "fs/base/mutex.h"
 
 namespace glancefs::backends {
 
@@ -49,19 +48,19 @@ class TokenSource {
 class StaticToken final : public TokenSource {
  public:
   explicit StaticToken(std::string token) : token_(std::move(token)) {}
-  Result<std::string> Token() override {
-    std::lock_guard<std::mutex> lock(mu_);
+  Result<std::string> Token() override EXCLUDES(mu_) {
+    MutexLock lock(&mu_);
     return token_;
   }
   void Invalidate(const std::string&) override {}
-  void Set(std::string token) {
-    std::lock_guard<std::mutex> lock(mu_);
+  void Set(std::string token) EXCLUDES(mu_) {
+    MutexLock lock(&mu_);
     token_ = std::move(token);
   }
 
  private:
-  std::mutex mu_;
-  std::string token_;  // GUARDED_BY(mu_)
+  Mutex mu_;
+  std::string token_ GUARDED_BY(mu_);
 };
 
 struct GlanceOptions {
@@ -91,14 +90,14 @@ class GlanceCatalog final : public Catalog {
   const std::shared_ptr<HttpClient> http_;
   const std::shared_ptr<TokenSource> tokens_;
   const GlanceOptions options_;
-  std::mutex mu_;  // guards the two below
-  std::shared_ptr<const CatalogSnapshot> snapshot_;
-  std::map<std::string, std::weak_ptr<ByteSource>> sources_;  // by id + data version
   // Refresh's own state (refreshes do not overlap; refresh_mu_ makes sure).
-  std::mutex refresh_mu_;
-  std::map<std::string, ImageRecord> listed_;  // the last listing, full or merged
-  unsigned since_full_ = 0;                     // refreshes since the last full listing
-  bool have_full_ = false;
+  Mutex refresh_mu_ ACQUIRED_BEFORE(mu_);
+  std::map<std::string, ImageRecord> listed_ GUARDED_BY(refresh_mu_);  // the last listing
+  unsigned since_full_ GUARDED_BY(refresh_mu_) = 0;  // refreshes since the last full listing
+  bool have_full_ GUARDED_BY(refresh_mu_) = false;
+  Mutex mu_;  // guards the two below
+  std::shared_ptr<const CatalogSnapshot> snapshot_ GUARDED_BY(mu_);
+  std::map<std::string, std::weak_ptr<ByteSource>> sources_ GUARDED_BY(mu_);  // by id + version
 };
 
 // GET with the token, retries and backoff. Shared by the catalog and the byte source.
@@ -126,6 +125,8 @@ class GlanceByteSource final : public ByteSource {
 
  private:
   Status ReadRange(uint64_t off, uint64_t n, const SliceFor& slice_for, const SliceDone& done);
+  // ReadRange's outcome from Glance's answer, `got` bytes of whose body were placed.
+  Status JudgeRangeAnswer(const HttpResponse& r, uint64_t off, uint64_t n, uint64_t got);
   Status ReadStreamed(uint64_t off, size_t n, char* dst);
   void Stream();
 
@@ -137,15 +138,15 @@ class GlanceByteSource final : public ByteSource {
   const uint64_t size_;
   std::atomic<bool> range_refused_{false};
 
-  // The sequential fallback. mu_ guards everything below.
-  std::mutex mu_;
-  std::condition_variable cv_;
-  bool streaming_ = false;
-  bool stopping_ = false;
-  uint64_t streamed_ = 0;  // bytes of the image in spool_fd_
-  Status stream_error_;
-  int spool_fd_ = -1;
-  std::thread stream_thread_;
+  // The sequential fallback.
+  Mutex mu_;
+  CondVar cv_;  // streamed_, streaming_ or stopping_ changed
+  bool streaming_ GUARDED_BY(mu_) = false;
+  bool stopping_ GUARDED_BY(mu_) = false;
+  uint64_t streamed_ GUARDED_BY(mu_) = 0;  // bytes of the image in spool_fd_
+  Status stream_error_ GUARDED_BY(mu_);
+  int spool_fd_ = -1;  // opened under mu_ before the first stream thread starts, which writes it
+  std::thread stream_thread_ GUARDED_BY(mu_);
 };
 
 }  // namespace glancefs::backends

@@ -123,7 +123,7 @@ KeystoneTokenSource::KeystoneTokenSource(std::shared_ptr<HttpClient> http,
     : http_(std::move(http)), creds_(std::move(credentials)) {}
 
 Status KeystoneTokenSource::Authenticate() {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   return AuthenticateLocked();
 }
 
@@ -174,7 +174,7 @@ Status KeystoneTokenSource::AuthenticateLocked() {
 }
 
 Status KeystoneTokenSource::UpdateCredentials(KeystoneCredentials credentials) {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   if (credentials.auth_url != creds_.auth_url || credentials.interface != creds_.interface ||
       credentials.region != creds_.region) {
     return Status::InvalidArgument(
@@ -185,7 +185,7 @@ Status KeystoneTokenSource::UpdateCredentials(KeystoneCredentials credentials) {
 }
 
 Result<std::string> KeystoneTokenSource::Endpoint(const std::string& type) {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   auto it = endpoints_.find(type);
   if (it == endpoints_.end() || it->second.empty()) {
     return Status::NotFound("keystone: no " + type + " endpoint for interface '" +
@@ -198,7 +198,7 @@ Result<std::string> KeystoneTokenSource::Endpoint(const std::string& type) {
 }
 
 Result<std::string> KeystoneTokenSource::Token() {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   if (token_.empty() || ::time(nullptr) >= renew_at_) {
     GLANCEFS_RETURN_IF_ERROR(AuthenticateLocked());
   }
@@ -206,7 +206,7 @@ Result<std::string> KeystoneTokenSource::Token() {
 }
 
 void KeystoneTokenSource::Invalidate(const std::string& token) {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   if (token == token_) token_.clear();
 }
 

@@ -16,11 +16,11 @@
 #include <functional>
 #include <map>
 #include <memory>
-#include <mutex>
 #include <string>
 
 #include "backends/glance/glance_catalog.h"
 #include "backends/glance/http_client.h"
+#include "fs/base/mutex.h"
 
 namespace glancefs::backends {
 
@@ -63,15 +63,16 @@ class KeystoneTokenSource final : public TokenSource {
   Status UpdateCredentials(KeystoneCredentials credentials);
 
  private:
-  Status AuthenticateLocked();  // REQUIRES: mu_ held
+  Status AuthenticateLocked() REQUIRES(mu_);
 
   const std::shared_ptr<HttpClient> http_;
-  std::mutex mu_;               // guards the five below
-  KeystoneCredentials creds_;
-  std::string token_;           // empty: none, or invalidated
-  int64_t expires_at_ = 0;      // seconds since the epoch
-  int64_t renew_at_ = 0;        // seconds since the epoch
-  std::map<std::string, std::string> endpoints_;  // by service type, from the last catalog
+  Mutex mu_;  // held while authenticating (single flight); guards the five below
+  KeystoneCredentials creds_ GUARDED_BY(mu_);
+  std::string token_ GUARDED_BY(mu_);       // empty: none, or invalidated
+  int64_t expires_at_ GUARDED_BY(mu_) = 0;  // seconds since the epoch
+  int64_t renew_at_ GUARDED_BY(mu_) = 0;    // seconds since the epoch
+  // By service type, from the last catalog.
+  std::map<std::string, std::string> endpoints_ GUARDED_BY(mu_);
 };
 
 }  // namespace glancefs::backends

@@ -47,11 +47,11 @@ CephPool::~CephPool() { Ceph().rados_ioctx_destroy(ioctx_); }
 struct CephClusters::Entry {
   std::string name;       // the cluster name: the conf file's base name
   std::string conf_path;  // DIR/<name>.conf
-  std::mutex mu;          // held while connecting (single flight); guards the fields below
-  std::shared_ptr<CephCluster> cluster;
-  std::map<std::string, std::shared_ptr<CephPool>> pools;
-  std::chrono::steady_clock::time_point failed_until{};
-  Status failure;
+  Mutex mu;  // held while connecting (single flight); guards the fields below
+  std::shared_ptr<CephCluster> cluster GUARDED_BY(mu);
+  std::map<std::string, std::shared_ptr<CephPool>> pools GUARDED_BY(mu);
+  std::chrono::steady_clock::time_point failed_until GUARDED_BY(mu){};
+  Status failure GUARDED_BY(mu);
 };
 
 namespace {
@@ -119,7 +119,7 @@ Status CephClusters::Scan() {
     }
     found.emplace(Lower(*fsid), name);
   }
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   scanned_ = Clock::now();
   for (const auto& [fsid, name] : found) {
     auto& entry = entries_[fsid];
@@ -184,7 +184,7 @@ Result<std::shared_ptr<CephPool>> CephClusters::Pool(const std::string& fsid,
   std::shared_ptr<Entry> entry;
   for (int pass = 0; pass < 2 && !entry; ++pass) {
     {
-      std::lock_guard<std::mutex> lock(mu_);
+      MutexLock lock(&mu_);
       auto it = entries_.find(fsid);
       if (it != entries_.end()) entry = it->second;
       bool stale = scanned_ == Clock::time_point{} ||
@@ -197,7 +197,7 @@ Result<std::shared_ptr<CephPool>> CephClusters::Pool(const std::string& fsid,
     return Status::NotFound("no conf in " + options_.conf_dir + " names ceph fsid " + fsid);
   }
 
-  std::lock_guard<std::mutex> lock(entry->mu);  // single flight: others wait for this connect
+  MutexLock lock(&entry->mu);  // single flight: others wait for this connect
   if (!entry->cluster) {
     if (Clock::now() < entry->failed_until) return entry->failure;
     auto connected = Connect(*entry);

@@ -25,11 +25,11 @@
 #include <chrono>
 #include <map>
 #include <memory>
-#include <mutex>
 #include <string>
 #include <vector>
 
 #include "fs/base/status.h"
+#include "fs/base/mutex.h"
 
 namespace glancefs::backends::rbd {
 
@@ -89,9 +89,9 @@ class CephClusters {
   Result<std::shared_ptr<CephCluster>> Connect(Entry& entry);
 
   const CephOptions options_;
-  std::mutex mu_;  // guards entries_ (the map, not the entries' own state)
-  std::map<std::string, std::shared_ptr<Entry>> entries_;  // by fsid
-  std::chrono::steady_clock::time_point scanned_{};
+  Mutex mu_;  // guards entries_ (the map, not the entries' own state) and scanned_
+  std::map<std::string, std::shared_ptr<Entry>> entries_ GUARDED_BY(mu_);  // by fsid
+  std::chrono::steady_clock::time_point scanned_ GUARDED_BY(mu_){};
 };
 
 }  // namespace glancefs::backends::rbd

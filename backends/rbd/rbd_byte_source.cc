@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cstring>
 #include <deque>
+#include <utility>
 
 #include "backends/rbd/ceph_api.h"
 #include "fs/base/log.h"
@@ -104,7 +105,7 @@ Result<Extent> RbdByteSource::MapExtent(uint64_t off) {
 }
 
 Status RbdByteSource::CheckStillThere(uint64_t completed_seq) {
-  std::lock_guard<std::mutex> lock(check_mu_);
+  MutexLock lock(&check_mu_);
   if (completed_seq < checked_upto_) return Status::Ok();
   const uint64_t covers = completed_.load() + 1;  // every run completed before this check
   char id[128] = {};
@@ -127,113 +128,146 @@ Status RbdByteSource::ReadAt(uint64_t off, size_t n, char* dst) {
   return ReadScattered(off, n, [&](size_t i) { return i == 0 ? IoSlice{dst, n} : IoSlice{nullptr, 0}; });
 }
 
+// One ReadScattered call: the runs of the image it asked librbd for (at most kMaxInFlight in
+// flight, oldest first) and, for each of the caller's slices, how many runs must be done before
+// the slice is whole and reported. Every run is waited for before Finish returns: librbd writes
+// into the caller's buffers.
+class RbdByteSource::ScatteredRead {
+ public:
+  ScatteredRead(RbdByteSource* source, const SliceDone& done) : source_(source), done_(done) {}
+  ~ScatteredRead() {
+    while (!in_flight_.empty()) FinishOldest();
+  }
+
+  bool ok() const { return failure_.ok(); }
+  void Fail(Status s) { failure_ = std::move(s); }
+
+  // Adds up to `len` bytes of the image at `pos`, read into `dst`, to the open run (a new run
+  // once it is not contiguous or full). How many bytes it took.
+  uint64_t AddData(uint64_t pos, char* dst, uint64_t len) {
+    if (run_.len > 0 && (run_.off + run_.len != pos || run_.len >= kMaxRequest)) {
+      Submit(std::exchange(run_, Run{}));
+    }
+    len = std::min(len, kMaxRequest - run_.len);
+    if (run_.len == 0) run_.off = pos;
+    run_.iov.push_back({dst, len});
+    run_.len += len;
+    return len;
+  }
+  // The slice being filled is complete: whole once every run started so far (and the open
+  // one) is done.
+  void EndSlice() {
+    slice_needs_.push_back(runs_started_ + (run_.len > 0 ? 1 : 0));
+    if (run_.len == 0 && ok()) Report();
+  }
+  // Sends the open run, waits for every run, reports the slices left. The read's outcome.
+  Status Finish() {
+    Submit(std::exchange(run_, Run{}));
+    while (!in_flight_.empty()) FinishOldest();
+    if (ok()) Report();
+    return failure_;
+  }
+
+ private:
+  void Submit(Run run) {
+    if (run.len == 0 || !ok()) return;
+    while (static_cast<int>(in_flight_.size()) >= kMaxInFlight) FinishOldest();
+    if (!ok()) return;
+    int r = Ceph().rbd_aio_create_completion(nullptr, nullptr, &run.completion);
+    if (r >= 0) {
+      r = Ceph().rbd_aio_readv(source_->image_, run.iov.data(), static_cast<int>(run.iov.size()),
+                               run.off, run.completion);
+      if (r < 0) Ceph().rbd_aio_release(run.completion);
+    }
+    if (r < 0) {
+      failure_ = CephError(r, "read of " + source_->Describe());
+      return;
+    }
+    source_->stats_->reads.fetch_add(1, std::memory_order_relaxed);
+    ++runs_started_;
+    in_flight_.push_back(std::move(run));
+  }
+
+  // Waits for the oldest run, checks it, and reports the slices it completes.
+  void FinishOldest() {
+    Run run = std::move(in_flight_.front());
+    in_flight_.pop_front();
+    Ceph().rbd_aio_wait_for_complete(run.completion);
+    const ssize_t r = Ceph().rbd_aio_get_return_value(run.completion);
+    Ceph().rbd_aio_release(run.completion);
+    const uint64_t seq = source_->completed_.fetch_add(1) + 1;
+    ++runs_done_;
+    if (!ok()) return;
+    if (r < 0 || static_cast<uint64_t>(r) != run.len) {
+      source_->stats_->errors.fetch_add(1, std::memory_order_relaxed);
+      failure_ = r == -ENOENT ? source_->CheckStillThere(seq)
+                              : CephError(r < 0 ? static_cast<int>(r) : -EIO,
+                                          "read of " + source_->Describe() + " at " +
+                                              std::to_string(run.off));
+      if (ok()) failure_ = CephError(-ENOENT, "read of " + source_->Describe());
+      return;
+    }
+    source_->stats_->bytes.fetch_add(run.len, std::memory_order_relaxed);
+    // A run of zeros may be an image deleted under us (librbd reads a gone object as zeros).
+    const bool zeros = std::all_of(run.iov.begin(), run.iov.end(), [](const struct iovec& v) {
+      return AllZero(static_cast<const char*>(v.iov_base), v.iov_len);
+    });
+    if (zeros) failure_ = source_->CheckStillThere(seq);
+    if (ok()) Report();
+  }
+
+  void Report() {
+    while (reported_ < slice_needs_.size() && slice_needs_[reported_] <= runs_done_) {
+      if (done_) done_(reported_);
+      ++reported_;
+    }
+  }
+
+  RbdByteSource* const source_;
+  const SliceDone& done_;
+  Run run_;                    // the open run, not sent yet
+  std::deque<Run> in_flight_;  // sent, oldest first
+  uint64_t runs_started_ = 0, runs_done_ = 0;
+  std::vector<uint64_t> slice_needs_;  // runs that must be done before slice i is reported
+  size_t reported_ = 0;
+  Status failure_;
+};
+
 Status RbdByteSource::ReadScattered(uint64_t off, uint64_t n, const SliceFor& slice_for,
                                     const SliceDone& done) {
   if (off > size_ || n > size_ - off) {
     return Status::OutOfRange("read past the end of " + Describe());
   }
-  std::deque<Run> in_flight;
-  uint64_t runs_started = 0, runs_done = 0;
-  std::vector<uint64_t> slice_needs;  // runs that must be done before slice i is reported
-  size_t reported = 0;
-  Status failure;
-
-  auto report = [&] {
-    while (reported < slice_needs.size() && slice_needs[reported] <= runs_done) {
-      if (done) done(reported);
-      ++reported;
-    }
-  };
-  // Waits for the oldest run, checks it, and reports the slices it completes.
-  auto finish_oldest = [&] {
-    Run run = std::move(in_flight.front());
-    in_flight.pop_front();
-    Ceph().rbd_aio_wait_for_complete(run.completion);
-    ssize_t r = Ceph().rbd_aio_get_return_value(run.completion);
-    Ceph().rbd_aio_release(run.completion);
-    const uint64_t seq = completed_.fetch_add(1) + 1;
-    ++runs_done;
-    if (!failure.ok()) return;
-    if (r < 0 || static_cast<uint64_t>(r) != run.len) {
-      stats_->errors.fetch_add(1, std::memory_order_relaxed);
-      failure = r == -ENOENT ? CheckStillThere(seq)
-                             : CephError(r < 0 ? static_cast<int>(r) : -EIO,
-                                         "read of " + Describe() + " at " + std::to_string(run.off));
-      if (failure.ok()) failure = CephError(-ENOENT, "read of " + Describe());
-      return;
-    }
-    stats_->bytes.fetch_add(run.len, std::memory_order_relaxed);
-    bool zeros = true;
-    for (const struct iovec& v : run.iov) {
-      if (!AllZero(static_cast<const char*>(v.iov_base), v.iov_len)) {
-        zeros = false;
-        break;
-      }
-    }
-    if (zeros) failure = CheckStillThere(seq);
-    if (failure.ok()) report();
-  };
-  auto submit = [&](Run&& run) {
-    if (run.len == 0 || !failure.ok()) return;
-    while (static_cast<int>(in_flight.size()) >= kMaxInFlight) finish_oldest();
-    if (!failure.ok()) return;
-    int r = Ceph().rbd_aio_create_completion(nullptr, nullptr, &run.completion);
-    if (r >= 0) {
-      r = Ceph().rbd_aio_readv(image_, run.iov.data(), static_cast<int>(run.iov.size()),
-                               run.off, run.completion);
-      if (r < 0) Ceph().rbd_aio_release(run.completion);
-    }
-    if (r < 0) {
-      failure = CephError(r, "read of " + Describe());
-      return;
-    }
-    stats_->reads.fetch_add(1, std::memory_order_relaxed);
-    ++runs_started;
-    in_flight.push_back(std::move(run));
-  };
-
-  Run run;
+  ScatteredRead read(this, done);
   uint64_t pos = off;
   const uint64_t end = off + n;
   size_t data_i = DataIndexAfter(off);
-  for (size_t i = 0; pos < end && failure.ok(); ++i) {
+  for (size_t i = 0; pos < end && read.ok(); ++i) {
     IoSlice slice = slice_for(i);
     if (!slice.data || slice.size == 0 || slice.size > end - pos) {
-      failure = Status::IOError("no buffer for a scattered read of " + Describe());
+      read.Fail(Status::IOError("no buffer for a scattered read of " + Describe()));
       break;
     }
     char* dst = slice.data;
     const uint64_t slice_end = pos + slice.size;
-    while (pos < slice_end && failure.ok()) {
+    while (pos < slice_end && read.ok()) {
       while (data_i < data_.size() && data_[data_i].offset + data_[data_i].length <= pos) ++data_i;
       const bool in_data = data_i < data_.size() && data_[data_i].offset <= pos;
-      uint64_t boundary = in_data                   ? data_[data_i].offset + data_[data_i].length
-                          : data_i < data_.size() ? data_[data_i].offset
-                                                  : size_;
+      const uint64_t boundary = in_data                 ? data_[data_i].offset + data_[data_i].length
+                                : data_i < data_.size() ? data_[data_i].offset
+                                                        : size_;
       uint64_t piece = std::min(slice_end, boundary) - pos;
-      if (!in_data) {
-        std::memset(dst, 0, piece);  // a hole: zeros, no request
+      if (in_data) {
+        piece = read.AddData(pos, dst, piece);
       } else {
-        if (run.len > 0 && (run.off + run.len != pos || run.len >= kMaxRequest)) {
-          submit(std::move(run));
-          run = Run{};
-        }
-        piece = std::min(piece, kMaxRequest - run.len);
-        if (run.len == 0) run.off = pos;
-        run.iov.push_back({dst, piece});
-        run.len += piece;
+        std::memset(dst, 0, piece);  // a hole: zeros, no request
       }
       dst += piece;
       pos += piece;
     }
-    // The slice is whole once every run started so far (and the open one) completes.
-    slice_needs.push_back(runs_started + (run.len > 0 ? 1 : 0));
-    if (run.len == 0 && failure.ok()) report();
+    read.EndSlice();
   }
-  submit(std::move(run));
-  while (!in_flight.empty()) finish_oldest();
-  if (failure.ok()) report();
-  return failure;
+  return read.Finish();
 }
 
 }  // namespace glancefs::backends::rbd

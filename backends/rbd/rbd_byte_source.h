@@ -22,13 +22,13 @@
 
 #include <atomic>
 #include <memory>
-#include <mutex>
 #include <string>
 #include <vector>
 
 #include "backends/rbd/ceph_clusters.h"
 #include "backends/rbd/rbd_url.h"
 #include "fs/base/byte_source.h"
+#include "fs/base/mutex.h"
 
 namespace glancefs::backends::rbd {
 
@@ -62,10 +62,12 @@ class RbdByteSource final : public ByteSource {
  private:
   RbdByteSource(std::shared_ptr<CephPool> pool, RbdLocation location, rbd_image_t image,
                 uint64_t size, std::vector<Extent> data, std::shared_ptr<SourceStats> stats);
+  class ScatteredRead;  // one ReadScattered call's runs in flight (rbd_byte_source.cc)
+
   // Index of the first data extent that ends after `off`.
   size_t DataIndexAfter(uint64_t off) const;
   // OK if the snapshot still exists (opened anew after every run up to `completed_seq`).
-  Status CheckStillThere(uint64_t completed_seq);
+  Status CheckStillThere(uint64_t completed_seq) EXCLUDES(check_mu_);
   std::string Describe() const;
 
   const std::shared_ptr<CephPool> pool_;
@@ -77,8 +79,8 @@ class RbdByteSource final : public ByteSource {
   const std::shared_ptr<SourceStats> stats_;
 
   std::atomic<uint64_t> completed_{0};  // runs completed so far (a sequence)
-  std::mutex check_mu_;                 // one existence check at a time
-  uint64_t checked_upto_ = 0;           // GUARDED_BY(check_mu_): runs below it were confirmed
+  Mutex check_mu_;                      // one existence check at a time
+  uint64_t checked_upto_ GUARDED_BY(check_mu_) = 0;  // runs below it were confirmed
 };
 
 }  // namespace glancefs::backends::rbd

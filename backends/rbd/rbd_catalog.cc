@@ -154,7 +154,7 @@ std::string RbdCatalog::LabelOf(const RbdLocation& location, const std::string& 
 }
 
 std::shared_ptr<SourceStats> RbdCatalog::StatsFor(const std::string& label) {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   auto& stats = stats_[label];
   if (!stats) stats = std::make_shared<SourceStats>();
   return stats;
@@ -162,16 +162,16 @@ std::shared_ptr<SourceStats> RbdCatalog::StatsFor(const std::string& label) {
 
 RbdCatalog::~RbdCatalog() {
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     stopping_ = true;
   }
-  probe_cv_.notify_all();
+  probe_cv_.SignalAll();
   if (prober_.joinable()) prober_.join();
 }
 
 Result<std::shared_ptr<const CatalogSnapshot>> RbdCatalog::Refresh() {
   GLANCEFS_ASSIGN_OR_RETURN(auto snap, upstream_->Refresh());
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   if (snap == last_upstream_ && learned_ == last_learned_ && last_out_) return last_out_;
   auto out = std::make_shared<CatalogSnapshot>();
   out->images.reserve(snap->images.size());
@@ -197,7 +197,7 @@ Result<std::shared_ptr<const CatalogSnapshot>> RbdCatalog::Refresh() {
   }
   if (queued) {
     if (!prober_.joinable()) prober_ = NamedThread("gfs-rbd-probe", [this] { ProbeLoop(); });
-    probe_cv_.notify_one();
+    probe_cv_.Signal();
   }
   last_upstream_ = std::move(snap);
   last_learned_ = learned_;
@@ -206,16 +206,16 @@ Result<std::shared_ptr<const CatalogSnapshot>> RbdCatalog::Refresh() {
 }
 
 void RbdCatalog::ProbeLoop() {
-  std::unique_lock<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   for (;;) {
-    probe_cv_.wait(lock, [&] { return stopping_ || !probe_queue_.empty(); });
+    while (!stopping_ && probe_queue_.empty()) probe_cv_.Wait(&mu_);
     if (stopping_) return;
     auto record = std::move(probe_queue_.front());
     probe_queue_.pop_front();
-    lock.unlock();
+    lock.Unlock();
     std::string label;
     auto source = OpenFromCeph(*record, &label);
-    lock.lock();
+    lock.Lock();
     if (source.ok()) {
       allocated_[KeyOf(*record)] = (*source)->allocated_bytes();
       ++learned_;
@@ -228,7 +228,7 @@ Result<std::shared_ptr<RbdByteSource>> RbdCatalog::OpenFromCeph(const ImageRecor
   for (const auto& [location, store] : RbdCandidates(record, options_.store)) {
     const std::string url = FormatRbdUrl(location);
     {
-      std::lock_guard<std::mutex> lock(mu_);
+      MutexLock lock(&mu_);
       auto failed = failed_until_.find(url);
       if (failed != failed_until_.end() && Clock::now() < failed->second) continue;
     }
@@ -240,7 +240,7 @@ Result<std::shared_ptr<RbdByteSource>> RbdCatalog::OpenFromCeph(const ImageRecor
     LOG_WARNING("image %s: location %s (store %s) skipped for %u s: %s", record.id.c_str(),
                 url.c_str(), store.empty() ? "-" : store.c_str(), options_.ceph.retry_s,
                 opened.status().message().c_str());
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     failed_until_[url] = Clock::now() + std::chrono::seconds(options_.ceph.retry_s);
     ++location_failures_;
   }
@@ -251,7 +251,7 @@ Result<std::shared_ptr<ByteSource>> RbdCatalog::OpenData(const ImageRecord& reco
   if (!record.size) return upstream_->OpenData(record);
   const std::string key = KeyOf(record);
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     auto it = open_.find(key);
     if (it != open_.end()) {
       if (auto source = it->second.lock()) return source;
@@ -265,12 +265,12 @@ Result<std::shared_ptr<ByteSource>> RbdCatalog::OpenData(const ImageRecord& reco
     // The upstream keeps its own sources (and may refuse an open, e.g. a vanished file).
     GLANCEFS_ASSIGN_OR_RETURN(auto upstream, upstream_->OpenData(record));
     auto stats = StatsFor(kUpstreamLabel);
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     source_of_[record.id] = kUpstreamLabel;
     return std::shared_ptr<ByteSource>(
         std::make_shared<CountingSource>(std::move(upstream), std::move(stats)));
   }
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   auto& slot = open_[key];
   if (auto existing = slot.lock()) return existing;  // another open won the race
   slot = source;
@@ -289,7 +289,7 @@ Result<std::shared_ptr<ByteSource>> RbdCatalog::OpenData(const ImageRecord& reco
 
 std::vector<std::pair<std::string, std::string>> RbdCatalog::ImageInfo(const ImageRecord& record) {
   auto info = upstream_->ImageInfo(record);
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   auto it = source_of_.find(record.id);
   if (it != source_of_.end()) info.emplace_back("source", it->second);
   return info;
@@ -297,7 +297,7 @@ std::vector<std::pair<std::string, std::string>> RbdCatalog::ImageInfo(const Ima
 
 std::string RbdCatalog::Metrics() {
   std::string out = upstream_->Metrics();
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   const std::pair<const char*, std::atomic<uint64_t> SourceStats::*> series[] = {
       {"glancefs_source_bytes_total", &SourceStats::bytes},
       {"glancefs_source_reads_total", &SourceStats::reads},

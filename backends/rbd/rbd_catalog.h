@@ -24,11 +24,9 @@
 #pragma once
 
 #include <chrono>
-#include <condition_variable>
 #include <deque>
 #include <map>
 #include <memory>
-#include <mutex>
 #include <set>
 #include <string>
 #include <thread>
@@ -37,6 +35,7 @@
 #include "backends/rbd/ceph_clusters.h"
 #include "backends/rbd/rbd_byte_source.h"
 #include "fs/base/catalog.h"
+#include "fs/base/mutex.h"
 
 namespace glancefs::backends::rbd {
 
@@ -91,26 +90,27 @@ class RbdCatalog final : public Catalog {
   const RbdCatalogOptions options_;
   CephClusters clusters_;
 
-  std::mutex mu_;  // guards everything below
-  std::map<std::string, std::weak_ptr<ByteSource>> open_;  // by id + data version
-  std::deque<std::pair<Clock::time_point, std::shared_ptr<ByteSource>>> kept_;
-  std::map<std::string, std::string> source_of_;  // image id -> label of the source serving it
-  std::map<std::string, Clock::time_point> failed_until_;  // by location url
-  std::map<std::string, std::shared_ptr<SourceStats>> stats_;  // by label
-  uint64_t location_failures_ = 0;
+  Mutex mu_;  // guards everything below
+  std::map<std::string, std::weak_ptr<ByteSource>> open_ GUARDED_BY(mu_);  // by id + version
+  std::deque<std::pair<Clock::time_point, std::shared_ptr<ByteSource>>> kept_ GUARDED_BY(mu_);
+  // Image id -> label of the source serving it.
+  std::map<std::string, std::string> source_of_ GUARDED_BY(mu_);
+  std::map<std::string, Clock::time_point> failed_until_ GUARDED_BY(mu_);  // by location url
+  std::map<std::string, std::shared_ptr<SourceStats>> stats_ GUARDED_BY(mu_);  // by label
+  uint64_t location_failures_ GUARDED_BY(mu_) = 0;
 
-  // The allocation prober. mu_ guards these too.
-  std::map<std::string, uint64_t> allocated_;  // by id + data version
-  std::set<std::string> probed_;               // keys queued or probed (failed ones too)
-  std::deque<std::shared_ptr<const ImageRecord>> probe_queue_;
-  uint64_t learned_ = 0;  // allocations learned so far
-  bool stopping_ = false;
-  std::condition_variable probe_cv_;
-  std::thread prober_;
-  // Refresh's own state (refreshes do not overlap).
-  std::shared_ptr<const CatalogSnapshot> last_upstream_;
-  std::shared_ptr<const CatalogSnapshot> last_out_;
-  uint64_t last_learned_ = 0;
+  // The allocation prober.
+  std::map<std::string, uint64_t> allocated_ GUARDED_BY(mu_);  // by id + data version
+  std::set<std::string> probed_ GUARDED_BY(mu_);  // keys queued or probed (failed ones too)
+  std::deque<std::shared_ptr<const ImageRecord>> probe_queue_ GUARDED_BY(mu_);
+  uint64_t learned_ GUARDED_BY(mu_) = 0;  // allocations learned so far
+  bool stopping_ GUARDED_BY(mu_) = false;
+  CondVar probe_cv_;  // probe_queue_ or stopping_ changed
+  std::thread prober_ GUARDED_BY(mu_);
+  // Refresh's own state.
+  std::shared_ptr<const CatalogSnapshot> last_upstream_ GUARDED_BY(mu_);
+  std::shared_ptr<const CatalogSnapshot> last_out_ GUARDED_BY(mu_);
+  uint64_t last_learned_ GUARDED_BY(mu_) = 0;
 };
 
 }  // namespace glancefs::backends::rbd

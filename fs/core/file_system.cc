@@ -100,6 +100,17 @@ Status FileSystem::Refresh(std::vector<Invalidation>* invalidations) {
 void FileSystem::Diff(const Namespace& old_ns, const Namespace& new_ns,
                       std::vector<Invalidation>* out) const {
   using Kind = Invalidation::Kind;
+  const bool images_changed = DiffImages(old_ns, new_ns, out);
+  const bool by_name_changed = DiffByName(old_ns, new_ns, out);
+  // Directories: kInode, because the kernel keeps cached listings in their page cache.
+  if (images_changed) out->push_back({Kind::kInode, kImagesIno, ""});
+  if (by_name_changed) out->push_back({Kind::kInode, kByNameIno, ""});
+  if (old_ns.mtime() != new_ns.mtime()) out->push_back({Kind::kInodeAttrs, kRootIno, ""});
+}
+
+bool FileSystem::DiffImages(const Namespace& old_ns, const Namespace& new_ns,
+                            std::vector<Invalidation>* out) const {
+  using Kind = Invalidation::Kind;
   const auto& a = old_ns.snapshot()->images;
   const auto& b = new_ns.snapshot()->images;
   bool images_changed = false;
@@ -144,11 +155,17 @@ void FileSystem::Diff(const Namespace& old_ns, const Namespace& new_ns,
       }
     }
   }
-  // by-name: merge the two sorted entry lists.
+  return images_changed;
+}
+
+bool FileSystem::DiffByName(const Namespace& old_ns, const Namespace& new_ns,
+                            std::vector<Invalidation>* out) const {
+  using Kind = Invalidation::Kind;
+  // Merges the two sorted entry lists.
   const auto& x = old_ns.by_name();
   const auto& y = new_ns.by_name();
   bool by_name_changed = false;
-  i = j = 0;
+  size_t i = 0, j = 0;
   while (i < x.size() || j < y.size()) {
     std::string entry;
     if (j == y.size() || (i < x.size() && x[i].entry < y[j].entry)) {
@@ -166,10 +183,7 @@ void FileSystem::Diff(const Namespace& old_ns, const Namespace& new_ns,
     out->push_back({Kind::kEntry, kByNameIno, entry});
     if (auto link_ino = inodes_.Find(LinkKey(entry))) out->push_back({Kind::kInode, *link_ino, ""});
   }
-  // Directories: kInode, because the kernel keeps cached listings in their page cache.
-  if (images_changed) out->push_back({Kind::kInode, kImagesIno, ""});
-  if (by_name_changed) out->push_back({Kind::kInode, kByNameIno, ""});
-  if (old_ns.mtime() != new_ns.mtime()) out->push_back({Kind::kInodeAttrs, kRootIno, ""});
+  return by_name_changed;
 }
 
 Result<NodeKey> FileSystem::KeyOf(uint64_t ino) const {
@@ -289,17 +303,9 @@ Result<struct stat> FileSystem::StatOf(const NodeKey& key, const Namespace& ns) 
       mtime = ::time(nullptr);
       break;
     case NodeKind::kQueueEntry:
-    case NodeKind::kCacheEntry: {
-      auto entry = CacheEntryOf(key.kind, key.name);
-      if (!entry) return Status::NotFound(key.name + " is not " + (key.kind == NodeKind::kQueueEntry ? "queued" : "cached"));
-      // A marker: its size is the bytes cached (progress), its content empty.
-      st.st_mode = S_IFREG | 0644;
-      st.st_nlink = 1;
-      st.st_size = static_cast<off_t>(entry->cached_bytes);
-      st.st_blocks = static_cast<blkcnt_t>((entry->cached_bytes + 511) / 512);
-      mtime = key.kind == NodeKind::kQueueEntry ? entry->queued_at : entry->last_access;
+    case NodeKind::kCacheEntry:
+      GLANCEFS_RETURN_IF_ERROR(CacheEntryStat(key, &st, &mtime));
       break;
-    }
     case NodeKind::kMetricsFile:
       if (!options_.cache) return Status::NotFound("no cache");
       st.st_mode = S_IFREG | 0444;
@@ -323,33 +329,9 @@ Result<struct stat> FileSystem::StatOf(const NodeKey& key, const Namespace& ns) 
       mtime = image->updated_at;
       break;
     }
-    case NodeKind::kImageFile: {
-      auto image = ns.FindImage(key.name);
-      if (!image || !ShowsFile(*image, key.file) ||
-          ContentVersion(*image, key.file) != key.version) {
-        return Status::NotFound("no " + std::string(fsns::FileName(key.file)) + " in " + key.name +
-                                " (or a newer version replaced it)");
-      }
-      st.st_mode = S_IFREG | 0444;
-      st.st_nlink = 1;
-      mtime = image->updated_at;
-      if (key.file == ImageFile::kMetadata) {
-        st.st_size = static_cast<off_t>(image->record_json.size());
-        st.st_blocks = (st.st_size + 511) / 512;
-      } else if (key.file == ImageFile::kFormat) {
-        auto verdict = VerdictFor(*image);
-        if (!verdict.ok()) return verdict.status();
-        st.st_size = static_cast<off_t>(FormatJson(*verdict).size());
-        st.st_blocks = (st.st_size + 511) / 512;
-      } else {
-        st.st_size = static_cast<off_t>(ViewSize(*image, key.file));
-        // A decoded view occupies what its source file does (holes and compression included).
-        uint64_t allocated = image->allocated_bytes.value_or(*image->size);
-        st.st_blocks = static_cast<blkcnt_t>((allocated + 511) / 512);
-        st.st_blksize = options_.disk_blksize;
-      }
+    case NodeKind::kImageFile:
+      GLANCEFS_RETURN_IF_ERROR(ImageFileStat(key, ns, &st, &mtime));
       break;
-    }
     case NodeKind::kByNameLink: {
       const fsns::ByNameEntry* entry = ns.FindByName(key.name);
       if (!entry) return Status::NotFound("no by-name entry " + key.name);
@@ -364,6 +346,49 @@ Result<struct stat> FileSystem::StatOf(const NodeKey& key, const Namespace& ns) 
   st.st_ctim.tv_sec = mtime;
   st.st_atim.tv_sec = mtime;
   return st;
+}
+
+Status FileSystem::CacheEntryStat(const NodeKey& key, struct stat* st, int64_t* mtime) {
+  auto entry = CacheEntryOf(key.kind, key.name);
+  if (!entry) {
+    return Status::NotFound(key.name + " is not " +
+                            (key.kind == NodeKind::kQueueEntry ? "queued" : "cached"));
+  }
+  // A marker: its size is the bytes cached (progress), its content empty.
+  st->st_mode = S_IFREG | 0644;
+  st->st_nlink = 1;
+  st->st_size = static_cast<off_t>(entry->cached_bytes);
+  st->st_blocks = static_cast<blkcnt_t>((entry->cached_bytes + 511) / 512);
+  *mtime = key.kind == NodeKind::kQueueEntry ? entry->queued_at : entry->last_access;
+  return Status::Ok();
+}
+
+Status FileSystem::ImageFileStat(const NodeKey& key, const Namespace& ns, struct stat* st,
+                                 int64_t* mtime) {
+  auto image = ns.FindImage(key.name);
+  if (!image || !ShowsFile(*image, key.file) || ContentVersion(*image, key.file) != key.version) {
+    return Status::NotFound("no " + std::string(fsns::FileName(key.file)) + " in " + key.name +
+                            " (or a newer version replaced it)");
+  }
+  st->st_mode = S_IFREG | 0444;
+  st->st_nlink = 1;
+  *mtime = image->updated_at;
+  if (key.file == ImageFile::kMetadata) {
+    st->st_size = static_cast<off_t>(image->record_json.size());
+    st->st_blocks = (st->st_size + 511) / 512;
+  } else if (key.file == ImageFile::kFormat) {
+    auto verdict = VerdictFor(*image);
+    if (!verdict.ok()) return verdict.status();
+    st->st_size = static_cast<off_t>(FormatJson(*verdict).size());
+    st->st_blocks = (st->st_size + 511) / 512;
+  } else {
+    st->st_size = static_cast<off_t>(ViewSize(*image, key.file));
+    // A decoded view occupies what its source file does (holes and compression included).
+    uint64_t allocated = image->allocated_bytes.value_or(*image->size);
+    st->st_blocks = static_cast<blkcnt_t>((allocated + 511) / 512);
+    st->st_blksize = options_.disk_blksize;
+  }
+  return Status::Ok();
 }
 
 Result<NodeKey> FileSystem::Child(const NodeKey& parent, std::string_view name,

@@ -151,6 +151,10 @@ class FileSystem {
       const std::function<Result<NodeKey>(const fsns::Namespace&)>& key_of);
   // The attributes of `key` in `ns`, NotFound if it does not exist there. st_ino is left 0.
   Result<struct stat> StatOf(const NodeKey& key, const fsns::Namespace& ns);
+  // StatOf's cases with more to do than set a mode: fill `st` and `mtime` or say NotFound.
+  Status CacheEntryStat(const NodeKey& key, struct stat* st, int64_t* mtime);
+  Status ImageFileStat(const NodeKey& key, const fsns::Namespace& ns, struct stat* st,
+                       int64_t* mtime);
   Result<NodeKey> Child(const NodeKey& parent, std::string_view name, const fsns::Namespace& ns);
   // Properties shown as user.glance.* on `key`, or nullptr if it has none.
   std::shared_ptr<const ImageRecord> XattrImage(const NodeKey& key,
@@ -179,6 +183,11 @@ class FileSystem {
                                                bool cached_only = false);
   void Diff(const fsns::Namespace& old_ns, const fsns::Namespace& new_ns,
             std::vector<Invalidation>* out) const;
+  // Diff's two merges (images/, by-name/). Whether the directory's listing changed.
+  bool DiffImages(const fsns::Namespace& old_ns, const fsns::Namespace& new_ns,
+                  std::vector<Invalidation>* out) const;
+  bool DiffByName(const fsns::Namespace& old_ns, const fsns::Namespace& new_ns,
+                  std::vector<Invalidation>* out) const;
 
   Catalog* const catalog_;
   const FsOptions options_;

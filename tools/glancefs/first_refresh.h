@@ -11,12 +11,12 @@
 
 #include <future>
 #include <memory>
-#include <mutex>
 #include <string>
 #include <utility>
 #include <vector>
 
 #include "fs/base/catalog.h"
+#include "fs/base/mutex.h"
 
 namespace glancefs::tools {
 
@@ -33,7 +33,7 @@ class FirstRefreshAhead final : public Catalog {
   std::string Describe() const override { return inner_->Describe(); }
   Result<std::shared_ptr<const CatalogSnapshot>> Refresh() override {
     {
-      std::lock_guard<std::mutex> lock(mu_);
+      MutexLock lock(&mu_);
       if (first_.valid()) return first_.get();
     }
     return inner_->Refresh();
@@ -49,8 +49,8 @@ class FirstRefreshAhead final : public Catalog {
 
  private:
   const std::unique_ptr<Catalog> inner_;
-  std::mutex mu_;
-  std::future<Result<std::shared_ptr<const CatalogSnapshot>>> first_;  // GUARDED_BY(mu_)
+  Mutex mu_;
+  std::future<Result<std::shared_ptr<const CatalogSnapshot>>> first_ GUARDED_BY(mu_);
 };
 
 }  // namespace glancefs::tools

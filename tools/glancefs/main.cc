@@ -13,7 +13,6 @@
 #include <fstream>
 #include <functional>
 #include <map>
-#include <mutex>
 #include <memory>
 #include <string>
 #include <vector>
@@ -26,6 +25,7 @@
 #include "backends/rbd/rbd_catalog.h"
 #include "cache/cache_service.h"
 #include "fs/base/log.h"
+#include "fs/base/mutex.h"
 #include "fs/core/file_system.h"
 #include "fs/fuse/session.h"
 #include "tools/glancefs/config_file.h"
@@ -57,7 +57,7 @@ class DeferredCatalog final : public Catalog {
       auto built = factory_();
       if (!built.ok()) return built.status();
       LOG_INFO("%s answers: the catalog is live", description_.c_str());
-      std::lock_guard<std::mutex> lock(mu_);
+      glancefs::MutexLock lock(&mu_);
       inner_ = std::move(built).value();
       inner = inner_.get();
     }
@@ -87,14 +87,14 @@ class DeferredCatalog final : public Catalog {
   };
 
   Catalog* Inner() {
-    std::lock_guard<std::mutex> lock(mu_);
+    glancefs::MutexLock lock(&mu_);
     return inner_.get();
   }
 
   const std::string description_;
   const Factory factory_;  // called by the refresher thread only
-  std::mutex mu_;
-  std::unique_ptr<Catalog> inner_;  // GUARDED_BY(mu_); set once, never reset
+  glancefs::Mutex mu_;
+  std::unique_ptr<Catalog> inner_ GUARDED_BY(mu_);  // set once, never reset
 };
 
 // Keystone credentials from clouds.yaml (-o cloud=, else $OS_CLOUD), else from OS_* variables;
