@@ -54,9 +54,21 @@ Status ImagePrefetch::FetchAll(const ImagePtr& image, const SourcePtr& upstream,
   if (Status s = FetchWholeHashed(image, upstream, stop, bytes_per_s); !s.IsNotSupported()) {
     return s;
   }
-  GLANCEFS_RETURN_IF_ERROR(FetchRanged(image, upstream, stop, bytes_per_s));
-  if (stop()) return Status::Unavailable("pre-fetch of image " + image->id + " stopped");
-  return AwaitAndVerify(image, stop);
+  // A block another fetch held when FetchRanged passed it may never land: a read-ahead stream
+  // whose reader stopped abandons the blocks it claimed, a reader's failed request fails its
+  // own. The next round claims them; rounds go on while each leaves fewer blocks missing.
+  uint64_t missing = UINT64_MAX;
+  for (int round = 1;; ++round) {
+    GLANCEFS_RETURN_IF_ERROR(FetchRanged(image, upstream, stop, bytes_per_s));
+    if (stop()) return Status::Unavailable("pre-fetch of image " + image->id + " stopped");
+    const uint64_t before = missing;
+    GLANCEFS_RETURN_IF_ERROR(AwaitLanded(image, stop, &missing));
+    if (missing == 0) return VerifyComplete(image);
+    if (round == kRounds || missing >= before) {
+      return Status::Unavailable("image " + image->id + ": " + std::to_string(missing) +
+                                 " blocks could not be fetched");
+    }
+  }
 }
 
 Status ImagePrefetch::FetchWholeHashed(const ImagePtr& image, const SourcePtr& upstream,
@@ -165,9 +177,9 @@ Status ImagePrefetch::FetchRanged(const ImagePtr& image, const SourcePtr& upstre
   return corrupt;
 }
 
-Status ImagePrefetch::AwaitAndVerify(const ImagePtr& image, const Stop& stop) {
-  // Blocks claimed by readers when we passed them: wait for their flights to land. A stream
-  // of the whole image takes as long as it takes (stop() is honoured).
+Status ImagePrefetch::AwaitLanded(const ImagePtr& image, const Stop& stop, uint64_t* missing) {
+  // Blocks claimed by others when we passed them: wait for their flights to land. A stream of
+  // the whole image takes as long as it takes (stop() is honoured).
   MutexLock lock(&image->mu);
   auto landed = [&]() REQUIRES(image->mu) {
     return !image->streaming && !d_.flights->HasAny(image->no);
@@ -189,20 +201,28 @@ Status ImagePrefetch::AwaitAndVerify(const ImagePtr& image, const Stop& stop) {
     while (!landed() && image->changed.WaitUntil(&image->mu, deadline)) {
     }
   }
+  // Failed its hash meanwhile (its blocks dropped): that is the outcome, not missing blocks.
+  if (image->state() == CacheState::kCorrupt) return Corrupt(*image);
+  *missing = image->nblocks - image->present_blocks;
+  return Status::Ok();
+}
+
+Status ImagePrefetch::VerifyComplete(const ImagePtr& image) {
+  MutexLock lock(&image->mu);
+  if (image->state() == CacheState::kCorrupt) return Corrupt(*image);
   if (image->state() == CacheState::kVerified || image->state() == CacheState::kComplete) {
     return Status::Ok();
   }
-  if (!image->complete()) {
-    return Status::Unavailable("image " + image->id + ": some blocks could not be fetched");
+  if (!image->complete()) {  // evicted since it landed
+    return Status::Unavailable("image " + image->id + " lost blocks before it was verified");
   }
   if (image->verifying) {
-    // A reader completed it first; its verification is running on the pool.
+    // A reader completed it first; its verification is running on the pool. A pass that
+    // reached no verdict leaves the image partial: the caller sees its state.
     const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(600);
     while (image->verifying && image->changed.WaitUntil(&image->mu, deadline)) {
     }
-    return image->state() == CacheState::kCorrupt
-               ? Status::Corruption("image " + image->id + " failed verification")
-               : Status::Ok();
+    return image->state() == CacheState::kCorrupt ? Corrupt(*image) : Status::Ok();
   }
   image->verifying = true;
   lock.Unlock();

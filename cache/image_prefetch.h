@@ -8,7 +8,8 @@
 // nothing back; the rate cap holds the receiver back. Otherwise the missing blocks are claimed
 // and fetched in ranged requests, at most readahead_requests in flight, each started once the
 // bytes already requested fit the rate cap (rate_limiter.h); blocks readers claimed meanwhile
-// are waited for; then the stored image is checked (image_judge.h). A whole-only image is one
+// are waited for, and those that never landed (a read-ahead stream abandons what its reader
+// left) are claimed in another round; then the stored image is checked (image_judge.h). A whole-only image is one
 // stream (whole_streamer.h), which the cap does not pace.
 //
 // Thread-safe; no lock of its own but the in-flight count of one call (a leaf). Waits on the
@@ -56,8 +57,15 @@ class ImagePrefetch {
   // Claims and fetches the missing blocks in ranged requests.
   Status FetchRanged(const ImagePtr& image, const SourcePtr& upstream, const Stop& stop,
                      uint64_t bytes_per_s);
-  // Waits for the blocks others claimed to land, then verifies the image unless it was.
-  Status AwaitAndVerify(const ImagePtr& image, const Stop& stop) EXCLUDES(image->mu);
+  // Waits for the blocks others claimed to land; *missing: the blocks still not stored then.
+  // Corruption if the image failed verification meanwhile.
+  Status AwaitLanded(const ImagePtr& image, const Stop& stop, uint64_t* missing)
+      EXCLUDES(image->mu);
+  // Verifies the complete image unless it is verified already, or waits for the pass that runs.
+  Status VerifyComplete(const ImagePtr& image) EXCLUDES(image->mu);
+
+  // Rounds of FetchRanged at most, each for the blocks the one before could not settle.
+  static constexpr int kRounds = 4;
 
   const PrefetchDeps d_;
 };

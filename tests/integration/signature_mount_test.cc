@@ -158,7 +158,7 @@ TEST_F(MountTest, RequireSignatureServesOnlyVerifiedImages) {
   for (const char* name : {"wrong", "store", "later", "plain"}) {
     auto [r, bytes] = read(name);
     EXPECT_NE(r.status, 0) << name;
-    EXPECT_NE(r.out.find("Permission denied"), std::string::npos) << name << r.out;
+    EXPECT_NE(r.out.find("Permission denied"), std::string::npos) << name << r.out << m.Log();
     EXPECT_EQ(bytes, 0u) << name << ": bytes of a refused image were served";
   }
   auto signature = [&](const std::string& name) {

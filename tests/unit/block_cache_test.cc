@@ -87,6 +87,27 @@ class CountingSource : public ByteSource {
   std::string data_;
 };
 
+// An upstream whose requests first ask before(offset): an error ends the request with it.
+class CallbackSource : public ByteSource {
+ public:
+  CallbackSource(std::shared_ptr<ByteSource> inner, std::function<Status(uint64_t)> before)
+      : inner_(std::move(inner)), before_(std::move(before)) {}
+  uint64_t size() const override { return inner_->size(); }
+  Status ReadAt(uint64_t off, size_t n, char* dst) override {
+    GLANCEFS_RETURN_IF_ERROR(before_(off));
+    return inner_->ReadAt(off, n, dst);
+  }
+  Status ReadScattered(uint64_t off, uint64_t n, const SliceFor& slice_for,
+                       const SliceDone& done) override {
+    GLANCEFS_RETURN_IF_ERROR(before_(off));
+    return inner_->ReadScattered(off, n, slice_for, done);
+  }
+
+ private:
+  std::shared_ptr<ByteSource> inner_;
+  std::function<Status(uint64_t)> before_;
+};
+
 // An upstream that, like a Glance store that refuses Range, reads only whole: a part asked for
 // with ReadScattered is NotSupported; the whole streams block by block, as slowly as asked.
 class WholeOnlySource : public ByteSource {
@@ -442,6 +463,39 @@ TEST(BlockCacheTest, PrefetchRateIsCappedFromTheFirstRequest) {
   EXPECT_GE(std::chrono::steady_clock::now() - t0, std::chrono::milliseconds(250));
   EXPECT_EQ(partly->requests, 1 + 4);
   EXPECT_EQ(cache->Find("b")->state, CacheState::kVerified);
+}
+
+// A block a reader held when the pre-fetch passed it, whose request then failed (or, as the
+// integration test saw, a read-ahead stream abandoned when its reader stopped), is not left
+// missing: the pre-fetch claims it in another round and verifies the image. It used to fail
+// with "some blocks could not be fetched", and a signature check with it (EIO, not EACCES).
+TEST(BlockCacheTest, PrefetchFetchesAgainABlockAnotherFetchDidNotLand) {
+  std::string data = Pattern(8 * kBlock, 15);
+  auto cache = BlockCache::Open(NewMemBlockStore(), SmallOptions()).value();
+  auto upstream = std::make_shared<CountingSource>(data);
+  std::atomic<bool> held{false}, release{false};
+  // The reader's request for block 3 waits until released, then fails.
+  auto gated = std::make_shared<CallbackSource>(upstream, [&](uint64_t off) {
+    if (off != 3 * kBlock || held.exchange(true)) return Status::Ok();
+    WaitFor([&] { return release.load(); });
+    return Status::Unavailable("injected: the reader's request failed");
+  });
+  ImageRecord r = Record("a", data, "v1");
+  std::thread reader([&] {
+    std::string got(100, '\0');
+    EXPECT_FALSE(cache->Wrap(r, gated)->ReadAt(3 * kBlock, 100, got.data()).ok());
+  });
+  ASSERT_TRUE(WaitFor([&] { return held.load(); }));
+  Status fetched;
+  std::thread prefetch([&] { fetched = cache->FetchAll(r, gated, [] { return false; }, 0); });
+  // The pre-fetch fetched all the rest and waits for the reader's block.
+  ASSERT_TRUE(WaitFor([&] { return cache->Find("a")->cached_bytes == 7 * kBlock; }));
+  release = true;
+  reader.join();
+  prefetch.join();
+  EXPECT_TRUE(fetched.ok()) << fetched.ToString();
+  EXPECT_EQ(cache->Find("a")->state, CacheState::kVerified);
+  EXPECT_EQ(ReadAll(*cache->Wrap(r, upstream), kBlock), data);
 }
 
 // Pre-fetch of an image nothing of which is cached: one request, each block hashed as it
