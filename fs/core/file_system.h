@@ -163,6 +163,9 @@ class FileSystem {
 
   // user.glancefs.* of an image (format verdict).
   std::vector<std::pair<std::string, std::string>> ImageXattrs(const ImageRecord& image);
+  // user.glancefs.signature: the cache's verdict (`entry`), else "unsigned" or "not checked yet".
+  static std::string SignatureState(const ImageRecord& image,
+                                    const std::optional<CacheEntry>& entry);
   // The image `name` in queue/ or cache/ names: an id, or a by-name entry.
   std::shared_ptr<const ImageRecord> ResolveImage(std::string_view name, const fsns::Namespace& ns);
   // The cache's view of image `id` in queue/ (queued only) or cache/ (cached only).
