@@ -9,8 +9,8 @@
 // and fetched in ranged requests, at most readahead_requests in flight, each started once the
 // bytes already requested fit the rate cap (rate_limiter.h); blocks readers claimed meanwhile
 // are waited for, and those that never landed (a read-ahead stream abandons what its reader
-// left) are claimed in another round; then the stored image is checked (image_judge.h). A whole-only image is one
-// stream (whole_streamer.h), which the cap does not pace.
+// left) are claimed in another round; then the stored image is checked (image_judge.h). A
+// whole-only image is one stream (whole_streamer.h), which the cap does not pace.
 //
 // Thread-safe; no lock of its own but the in-flight count of one call (a leaf). Waits on the
 // image's condition variable (Image::changed) with its lock, never with another held.
