@@ -1,9 +1,13 @@
 #!/usr/bin/env bash
 # The README's second command: installs, builds and runs every test.
 #   1. the optimized build: unit and integration tests (real FUSE mounts, qemu-img oracles);
-#   2. the qcow2 decoder's libFuzzer target, for a bounded time;
-#   3. an AddressSanitizer + UBSan build: the same tests again, glancefs included.
+#   2. the clang -Wthread-safety -Werror build: every lock checked by the compiler;
+#   3. every decoder's libFuzzer target, for a bounded time;
+#   4. an AddressSanitizer + UBSan build: the same tests again, glancefs included.
 # Fails loudly when something is missing; never skips silently.
+# Knobs: GLANCEFS_FUZZ_SECONDS (20), GLANCEFS_SKIP_SANITIZERS=1 (step 4 off, for a quick local run);
+# GLANCEFS_TEST_TRACE=1 makes the integration tests print each shell command they run with its
+# time, to find where a slow test spends it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # The same environment wherever it runs (a login shell, CI, cron): the system's tools on PATH,

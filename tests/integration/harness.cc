@@ -32,6 +32,7 @@ std::string Quote(const std::string& s) {
 
 CmdResult Sh(const std::string& cmd, int timeout_s) {
   CmdResult r;
+  auto start = std::chrono::steady_clock::now();
   std::string full =
       "timeout -k 5 " + std::to_string(timeout_s) + " bash -c " + Quote(cmd) + " 2>&1";
   FILE* p = ::popen(full.c_str(), "r");
@@ -42,6 +43,10 @@ CmdResult Sh(const std::string& cmd, int timeout_s) {
   int st = ::pclose(p);
   r.status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
   if (r.status == 124) r.out += "\n[timed out after " + std::to_string(timeout_s) + " s]";
+  if (::getenv("GLANCEFS_TEST_TRACE")) {  // where a slow test spends its time
+    std::chrono::duration<double> took = std::chrono::steady_clock::now() - start;
+    std::fprintf(stderr, "[sh %6.1fs] %.150s\n", took.count(), cmd.c_str());
+  }
   return r;
 }
 
