@@ -137,8 +137,11 @@ int64_t BlockCache::Now() const { return options_.now ? options_.now() : ::time(
 
 std::shared_ptr<ByteSource> BlockCache::Wrap(const ImageRecord& record,
                                              std::shared_ptr<ByteSource> upstream) {
-  return std::make_shared<CachedSource>(&parts_->reader, parts_->images.ImageFor(record),
-                                        std::move(upstream));
+  ImagePtr image = parts_->images.ImageFor(record);
+  // Complete but not verified: its check was cut short (an unmount, a failed sync). It runs now,
+  // on a fetch thread, instead of when a pre-fetch or a signature check next asks.
+  parts_->judge.MaybeSchedule(image);
+  return std::make_shared<CachedSource>(&parts_->reader, std::move(image), std::move(upstream));
 }
 
 void BlockCache::Fetched(const std::shared_ptr<Image>& image, bool prefetch, bool added) {

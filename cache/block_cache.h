@@ -164,7 +164,8 @@ class BlockCache {
   BlockCache& operator=(const BlockCache&) = delete;
 
   // A source reading `record`'s bytes through the cache, fetching misses from `upstream`
-  // (which must read exactly those bytes). REQUIRES: record.size.
+  // (which must read exactly those bytes). An image complete but not verified (its check cut
+  // short by an unmount) is checked again now, on a fetch thread. REQUIRES: record.size.
   std::shared_ptr<ByteSource> Wrap(const ImageRecord& record, std::shared_ptr<ByteSource> upstream);
 
   // Fetches every block of `record` not yet stored into the store (not the memory tier), at

@@ -257,6 +257,73 @@ TEST(BlockCacheTest, ClosingDoesNotWaitForAWholeImagesVerification) {
   EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(3));
 }
 
+// A BlockStore that forwards to one the test keeps, so that a cache can be closed and another
+// opened over the same blocks and records, as over the same directory after an unmount.
+class BorrowedStore : public BlockStore {
+ public:
+  explicit BorrowedStore(BlockStore* s) : s_(s) {}
+  std::string Describe() const override { return s_->Describe(); }
+  void SetBlockSize(uint32_t block_size) override { s_->SetBlockSize(block_size); }
+  Status GetBlock(BlockKey key, char* dst, size_t len, uint64_t* check) override {
+    return s_->GetBlock(key, dst, len, check);
+  }
+  Status GetBlocks(BlockKey first, const std::vector<IoSlice>& dsts,
+                   std::vector<uint64_t>* checks) override {
+    return s_->GetBlocks(first, dsts, checks);
+  }
+  Status PutBlocks(BlockKey first, const std::vector<BlockPut>& blocks) override {
+    return s_->PutBlocks(first, blocks);
+  }
+  Status DeleteImage(uint64_t image_no) override { return s_->DeleteImage(image_no); }
+  Status ScanBlocks(const std::function<void(BlockKey)>& fn) override {
+    return s_->ScanBlocks(fn);
+  }
+  Result<std::optional<std::string>> GetMeta(std::string_view key) override {
+    return s_->GetMeta(key);
+  }
+  Status PutMeta(std::string_view key, std::string_view value) override {
+    return s_->PutMeta(key, value);
+  }
+  Status DeleteMeta(std::string_view key) override { return s_->DeleteMeta(key); }
+  Status ScanMeta(std::string_view prefix,
+                  const std::function<void(std::string_view, std::string_view)>& fn) override {
+    return s_->ScanMeta(prefix, fn);
+  }
+  Status Sync() override { return s_->Sync(); }
+  uint64_t DiskBytes() override { return s_->DiskBytes(); }
+
+ private:
+  BlockStore* s_;
+};
+
+TEST(BlockCacheTest, AVerificationCutShortByClosingRunsWhenTheImageIsNextOpened) {
+  // An unmount stops the pass that reads a complete image back for its hash (128 x 50 ms). The
+  // image is complete but not verified; the next cache over the same store checks it as soon
+  // as it is opened, with no request upstream.
+  MemStoreFaults faults;
+  faults.get_delay_ms = 50;
+  std::unique_ptr<BlockStore> store = NewMemBlockStore(&faults);
+  std::string data = Pattern(128 * kBlock, 18);
+  ImageRecord r = Record("a", data, "v1");
+  {
+    auto cache =
+        BlockCache::Open(std::make_unique<BorrowedStore>(store.get()), SmallOptions()).value();
+    auto source = cache->Wrap(r, std::make_shared<CountingSource>(data));
+    EXPECT_EQ(ReadAll(*source, 1 << 20), data);
+    ASSERT_TRUE(WaitFor([&] { return cache->Find("a")->cached_bytes == data.size(); }));
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));  // the pass has begun
+  }
+  faults.get_delay_ms = 0;
+  auto cache =
+      BlockCache::Open(std::make_unique<BorrowedStore>(store.get()), SmallOptions()).value();
+  ASSERT_EQ(cache->Find("a")->cached_bytes, data.size());
+  ASSERT_EQ(cache->Find("a")->state, CacheState::kPartial);
+  auto upstream = std::make_shared<CountingSource>(data);
+  auto source = cache->Wrap(r, upstream);
+  EXPECT_TRUE(WaitFor([&] { return cache->Find("a")->state == CacheState::kVerified; }));
+  EXPECT_EQ(upstream->requests, 0);
+}
+
 TEST(BlockCacheTest, ASourceThatHandsOutSlicesAheadIsReadExactly) {
   // rbd keeps several reads in flight: slices are handed out before earlier ones are done.
   std::string data = Pattern(40 * kBlock + 999, 11);
