@@ -365,7 +365,7 @@ TEST_F(RealGlanceTest, GlanceDownGivesEioInBoundedTimeAndTheCatalogStays) {
                   .status == 0);
   EXPECT_NE(MustSh("ls " + m.path() + "/images").find(id), std::string::npos);
   // Back up: the same read now gives the data.
-  ASSERT_EQ(Sh(kFixture + "/glance-up.sh " + *state_ + " >/dev/null 2>&1", 300).status, 0);
+  ASSERT_TRUE(GlanceUpAgain(*state_));
   MustSh("cmp " + m.path() + "/images/" + id + "/disk.raw " + file);
   EXPECT_EQ(m.Unmount(), 0) << m.Log();
 }
@@ -391,7 +391,7 @@ TEST_F(RealGlanceTest, MountsFromTheStoredCatalogWhileGlanceIsDown) {
   }
   MustSh(kFixture + "/glance-down.sh " + *state_, 120);  // stopped, data kept
   struct Restart {
-    ~Restart() { Sh(kFixture + "/glance-up.sh " + *state_ + " >/dev/null 2>&1", 300); }
+    ~Restart() { (void)GlanceUpAgain(*state_); }  // for the next tests: they fail if not up
   } restart;
   {
     MustSh("mkdir -p " + work_ + "/mnt-fresh");
@@ -425,7 +425,7 @@ TEST_F(RealGlanceTest, MountsFromTheStoredCatalogWhileGlanceIsDown) {
     EXPECT_LT(secs, 20.0);
 
     // Glance answers again: the next refresh replaces the stored catalog, new images show.
-    ASSERT_EQ(Sh(kFixture + "/glance-up.sh " + *state_ + " >/dev/null 2>&1", 300).status, 0);
+    ASSERT_TRUE(GlanceUpAgain(*state_));
     std::string later = Upload(cached, "rg-stored-later", "raw");
     MustSh("for i in $(seq 100); do test -d " + m.path() + "/images/" + later +
            " && exit 0; sleep 0.2; done; exit 1");
@@ -531,7 +531,7 @@ TEST_F(RealGlanceTest, PrefetchQueueSurvivesKillNineAndServesOffline) {
   MustSh("sync; echo 3 > /proc/sys/vm/drop_caches");  // the kernel's copy too
   CmdResult r = Sh("cmp " + m.path() + "/images/" + ids[0] + "/disk.raw " + files[0], 60);
   EXPECT_NE(r.status, 0);
-  ASSERT_EQ(Sh(kFixture + "/glance-up.sh " + *state_ + " >/dev/null 2>&1", 300).status, 0);
+  ASSERT_TRUE(GlanceUpAgain(*state_));
   EXPECT_EQ(m.Unmount(), 0) << m.Log();
 }
 
@@ -568,7 +568,7 @@ TEST_F(RealGlanceTest, KillingGlanceDuringAReadGivesEio) {
   EXPECT_NE(ReadFile(work_ + "/reader.out").find("Input/output error"), std::string::npos)
       << "reader said: [" << ReadFile(work_ + "/reader.out") << "]" << m.Log();
   EXPECT_NE(MustSh("ls " + m.path() + "/images").find(id), std::string::npos);
-  ASSERT_EQ(Sh(kFixture + "/glance-up.sh " + *state_ + " >/dev/null 2>&1", 300).status, 0);
+  ASSERT_TRUE(GlanceUpAgain(*state_));
   MustSh("cmp " + m.path() + "/images/" + id + "/disk.raw " + file);
   EXPECT_EQ(m.Unmount(), 0) << m.Log();
 }

@@ -99,6 +99,16 @@ int FreePort() {
   return ntohs(addr.sin_port);
 }
 
+::testing::AssertionResult GlanceUpAgain(const std::string& state_dir) {
+  // stdout is the environment, dropped; stderr is the log, kept for the message
+  CmdResult up = Sh(std::string(GLANCEFS_SOURCE_DIR) + "/tests/fixtures/glance/glance-up.sh " +
+                        Quote(state_dir) + " 2>&1 >/dev/null",
+                    300);
+  if (up.status == 0) return ::testing::AssertionSuccess();
+  return ::testing::AssertionFailure() << "glance-up.sh " << state_dir << " exited "
+                                       << up.status << ":\n" << up.out;
+}
+
 std::map<std::string, std::string> ParseExports(const std::string& text) {
   std::map<std::string, std::string> env;
   std::istringstream lines(text);

@@ -2,6 +2,7 @@
 // has (ls, stat, cat, cmp, cp, rsync, getfattr, find, qemu-img).
 #pragma once
 
+#include <gtest/gtest.h>
 #include <sys/types.h>
 
 #include <map>
@@ -33,6 +34,10 @@ bool HaveCommand(const std::string& name);
 
 // A loopback TCP port nobody listens on now (the kernel picks it).
 int FreePort();
+
+// Starts again the servers tests/fixtures/glance/glance-up.sh set up in STATE_DIR (after
+// glance-down.sh without --purge). A failure's message holds the fixture's log.
+::testing::AssertionResult GlanceUpAgain(const std::string& state_dir);
 
 // The `export NAME=VALUE` lines a fixture prints (tests/fixtures/glance), quotes removed.
 std::map<std::string, std::string> ParseExports(const std::string& text);

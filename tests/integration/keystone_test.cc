@@ -186,7 +186,7 @@ TEST(KeystoneTest, MountsWhatTheProjectSees) {
     MustSh("cmp -n 4M " + disk + " " + file);
     CmdResult r = Sh("dd if=" + disk + " of=/dev/null bs=1M skip=200 count=1 status=none", 60);
     EXPECT_NE(r.out.find("Input/output error"), std::string::npos) << r.out;
-    ASSERT_EQ(Sh(kFixture + "/glance-up.sh " + state + " >/dev/null 2>&1", 300).status, 0);
+    ASSERT_TRUE(GlanceUpAgain(state));
     MustSh("for i in $(seq 150); do getfattr --absolute-names --only-values -n "
            "user.glancefs.catalog_state " + m.path() + " | grep -qx live && exit 0; sleep 0.2; "
            "done; exit 1", 60);
