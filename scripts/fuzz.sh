@@ -33,30 +33,49 @@ fi
 
 # The decoders and what they use are compiled once, on every core, and linked into each target:
 # compiling them again for each of the seven targets, one file at a time, took most of this
-# script's time.
+# script's time. The targets are then built, and run, one per core at a time.
 FLAGS=(-std=c++20 -O1 -g -fsanitize=address,undefined -fno-sanitize-recover=undefined -I.)
 SOURCES=(fs/base/status.cc fs/base/log.cc fs/format/*.cc)
+# spawn CMD...: runs CMD in the background, at most nproc at once; drain: waits for them all.
+# A command that fails fails the script (set -e).
+PIDS=()
+spawn() {
+  ((${#PIDS[@]} < $(nproc))) || { wait "${PIDS[0]}"; PIDS=("${PIDS[@]:1}"); }
+  "$@" &
+  PIDS+=($!)
+}
+drain() { local pid; for pid in "${PIDS[@]}"; do wait "$pid"; done; PIDS=(); }
 rm -rf "$OUT/obj"; mkdir -p "$OUT/obj"
-pids=()
 for src in "${SOURCES[@]}"; do
-  (( ${#pids[@]} < $(nproc) )) || { wait "${pids[0]}"; pids=("${pids[@]:1}"); }
-  "$CXX" "${FLAGS[@]}" -fsanitize=fuzzer-no-link -c "$src" -o "$OUT/obj/${src//\//_}.o" &
-  pids+=($!)
+  spawn "$CXX" "${FLAGS[@]}" -fsanitize=fuzzer-no-link -c "$src" -o "$OUT/obj/${src//\//_}.o"
 done
-for pid in "${pids[@]}"; do wait "$pid"; done
+drain
 OBJECTS=("$OUT"/obj/*.o)
-status=0
+NAMES=()
 for target in tests/fuzz/*_fuzzer.cc; do
   name=$(basename "$target" _fuzzer.cc)
-  dir=$OUT/$name
-  mkdir -p "$dir/corpus"
-  "$CXX" "${FLAGS[@]}" -fsanitize=fuzzer "$target" "${OBJECTS[@]}" -lz -lzstd -o "$dir/fuzzer"
+  NAMES+=("$name")
+  mkdir -p "$OUT/$name/corpus"
+  spawn "$CXX" "${FLAGS[@]}" -fsanitize=fuzzer "$target" "${OBJECTS[@]}" -lz -lzstd -o "$OUT/$name/fuzzer"
+done
+drain
+
+run() { # NAME: one fuzzer for SECONDS_TO_RUN, its summary in $OUT/NAME/run.log
+  local dir=$OUT/$1
   # Every seed goes to every fuzzer: the probe must turn other formats away cleanly too.
   cp -n "$S"/*.img "$dir/corpus/" 2>/dev/null || true
-  echo "fuzz: running ${name}_fuzzer for ${SECONDS_TO_RUN} s"
   ASAN_OPTIONS=detect_leaks=1 "$dir/fuzzer" -max_total_time="$SECONDS_TO_RUN" -rss_limit_mb=2048 \
     -max_len=1048576 -timeout=10 -print_final_stats=1 -artifact_prefix="$dir/" "$dir/corpus" \
-    2>&1 | grep -E "^#[0-9]+ *DONE|stat::number_of_executed_units|ERROR|SUMMARY|crash-|leak-|timeout-" || true
+    2>&1 | grep -E "^#[0-9]+ *DONE|stat::number_of_executed_units|ERROR|SUMMARY|crash-|leak-|timeout-" \
+    >"$dir/run.log" || true
+}
+echo "fuzz: running ${NAMES[*]} for ${SECONDS_TO_RUN} s each, $(nproc) at a time"
+for name in "${NAMES[@]}"; do spawn run "$name"; done
+drain
+status=0
+for name in "${NAMES[@]}"; do
+  dir=$OUT/$name
+  sed "s/^/fuzz: ${name}: /" "$dir/run.log"
   if ls "$dir"/crash-* "$dir"/leak-* "$dir"/timeout-* "$dir"/oom-* >/dev/null 2>&1; then
     echo "fuzz: ${name}: FAILED: reproducers in $dir/" >&2
     status=1
