@@ -22,8 +22,8 @@ PACKAGES=(
   python3-cursive
   # a VM that boots from the mount (tests/integration/boot_test.cc)
   qemu-system-x86
-  # the decoder fuzzer (libFuzzer)
-  clang-14 libclang-rt-14-dev
+  # the decoder fuzzer (libFuzzer) and the thread-safety check (jq reads its compile commands)
+  clang-14 libclang-rt-14-dev jq
 )
 if [[ "${GLANCEFS_BENCH_DEPS:-0}" == 1 ]]; then
   PACKAGES+=(qemu-system-common fio hyperfine)  # qemu-storage-daemon for side-by-side runs
