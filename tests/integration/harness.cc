@@ -214,15 +214,21 @@ int Mount::Signal(int sig) {
 }
 
 int Mount::SignalThread(const std::string& comm, int sig) {
+  // The mount is up before glancefs has started all its threads: look for 10 s.
   const std::string tasks = "/proc/" + std::to_string(pid_) + "/task";
-  for (const auto& task : std::filesystem::directory_iterator(tasks)) {
-    std::ifstream in(task.path() / "comm");
-    std::string name;
-    if (!std::getline(in, name) || name != comm) continue;
-    ::syscall(SYS_tgkill, pid_, std::stoi(task.path().filename().string()), sig);
-    mounted_ = false;
-    return Wait(20);
-  }
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  do {
+    std::error_code ec;
+    for (const auto& task : std::filesystem::directory_iterator(tasks, ec)) {
+      std::ifstream in(task.path() / "comm");
+      std::string name;
+      if (!std::getline(in, name) || name != comm) continue;
+      ::syscall(SYS_tgkill, pid_, std::stoi(task.path().filename().string()), sig);
+      mounted_ = false;
+      return Wait(20);
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  } while (std::chrono::steady_clock::now() < deadline);
   return -2;
 }
 

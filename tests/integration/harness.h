@@ -58,7 +58,7 @@ class Mount {
   // Sends a signal and waits; returns the exit status.
   int Signal(int sig);
   // Sends a signal to glancefs's first thread named `comm` (tgkill), not to the process, and
-  // waits; returns the exit status, or -2 when no thread has that name.
+  // waits; returns the exit status, or -2 when no thread has had that name for 10 s.
   int SignalThread(const std::string& comm, int sig);
   pid_t pid() const { return pid_; }
 
